@@ -1,0 +1,144 @@
+"""Convert ASE ``Atoms`` into structure records (OC20 field layout)."""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Union
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.constraints import FixAtoms
+from torch_geometric.data import Data
+
+from .errors import DatasetError
+
+RefTable = Union[Mapping[int, float], np.ndarray]
+
+
+def fixed_mask(atoms: Atoms) -> np.ndarray:
+    """1 for atoms fixed by a ``FixAtoms`` constraint, else 0."""
+    mask = np.zeros(len(atoms), dtype=np.float32)
+    for constraint in atoms.constraints:
+        if isinstance(constraint, FixAtoms):
+            mask[constraint.get_indices()] = 1.0
+    return mask
+
+
+def reference_energy(numbers: np.ndarray, refs: RefTable, source: str = "") -> float:
+    """Sum of per-element reference energies for ``numbers``; unknown elements are an error."""
+    total = 0.0
+    for z in numbers:
+        z = int(z)
+        try:
+            total += float(refs[z])
+        except (KeyError, IndexError):
+            raise DatasetError(f"no reference energy for element Z={z}", source, field="atomic_numbers") from None
+    return total
+
+
+def atoms_to_data(
+    atoms: Atoms,
+    energy: Optional[float] = None,
+    forces: Optional[np.ndarray] = None,
+    sid: Union[int, str, None] = None,
+    fid: int = 0,
+    refs: Optional[RefTable] = None,
+    source: str = "",
+    index: Optional[int] = None,
+) -> Data:
+    """A ``Data`` record from ``atoms`` with OC20 dtypes.
+
+    ``pos``/``cell``/``force`` float32, ``atomic_numbers`` float32 (as OC20 files),
+    ``natoms`` (1,) long, ``tags`` long from ``atoms.get_tags()``, ``fixed`` from
+    ``FixAtoms``, ``pbc`` (1,3) from the Atoms. ``energy`` becomes ``y`` (minus the summed ``refs`` when given).
+    Rejects NaN energies/forces/positions, naming ``source``/``index``.
+    """
+    n = len(atoms)
+    pos = np.asarray(atoms.get_positions(), dtype=np.float64)
+    if not np.isfinite(pos).all():
+        raise DatasetError("positions contain NaN or infinite values", source, index, "pos")
+    data = Data(
+        pos=torch.tensor(pos, dtype=torch.float32),
+        cell=torch.tensor(np.asarray(atoms.get_cell()), dtype=torch.float32).reshape(1, 3, 3),
+        atomic_numbers=torch.tensor(atoms.get_atomic_numbers(), dtype=torch.float32),
+        natoms=torch.tensor([n], dtype=torch.long),
+        tags=torch.tensor(atoms.get_tags(), dtype=torch.long),
+        fixed=torch.tensor(fixed_mask(atoms)),
+        pbc=torch.tensor(np.asarray(atoms.pbc, dtype=bool)).reshape(1, 3),
+        sid=sid,
+        fid=int(fid),
+    )
+    if energy is not None:
+        energy = float(energy)
+        if not np.isfinite(energy):
+            raise DatasetError("energy is NaN or infinite", source, index, "y")
+        if refs is not None:
+            energy -= reference_energy(atoms.get_atomic_numbers(), refs, source)
+        data.y = energy
+    if forces is not None:
+        forces = np.asarray(forces, dtype=np.float64)
+        if forces.shape != (n, 3):
+            raise DatasetError(f"expected shape ({n}, 3), got {forces.shape}", source, index, "force")
+        if not np.isfinite(forces).all():
+            raise DatasetError("forces contain NaN or infinite values", source, index, "force")
+        data.force = torch.tensor(forces, dtype=torch.float32)
+    return data
+
+
+def read_frames(path: str):
+    """All frames of an ASE-readable file (trajectory, extxyz, ASE database) as a list."""
+    import os
+
+    from ase.io import read
+
+    if not os.path.isfile(path):
+        raise DatasetError("input file not found", path)
+    try:
+        frames = read(path, index=":")
+    except Exception as err:  # noqa: BLE001 - ASE raises many types for bad files
+        raise DatasetError(f"ASE cannot read the file: {err}", path) from err
+    return frames if isinstance(frames, list) else [frames]
+
+
+def frame_results(atoms: Atoms, path: str, index: int, need_forces: bool = True) -> tuple:
+    """``(energy, forces)`` stored with a frame (its calculator's results), or a clear error."""
+    if atoms.calc is None:
+        raise DatasetError("frame has no stored energy (no calculator results)", path, index, "y")
+    try:
+        energy = atoms.get_potential_energy()
+    except Exception as err:  # noqa: BLE001
+        raise DatasetError(f"frame has no stored energy: {err}", path, index, "y") from err
+    forces = None
+    if need_forces:
+        try:
+            forces = atoms.get_forces(apply_constraint=False)
+        except Exception as err:  # noqa: BLE001
+            raise DatasetError(f"frame has no stored forces: {err}", path, index, "force") from err
+    return energy, forces
+
+
+def load_refs(spec) -> Optional[dict]:
+    """Element reference energies from a dict or a JSON file: keys symbols or atomic numbers."""
+    import json
+
+    from ase.data import atomic_numbers as symbol_to_z
+
+    if spec is None:
+        return None
+    source = ""
+    if isinstance(spec, str):
+        source = spec
+        try:
+            with open(spec) as handle:
+                spec = json.load(handle)
+        except (OSError, ValueError) as err:
+            raise DatasetError(f"cannot read reference energies: {err}", source) from err
+    refs = {}
+    for key, value in spec.items():
+        if isinstance(key, str) and not key.isdigit():
+            if key not in symbol_to_z:
+                raise DatasetError(f"unknown element symbol {key!r}", source, field="refs")
+            z = symbol_to_z[key]
+        else:
+            z = int(key)
+        refs[z] = float(value)
+    return refs

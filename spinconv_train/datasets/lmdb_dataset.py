@@ -1,0 +1,157 @@
+"""OC20-layout LMDB datasets (S2EF trajectories and IS2RE/IS2RS single points)."""
+from __future__ import annotations
+
+import bisect
+import glob
+import logging
+import os
+import warnings
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torch_geometric.data import Data
+
+from ..registry import DATASETS
+from .element_refs import scalar
+from .errors import DatasetError, check_config_keys
+from .lmdb_io import close_shared, decode_record, read_length, read_raw, shared_readonly_env
+from .records import normalize_structure, validate_structure
+
+logger = logging.getLogger(__name__)
+
+METADATA_NAME = "metadata.npz"
+
+
+def find_shards(src: str) -> List[str]:
+    """The ``.lmdb`` files of ``src``: the file itself, or a folder's ``*.lmdb`` sorted."""
+    if os.path.isdir(src):
+        shards = sorted(glob.glob(os.path.join(src, "*.lmdb")))
+        if not shards:
+            raise DatasetError("folder holds no *.lmdb files", src, field="src")
+        return shards
+    if os.path.isfile(src):
+        return [src]
+    raise DatasetError("dataset src does not exist", src, field="src")
+
+
+@DATASETS.register("lmdb", "trajectory_lmdb", "single_point_lmdb")
+class LmdbDataset(Dataset):
+    """Structures stored in OC20-layout LMDB files.
+
+    Config keys:
+      ``src``: a folder of ``*.lmdb`` shards or one ``.lmdb`` file (required);
+      ``required_fields``: fields every record must carry (e.g. ``["y", "force"]`` for
+      S2EF, ``["y_relaxed"]`` for IS2RE, ``["pos_relaxed"]`` for IS2RS);
+      ``elements``: optional list of allowed atomic numbers;
+      ``validate``: check shapes / NaN / elements of each record read (default True).
+
+    ``ds[i]`` is a ``Data`` following docs/design.md. Files are opened read-only without
+    locks, once per process (shared by all dataset objects: py-lmdb allows one handle per
+    file and process), and reopened after a fork, so the dataset is safe in DataLoader
+    workers and under DDP; pickling it (spawned workers) carries no handles.
+    """
+
+    CONFIG_KEYS = {"src", "required_fields", "elements", "validate"}
+
+    def __init__(self, config: dict, transform: Optional[Callable[[Data], Data]] = None) -> None:
+        check_config_keys(config, self.CONFIG_KEYS, "lmdb dataset")
+        if "src" not in config:
+            raise DatasetError("lmdb dataset config needs a 'src' key (folder or .lmdb file)", field="src")
+        self.src = str(config["src"])
+        self.required_fields = tuple(config.get("required_fields", ()))
+        elements = config.get("elements")
+        self.elements = None if elements is None else tuple(int(e) for e in elements)
+        self.validate = bool(config.get("validate", True))
+        self.transform = transform
+        self.shards = find_shards(self.src)
+        lengths = [read_length(shared_readonly_env(shard), shard) for shard in self.shards]
+        self._offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+    # -- lazy, per-process file handles -------------------------------------------------
+    def _env(self, shard: int):
+        # One handle per file and process, opened on first use and reopened after a fork.
+        return shared_readonly_env(self.shards[shard])
+
+    def close(self) -> None:
+        """Close this process's handles of the shards (they reopen on the next access)."""
+        for shard in self.shards:
+            close_shared(shard)
+
+    # -- records ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def locate(self, index: int) -> tuple:
+        """``(shard file, index within the shard)`` of global record ``index``."""
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} records in {self.src}")
+        shard = bisect.bisect_right(self._offsets, index) - 1
+        return shard, index - int(self._offsets[shard])
+
+    def raw_record(self, index: int) -> Data:
+        """The record as stored (old PyG objects rebuilt), without normalisation."""
+        shard, local = self.locate(int(index))
+        path = self.shards[shard]
+        return decode_record(read_raw(self._env(shard), path, local), path, local)
+
+    def __getitem__(self, index: int) -> Data:
+        shard, local = self.locate(int(index))
+        path = self.shards[shard]
+        data = decode_record(read_raw(self._env(shard), path, local), path, local)
+        normalize_structure(data, path, local)
+        if self.validate:
+            validate_structure(data, path, local, self.required_fields, self.elements)
+        if self.transform is not None:
+            data = self.transform(data)
+        return data
+
+    # -- cheap passes for samplers and fitted statistics ---------------------------------
+    def metadata_path(self) -> str:
+        """Where ``metadata.npz`` is looked for: in ``src`` or next to the ``.lmdb`` file."""
+        folder = self.src if os.path.isdir(self.src) else os.path.dirname(os.path.abspath(self.src))
+        return os.path.join(folder, METADATA_NAME)
+
+    def get_natoms(self) -> np.ndarray:
+        """Atoms per record, from ``metadata.npz`` when it matches, else read (with a warning)."""
+        path = self.metadata_path()
+        if os.path.isfile(path):
+            with np.load(path) as meta:
+                if "natoms" in meta and len(meta["natoms"]) == len(self):
+                    return np.asarray(meta["natoms"], dtype=np.int64)
+            reason = f"{path} has no 'natoms' array of length {len(self)}"
+        else:
+            reason = f"no {path}"
+        message = (f"{reason}: reading natoms from all {len(self)} records of {self.src} "
+                   "(slow; write metadata.npz with scripts/preprocess_ef.py)")
+        logger.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return np.array([self._natoms_of(self.raw_record(i)) for i in range(len(self))], dtype=np.int64)
+
+    @staticmethod
+    def _natoms_of(data: Data) -> int:
+        natoms = getattr(data, "natoms", None)
+        return int(natoms) if natoms is not None else int(data.pos.shape[0])
+
+    def energies_and_counts(
+        self, field: str = "y", indices: Optional[Sequence[int]] = None, max_z: int = 118
+    ) -> tuple:
+        """``(energies (n,), element counts (n, max_z+1))`` by a light pass over records."""
+        indices = range(len(self)) if indices is None else indices
+        energies = np.empty(len(indices), dtype=np.float64)
+        counts = np.zeros((len(indices), max_z + 1), dtype=np.float64)
+        for row, index in enumerate(indices):
+            data = self.raw_record(int(index))
+            value = getattr(data, field, None)
+            shard, local = self.locate(int(index))
+            if value is None:
+                raise DatasetError("missing energy field", self.shards[shard], local, field)
+            energies[row] = scalar(value)
+            z = torch.as_tensor(data.atomic_numbers).long().numpy()
+            if z.size and (z.min() < 1 or z.max() > max_z):
+                raise DatasetError(f"element outside 1..{max_z}", self.shards[shard], local, "atomic_numbers")
+            counts[row] = np.bincount(z, minlength=max_z + 1)
+        return energies, counts

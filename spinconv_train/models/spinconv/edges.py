@@ -1,0 +1,106 @@
+"""Graph and edges of one forward pass: the radius graph, differentiable edge vectors, the
+reverse-edge map and the list of (projected edge k->j, edge j->i) pairs.
+
+The pair list is built from CSR offsets of the edges sorted by target: for every edge
+j->i, all edges into j. Its size is sum_j deg(j)^2, linear in the number of atoms for a
+bounded neighbour count; nothing here is (atoms x atoms).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ...graph import cap_neighbors, edge_vectors, radius_graph, reverse_edges
+
+
+@dataclass
+class EdgeGraph:
+    """Edges of a batch, sorted by target atom."""
+
+    edge_index: Tensor  # (2, E): row 0 source j, row 1 target i
+    cell_offsets: Tensor  # (E, 3)
+    vec: Tensor  # (E, 3) pos[j] - pos[i] + shift, differentiable w.r.t. pos
+    dist: Tensor  # (E,)
+    unit: Tensor  # (E, 3)
+    rev: Tensor  # (E,) index of the reverse edge
+
+
+def _structure_of(batch: Tensor, atom: int) -> tuple[int, int]:
+    """(structure index, index of the atom within its structure)."""
+    b = int(batch[atom])
+    first = int((batch == b).nonzero()[0])
+    return b, atom - first
+
+
+def check_atomic_numbers(atomic_numbers: Tensor, batch: Tensor, max_num_elements: int) -> None:
+    """Raise ValueError naming the first atom whose atomic number is out of range."""
+    bad = (atomic_numbers < 0) | (atomic_numbers >= max_num_elements)
+    if bool(bad.any()):
+        atom = int(bad.nonzero()[0])
+        b, local = _structure_of(batch, atom)
+        raise ValueError(
+            f"atom {atom} (structure {b}, atom {local} within it) has atomic number "
+            f"{int(atomic_numbers[atom])}, outside [0, max_num_elements={max_num_elements})"
+        )
+
+
+def build_edge_graph(
+    data,
+    pos: Tensor,
+    cutoff: float,
+    max_neighbors: int,
+    use_pbc: bool,
+    otf_graph: bool,
+) -> EdgeGraph:
+    """Edges of ``data`` (a torch_geometric Batch) with vectors computed from ``pos``."""
+    batch = data.batch
+    num_atoms = pos.shape[0]
+    cell: Tensor | None = getattr(data, "cell", None) if use_pbc else None
+    if cell is not None:
+        cell = cell.reshape(-1, 3, 3).to(pos.dtype)
+    precomputed = getattr(data, "edge_index", None)
+    if otf_graph or precomputed is None:
+        pbc = getattr(data, "pbc", None) if use_pbc else None
+        edge_index, cell_offsets = radius_graph(pos, batch, data.natoms, cell, pbc, cutoff, max_neighbors)
+    else:
+        offsets = getattr(data, "cell_offsets", None)
+        if offsets is None or not use_pbc:
+            offsets = pos.new_zeros(precomputed.shape[1], 3)
+        offsets = offsets.to(pos.dtype)
+        dist = edge_vectors(pos.detach(), precomputed, offsets, cell, batch).norm(dim=-1)
+        inside = (dist < cutoff) & (dist > 0)
+        edge_index, cell_offsets = cap_neighbors(
+            precomputed[:, inside], offsets[inside], dist[inside], num_atoms, max_neighbors
+        )
+    degree = torch.bincount(edge_index[1], minlength=num_atoms)
+    if bool((degree == 0).any()):
+        atom = int((degree == 0).nonzero()[0])
+        b, local = _structure_of(batch, atom)
+        raise ValueError(
+            f"atom {atom} (structure {b}, atom {local} within it) has no neighbours within "
+            f"cutoff {cutoff} Å; SpinConv needs at least one neighbour per atom"
+        )
+    vec = edge_vectors(pos, edge_index, cell_offsets, cell, batch)
+    dist = vec.norm(dim=-1)
+    unit = vec / dist.unsqueeze(-1)
+    rev = reverse_edges(edge_index, cell_offsets)
+    return EdgeGraph(edge_index, cell_offsets, vec, dist, unit, rev)
+
+
+def edge_pairs(edge_index: Tensor, num_atoms: int) -> tuple[Tensor, Tensor]:
+    """For every edge e = j->i, all edges e' = k->j into its source: (pair_src=e', pair_dst=e).
+
+    Requires ``edge_index`` sorted by target (as ``build_edge_graph`` returns it).
+    """
+    src, tgt = edge_index[0], edge_index[1]
+    num_edges = src.numel()
+    counts = torch.bincount(tgt, minlength=num_atoms)
+    first = torch.cumsum(counts, 0) - counts
+    per_edge = counts[src]
+    pair_dst = torch.repeat_interleave(torch.arange(num_edges, device=src.device), per_edge)
+    start = torch.cumsum(per_edge, 0) - per_edge
+    within = torch.arange(pair_dst.numel(), device=src.device) - start[pair_dst]
+    pair_src = first[src[pair_dst]] + within
+    return pair_src, pair_dst

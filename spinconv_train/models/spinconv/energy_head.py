@@ -1,0 +1,43 @@
+"""Energy head (paper Sec. 3.4): sum edge messages into atoms, per-atom embedding block,
+sum per structure."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from .embedding import EmbeddingBlock
+
+
+class EnergyHead(nn.Module):
+    """(E, hidden) edge messages -> (B,) energies."""
+
+    def __init__(
+        self,
+        hidden_channels: int,
+        mid_channels: int,
+        embedding_size: int,
+        max_num_elements: int,
+        max_num_neighbors: int,
+        act: Callable[[Tensor], Tensor],
+    ) -> None:
+        super().__init__()
+        self.norm = max_num_neighbors / 2.0 + 1.0  # the reference's constant normaliser
+        self.energyembeddingblock = EmbeddingBlock(
+            hidden_channels, 1, mid_channels, embedding_size, 8, max_num_elements, act
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        target: Tensor,
+        atomic_numbers: Tensor,
+        batch: Tensor,
+        num_structures: int,
+        edge_scale: Tensor | None = None,
+    ) -> Tensor:
+        if edge_scale is not None:
+            x = x * edge_scale.unsqueeze(-1)
+        atom = x.new_zeros(atomic_numbers.shape[0], x.shape[-1]).index_add_(0, target, x) / self.norm
+        atom_energy = self.energyembeddingblock(atom, atomic_numbers, atomic_numbers).squeeze(-1)
+        return atom_energy.new_zeros(num_structures).index_add_(0, batch, atom_energy)

@@ -1,0 +1,77 @@
+"""Message block (paper Fig. 2): spin convolution of the projected neighbourhood, then
+embedding blocks, with a distance term added before the last activation."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from .embedding import EmbeddingBlock
+from .projection import SplatPlan, grid_from_flat, splat
+from .spin_conv import GridSpinConv, build_spin_conv
+
+
+class SpinConvBlock(nn.Module):
+    """Projection onto the sphere -> spin convolution -> GroupNorm: (M, C) -> (num_dst, out)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        lat: int,
+        long: int,
+        kind: str,
+        act: Callable[[Tensor], Tensor],
+        lmax: int | None,
+        impl: str,
+    ) -> None:
+        super().__init__()
+        self.spin_conv = build_spin_conv(kind, in_channels, out_channels, lat, long, lmax=lmax, act=act, impl=impl)
+        self.group_norm = nn.GroupNorm(max(in_channels // 8, 1), out_channels)
+
+    def forward(self, x: Tensor, plan: SplatPlan) -> Tensor:
+        flat = splat(x, plan)
+        if isinstance(self.spin_conv, GridSpinConv):
+            h = self.spin_conv.forward_flat(flat, plan.num_dst)  # no (E, C, lat, long) copy
+        else:
+            h = self.spin_conv(grid_from_flat(flat, plan))
+        return self.group_norm(h)
+
+
+class MessageBlock(nn.Module):
+    """One interaction: new edge messages (E, out) from edge messages (E, in)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        mid_channels: int,
+        embedding_size: int,
+        lat: int,
+        long: int,
+        max_num_elements: int,
+        kind: str,
+        act: Callable[[Tensor], Tensor],
+        lmax: int | None,
+        impl: str,
+        num_experts: int = 8,
+    ) -> None:
+        super().__init__()
+        self.act = act
+        self.spinconvblock = SpinConvBlock(in_channels, mid_channels, lat, long, kind, act, lmax, impl)
+        self.embeddingblock1 = EmbeddingBlock(
+            mid_channels, mid_channels, mid_channels, embedding_size, num_experts, max_num_elements, act
+        )
+        self.embeddingblock2 = EmbeddingBlock(
+            mid_channels, out_channels, mid_channels, embedding_size, num_experts, max_num_elements, act
+        )
+        self.distfc1 = nn.Linear(mid_channels, mid_channels)
+        self.distfc2 = nn.Linear(mid_channels, mid_channels)
+
+    def forward(
+        self, x: Tensor, x_dist: Tensor, source_element: Tensor, target_element: Tensor, plan: SplatPlan
+    ) -> Tensor:
+        h = self.spinconvblock(x, plan)
+        h = self.embeddingblock1(h, source_element, target_element)
+        h = h + self.distfc2(self.act(self.distfc1(x_dist)))
+        return self.embeddingblock2(self.act(h), source_element, target_element)

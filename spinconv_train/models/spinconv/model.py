@@ -1,0 +1,227 @@
+"""SpinConv (Shuaibi et al. 2021): backbone of message blocks + energy head + force head.
+
+Energy-centric (``force_estimator="grad"``): forces are -dE/dpos by autograd through the
+whole model, angular path included. Force-centric (``"random"``, the reference's name, or
+``"direct"``): a deterministic, exactly equivariant force head; no gradient w.r.t.
+positions is built.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ...registry import MODELS
+from .distance import DistanceBlock, GaussianBasis, cosine_weight, polynomial_envelope
+from .edges import EdgeGraph, build_edge_graph, check_atomic_numbers, edge_pairs
+from .embedding import EmbeddingBlock
+from .energy_head import EnergyHead
+from .force_head import ForceHead
+from .frames import edge_frames
+from .message import MessageBlock
+from .projection import SplatPlan, make_splat_plan
+from .spin_conv import SPIN_CONV_IMPLS, SPIN_CONV_KINDS
+
+FORCE_ESTIMATORS = ("grad", "random", "direct")
+
+
+@MODELS.register("spinconv")
+class SpinConv(nn.Module):
+    """SpinConv with the reference implementation's keyword names (OC20 configs load as is).
+
+    Reference-only keywords kept for config compatibility and ignored: ``num_atoms``,
+    ``bond_feat_dim``, ``num_targets`` (must be 1), ``show_timing_info``,
+    ``model_ref_number``, ``readout`` ("add"), ``num_rand_rotations`` (the force head is
+    deterministic). Extras: ``envelope`` (smooth cutoff envelope, off reproduces the paper),
+    ``envelope_exponent``, ``spin_conv_impl`` ("fft" or "conv").
+    """
+
+    def __init__(
+        self,
+        num_atoms: int | None = None,
+        bond_feat_dim: int | None = None,
+        num_targets: int = 1,
+        *,
+        use_pbc: bool = True,
+        regress_forces: bool = True,
+        otf_graph: bool = False,
+        hidden_channels: int = 32,
+        mid_hidden_channels: int = 200,
+        num_interactions: int = 1,
+        num_basis_functions: int = 200,
+        basis_width_scalar: float = 1.0,
+        max_num_neighbors: int = 20,
+        sphere_size_lat: int = 15,
+        sphere_size_long: int = 9,
+        cutoff: float = 10.0,
+        distance_block_scalar_max: float = 2.0,
+        max_num_elements: int = 90,
+        embedding_size: int = 32,
+        show_timing_info: bool = False,
+        sphere_message: str = "fullconv",
+        output_message: str = "fullconv",
+        lmax: int | None = None,
+        force_estimator: str = "random",
+        model_ref_number: int = 0,
+        readout: str = "add",
+        num_rand_rotations: int = 5,
+        scale_distances: bool = True,
+        envelope: bool = False,
+        envelope_exponent: int = 5,
+        spin_conv_impl: str = "fft",
+    ) -> None:
+        super().__init__()
+        if num_targets != 1:
+            raise ValueError(f"SpinConv predicts one energy per structure; num_targets={num_targets} is not supported")
+        if readout != "add":
+            raise ValueError(f"readout must be 'add' (the only one the reference implements), got {readout!r}")
+        if force_estimator not in FORCE_ESTIMATORS:
+            raise ValueError(f"force_estimator must be one of {FORCE_ESTIMATORS}, got {force_estimator!r}")
+        for key, kind in (("sphere_message", sphere_message), ("output_message", output_message)):
+            if kind not in SPIN_CONV_KINDS:
+                raise ValueError(f"{key} must be one of {SPIN_CONV_KINDS}, got {kind!r}")
+        if spin_conv_impl not in SPIN_CONV_IMPLS:
+            raise ValueError(f"spin_conv_impl must be one of {SPIN_CONV_IMPLS}, got {spin_conv_impl!r}")
+        lmax_value = None if lmax is None or lmax is False else int(lmax)
+
+        self.use_pbc = use_pbc
+        self.regress_forces = regress_forces
+        self.otf_graph = otf_graph
+        self.cutoff = float(cutoff)
+        self.max_num_neighbors = int(max_num_neighbors)
+        self.max_num_elements = int(max_num_elements)
+        self.sphere_size_lat = int(sphere_size_lat)
+        self.sphere_size_long = int(sphere_size_long)
+        self.force_estimator = force_estimator
+        self.direct_forces = force_estimator != "grad"
+        self.envelope = bool(envelope)
+        self.envelope_exponent = int(envelope_exponent)
+        self.act = nn.SiLU()
+
+        self.dist_block = DistanceBlock(
+            num_basis_functions,
+            mid_hidden_channels,
+            max_num_elements,
+            distance_block_scalar_max,
+            GaussianBasis(0.0, cutoff, num_basis_functions, basis_width_scalar),
+            scale_distances,
+        )
+        self.distfc1 = nn.Linear(mid_hidden_channels, mid_hidden_channels)
+        self.distfc2 = nn.Linear(mid_hidden_channels, mid_hidden_channels)
+        self.embeddingblock2 = EmbeddingBlock(
+            mid_hidden_channels, hidden_channels, mid_hidden_channels, embedding_size, 8, max_num_elements, self.act
+        )
+        self.message_blocks = nn.ModuleList(
+            MessageBlock(
+                hidden_channels,
+                hidden_channels,
+                mid_hidden_channels,
+                embedding_size,
+                self.sphere_size_lat,
+                self.sphere_size_long,
+                max_num_elements,
+                sphere_message,
+                self.act,
+                lmax_value,
+                spin_conv_impl,
+            )
+            for _ in range(num_interactions)
+        )
+        self.energy_head = EnergyHead(
+            hidden_channels, mid_hidden_channels, embedding_size, max_num_elements, max_num_neighbors, self.act
+        )
+        self.force_head: ForceHead | None = None
+        if regress_forces and self.direct_forces:
+            self.force_head = ForceHead(
+                hidden_channels,
+                mid_hidden_channels,
+                embedding_size,
+                self.sphere_size_lat,
+                self.sphere_size_long,
+                max_num_elements,
+                output_message,
+                self.act,
+                lmax_value,
+                spin_conv_impl,
+            )
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _radial_weights(self, dist: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(frame weight, envelope or None) per edge."""
+        if self.envelope:
+            env = polynomial_envelope(dist, self.cutoff, self.envelope_exponent)
+            return env, env
+        return cosine_weight(dist, self.cutoff), None
+
+    def _edge_plan(self, graph: EdgeGraph, num_atoms: int, frame_weight: Tensor, env: Tensor | None) -> SplatPlan:
+        """Frames of all edges and the splat plan of their neighbourhoods."""
+        pair_src, pair_dst = edge_pairs(graph.edge_index, num_atoms)
+        is_reverse = pair_src == graph.rev[pair_dst]
+        unit = graph.unit
+        pair_cos = (unit[pair_src] * unit[pair_dst]).sum(-1)
+        pair_weight = torch.where(is_reverse, torch.zeros_like(pair_cos), frame_weight[pair_src])
+        frames = edge_frames(unit, pair_src, pair_dst, pair_weight, pair_cos)
+        coords = torch.bmm(frames[pair_dst], unit[pair_src].unsqueeze(-1)).squeeze(-1)
+        scale = None if env is None else env[pair_src]
+        return make_splat_plan(
+            coords,
+            pair_src,
+            pair_dst,
+            unit.shape[0],
+            unit.shape[0],
+            self.sphere_size_lat,
+            self.sphere_size_long,
+            scale=scale,
+            at_south_pole=is_reverse,
+        )
+
+    def _backbone(self, data, pos: Tensor, atomic_numbers: Tensor) -> tuple[EdgeGraph, Tensor, Tensor, Tensor | None]:
+        """Graph, final edge messages (E, hidden), frame weights and envelope (or None)."""
+        graph = build_edge_graph(data, pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph)
+        src_el = atomic_numbers[graph.edge_index[0]]
+        tgt_el = atomic_numbers[graph.edge_index[1]]
+        frame_weight, env = self._radial_weights(graph.dist)
+        plan = self._edge_plan(graph, pos.shape[0], frame_weight, env)
+
+        x_dist = self.dist_block(graph.dist, src_el, tgt_el)
+        x = self.act(self.distfc2(self.act(self.distfc1(x_dist))))
+        x = self.embeddingblock2(x, src_el, tgt_el)
+        for index, block in enumerate(self.message_blocks):
+            out = block(x, x_dist, src_el, tgt_el, plan)
+            x = out if index == 0 else x + out  # the first block replaces, later ones add
+        return graph, x, frame_weight, env
+
+    def forward(self, data) -> dict[str, Tensor]:
+        """``data``: a torch_geometric Batch; returns {"energy": (B,), "forces": (N,3)}."""
+        pos = data.pos
+        atomic_numbers = data.atomic_numbers.long()
+        batch = data.batch
+        if batch is None:
+            batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+            data.batch = batch
+        check_atomic_numbers(atomic_numbers, batch, self.max_num_elements)
+        num_structures = int(data.natoms.numel())
+        grad_forces = self.regress_forces and not self.direct_forces
+        outer_grad = torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad_forces or outer_grad):
+            if grad_forces and not pos.requires_grad:
+                pos = pos.detach().requires_grad_(True)
+            graph, x, frame_weight, env = self._backbone(data, pos, atomic_numbers)
+            energy = self.energy_head(x, graph.edge_index[1], atomic_numbers, batch, num_structures, env)
+            result = {"energy": energy}
+            if self.regress_forces:
+                if grad_forces:
+                    (grad,) = torch.autograd.grad(
+                        energy.sum(), pos, create_graph=self.training and outer_grad
+                    )
+                    result["forces"] = -grad
+                    if not outer_grad:  # called under no_grad: return plain tensors
+                        result = {key: value.detach() for key, value in result.items()}
+                else:
+                    assert self.force_head is not None
+                    result["forces"] = self.force_head(
+                        x, graph.unit, graph.edge_index[1], frame_weight, atomic_numbers, env
+                    )
+        return result

@@ -1,0 +1,228 @@
+"""Projection onto the sphere (paper Sec. 3.2): bilinear splatting on a lat x long grid.
+
+Grid convention (docs/design.md): row r is latitude -pi/2 + pi r / (lat - 1), column k
+longitude 2 pi k / long; a unit vector with frame coordinates (x, y, z) has latitude
+asin(x) and longitude atan2(z, y). Values are splatted bilinearly: linearly between the
+two nearest rows and circularly-linearly between the two nearest columns.
+
+Poles. The two pole rows are single points of the sphere, so each pole row is replaced
+by its mean over longitude (what lands there is spread equally over the row). This keeps
+the splat continuous when a point approaches a pole and makes the pole rows roll
+invariant. Points flagged ``at_south_pole`` (the reverse edge, identified by index, never
+by geometry) and points whose perpendicular part is below rounding go to their pole
+without evaluating atan2/asin on them, so the backward pass stays finite.
+
+Evaluation. The splat is a sparse matrix S (grid points x values) applied to the values:
+``grid = S @ values``, as a CSR matrix product (one pass, no per-row scatter). The plan
+(structure and weights of S and of its transpose) is built once per forward pass with
+counting, not sorting, of the 4 P entries, and reused by every message block. Gradients
+flow to the values and to the weights (the angular path of the energy-centric model),
+and the backward pass is itself differentiable (training on forces).
+
+Flat grid layout: row ``(k * num_dst + d) * lat + r`` holds column k, sphere d, latitude
+row r, so the longitude DFT of all spheres is one small matrix product.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["SplatPlan", "grid_from_flat", "make_splat_plan", "sphere_angles", "splat"]
+
+
+@dataclass
+class CSRStructure:
+    """Structure of a CSR matrix and where its values come from."""
+
+    crow: Tensor  # (rows + 1,)
+    col: Tensor  # (nnz,)
+    row: Tensor  # (nnz,) row of every entry (for the weight gradient)
+    take: Tensor  # (nnz,) index into the flat (4 P) corner-weight vector
+    shape: tuple[int, int]
+
+
+@dataclass
+class SplatPlan:
+    """The splat matrix of one set of spheres: S (long * num_dst * lat, num_values)."""
+
+    forward: CSRStructure
+    transposed: CSRStructure
+    weight: Tensor  # (4 P,) corner weights in corner-major order
+    num_dst: int
+    lat: int
+    long: int
+
+    def values(self) -> Tensor:
+        return self.weight[self.forward.take]
+
+    def values_t(self) -> Tensor:
+        return self.weight[self.transposed.take]
+
+
+def sphere_angles(coords: Tensor, at_south_pole: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Latitude in [-pi/2, pi/2] and longitude in (-pi, pi] of unit frame coordinates (P,3).
+
+    Safe at the poles: there the longitude is 0 and no gradient flows through it.
+    """
+    x, y, z = coords.unbind(-1)
+    rho2 = y * y + z * z
+    ok = rho2 > torch.finfo(coords.dtype).eps ** 2
+    if at_south_pole is not None:
+        ok = ok & ~at_south_pole
+    one = torch.ones_like(rho2)
+    ys = torch.where(ok, y, one)
+    zs = torch.where(ok, z, torch.zeros_like(z))
+    xs = torch.where(ok, x, torch.zeros_like(x))
+    rho = torch.sqrt(torch.where(ok, rho2, one))
+    half_pi = torch.full_like(x, 0.5 * math.pi)
+    pole_lat = torch.where(x > 0, half_pi, -half_pi)
+    if at_south_pole is not None:
+        pole_lat = torch.where(at_south_pole, -half_pi, pole_lat)
+    lat = torch.where(ok, torch.atan2(xs, rho), pole_lat)
+    lon = torch.where(ok, torch.atan2(zs, ys), torch.zeros_like(x))
+    return lat, lon
+
+
+def make_splat_plan(
+    coords: Tensor,
+    src: Tensor,
+    dst: Tensor,
+    num_dst: int,
+    num_src: int,
+    lat: int,
+    long: int,
+    scale: Tensor | None = None,
+    at_south_pole: Tensor | None = None,
+) -> SplatPlan:
+    """Bilinear splat plan for P points with frame coordinates ``coords`` (P,3).
+
+    Args:
+        src: (P,) index of the value splatted by each point (< num_src).
+        dst: (P,) index of the destination sphere of each point (< num_dst).
+        scale: optional (P,) factor on every weight (e.g. a cutoff envelope).
+        at_south_pole: optional (P,) bool, points that are exactly the south pole.
+    """
+    if lat < 2 or long < 1:
+        raise ValueError(f"sphere grid needs lat >= 2 and long >= 1, got lat={lat}, long={long}")
+    device = coords.device
+    num = src.numel()
+    phi, lam = sphere_angles(coords, at_south_pole)
+    row = (phi + 0.5 * math.pi) * ((lat - 1) / math.pi)
+    r0f = torch.floor(row.detach()).clamp_(0, lat - 2)
+    t = row - r0f
+    col = lam * (long / (2.0 * math.pi))
+    c_floor = torch.floor(col.detach())
+    s = col - c_floor
+    r0 = r0f.long()
+    c0 = torch.remainder(c_floor.long(), long)
+    weight = torch.stack([(1 - t) * (1 - s), (1 - t) * s, t * (1 - s), t * s])  # corners A, B, C, D
+    if scale is not None:
+        weight = weight * scale.unsqueeze(0)
+
+    # Group the points by (sphere, r0, c0); a stable sort of P keys (not of 4 P entries).
+    key = (dst * (lat - 1) + r0) * long + c0
+    order = torch.argsort(key, stable=True)
+    group_size = torch.bincount(key, minlength=num_dst * (lat - 1) * long)
+    group_start = torch.cumsum(group_size, 0) - group_size
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(num, device=device) - group_start[key[order]]
+
+    # counts[d, r0 + 1, c0]; rows r0 = -1 and r0 = lat - 1 are empty padding.
+    counts = torch.zeros(num_dst, lat + 1, long, dtype=torch.long, device=device)
+    counts[:, 1:lat] = group_size.view(num_dst, lat - 1, long)
+    prev = torch.roll(counts, 1, dims=2)  # counts at column k - 1
+    cnt_a = counts[:, 1:]  # grid row r gets corner A from r0 = r, c0 = k
+    cnt_b = prev[:, 1:]  # corner B from r0 = r, c0 = k - 1
+    cnt_c = counts[:, :-1]  # corner C from r0 = r - 1, c0 = k
+    cnt_d = prev[:, :-1]  # corner D from r0 = r - 1, c0 = k - 1
+    per_row = (cnt_a + cnt_b + cnt_c + cnt_d).permute(2, 0, 1).reshape(-1)  # rows (k, d, r)
+    off_b = cnt_a.permute(2, 0, 1).reshape(-1)
+    off_c = off_b + cnt_b.permute(2, 0, 1).reshape(-1)
+    off_d = off_c + cnt_c.permute(2, 0, 1).reshape(-1)
+    num_rows = long * num_dst * lat
+    crow = torch.zeros(num_rows + 1, dtype=torch.long, device=device)
+    crow[1:] = torch.cumsum(per_row, 0)
+
+    c1 = torch.remainder(c0 + 1, long)
+    r1 = r0 + 1
+    rows = torch.stack(
+        [(c0 * num_dst + dst) * lat + r0, (c1 * num_dst + dst) * lat + r0,
+         (c0 * num_dst + dst) * lat + r1, (c1 * num_dst + dst) * lat + r1]
+    )  # (4, P) grid row of each corner
+    offsets = torch.stack([torch.zeros_like(rank), off_b[rows[1]], off_c[rows[2]], off_d[rows[3]]])
+    position = crow[rows] + offsets + rank.unsqueeze(0)  # (4, P) slot of each entry in CSR order
+    nnz = 4 * num
+    take = torch.empty(nnz, dtype=torch.long, device=device)
+    take[position.reshape(-1)] = torch.arange(nnz, device=device)
+    flat_rows = rows.reshape(-1)
+    src4 = src.repeat(4)
+    forward = CSRStructure(
+        crow=crow, col=src4[take], row=flat_rows[take], take=take, shape=(num_rows, num_src)
+    )
+
+    # Transposed matrix: rows = values; entries of a value ordered by point, then corner.
+    by_src = torch.argsort(src, stable=True)
+    src_count = torch.bincount(src, minlength=num_src)
+    crow_t = torch.zeros(num_src + 1, dtype=torch.long, device=device)
+    crow_t[1:] = torch.cumsum(4 * src_count, 0)
+    corner = torch.arange(4, device=device)
+    take_t = (corner.unsqueeze(0) * num + by_src.unsqueeze(1)).reshape(-1)  # (P_sorted, 4) -> flat
+    transposed = CSRStructure(
+        crow=crow_t, col=flat_rows[take_t], row=src4[take_t], take=take_t, shape=(num_src, num_rows)
+    )
+    return SplatPlan(forward, transposed, weight.reshape(-1), num_dst, lat, long)
+
+
+def _csr(structure: CSRStructure, values: Tensor) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(
+            structure.crow, structure.col, values, size=structure.shape, check_invariants=False
+        )
+
+
+class _SparseMatmul(torch.autograd.Function):
+    """out = S(values) @ x for a CSR structure; differentiable in values and x, twice."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, values_t: Tensor, x: Tensor, fwd: CSRStructure, bwd: CSRStructure) -> Tensor:
+        ctx.save_for_backward(values, values_t, x)
+        ctx.structures = (fwd, bwd)
+        return _csr(fwd, values) @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        values, values_t, x = ctx.saved_tensors
+        fwd, bwd = ctx.structures
+        grad = grad.contiguous()
+        g_values = g_x = None
+        if ctx.needs_input_grad[2]:
+            g_x = _SparseMatmul.apply(values_t, values, grad, bwd, fwd)
+        if ctx.needs_input_grad[0]:
+            # d out / d S[i, j] = grad[i] . x[j] on the sparsity pattern (an SDDMM: no
+            # (nnz, C) gathers, differentiable for the second-order pass).
+            pattern = _csr(fwd, torch.ones_like(values))
+            g_values = torch.sparse.sampled_addmm(pattern, grad, x.T, beta=0.0).values()
+        return g_values, None, g_x, None, None
+
+
+def splat(values: Tensor, plan: SplatPlan) -> Tensor:
+    """Splat ``values`` (M, C) with ``plan``: flat grid (long * num_dst * lat, C).
+
+    The pole rows are not yet averaged over longitude (see ``grid_from_flat``; the FFT
+    spin convolution does it implicitly by keeping only their mean).
+    """
+    return _SparseMatmul.apply(plan.values(), plan.values_t(), values.contiguous(), plan.forward, plan.transposed)
+
+
+def grid_from_flat(flat: Tensor, plan: SplatPlan) -> Tensor:
+    """Flat grid -> (num_dst, C, lat, long) with each pole row replaced by its mean."""
+    channels = flat.shape[-1]
+    grid = flat.view(plan.long, plan.num_dst, plan.lat, channels).permute(1, 3, 2, 0)  # (D, C, lat, long)
+    south = grid[:, :, :1].mean(dim=-1, keepdim=True).expand(-1, -1, 1, plan.long)
+    north = grid[:, :, -1:].mean(dim=-1, keepdim=True).expand(-1, -1, 1, plan.long)
+    return torch.cat([south, grid[:, :, 1:-1], north], dim=2)

@@ -1,0 +1,153 @@
+"""``python main.py --mode {train,validate,predict,run-relaxations} --config-yml F [...]``.
+
+Unrecognised ``--section.key=value`` arguments override config keys. Distributed runs are
+launched with ``torchrun`` (the loop reads RANK / WORLD_SIZE / LOCAL_RANK); the SLURM
+flags parse but are rejected until SLURM submission lands.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from spinconv_train.config import Config, ConfigError, load_config, write_text_atomic
+from spinconv_train.registry import RegistryError
+
+MODES = ("train", "validate", "predict", "run-relaxations")
+_NOT_YET = ("num_gpus", "submit", "num_nodes", "slurm_partition", "slurm_mem", "slurm_timeout")
+
+
+class UsageError(ValueError):
+    """A command-line flag combination that cannot run."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", allow_abbrev=False,
+                                     description="Train and evaluate atomistic GNNs "
+                                     "(SpinConv, SchNet, DimeNet++) on OC20, MD17 and QM9.",
+                                     epilog="Extra --section.key=value arguments override config keys.")
+    parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--config-yml", help="YAML config (may use `includes:`); optional when --checkpoint "
+                        "is given (the checkpoint's config is used)")
+    parser.add_argument("--checkpoint", help="checkpoint.pt to resume (train) or to evaluate (validate, predict)")
+    parser.add_argument("--identifier", default="", help="suffix of the run directory name")
+    parser.add_argument("--run-dir", default="runs", help="parent folder of run directories (default runs/)")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the config's `seed`)")
+    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (CUDA only)")
+    parser.add_argument("--debug", action="store_true", help="debug logging and autograd anomaly detection")
+    parser.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    dist = parser.add_argument_group("distributed / SLURM (SLURM submission comes in a later release)")
+    dist.add_argument("--distributed", action="store_true", help="assert a torchrun launch (RANK/WORLD_SIZE set)")
+    dist.add_argument("--num-gpus", type=int)
+    dist.add_argument("--submit", action="store_true")
+    dist.add_argument("--num-nodes", type=int)
+    dist.add_argument("--slurm-partition")
+    dist.add_argument("--slurm-mem", type=int)
+    dist.add_argument("--slurm-timeout", type=int)
+    return parser
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Reject flags whose feature has not landed yet, with what to do instead."""
+    used = [name for name in _NOT_YET if getattr(args, name) not in (None, False)]
+    if used:
+        flags = ", ".join("--" + n.replace("_", "-") for n in used)
+        raise UsageError(f"{flags}: SLURM submission and --num-gpus are not implemented yet (tracked in a later "
+                         "issue); launch distributed runs with `torchrun --nproc-per-node N main.py ...`")
+    if args.distributed and "WORLD_SIZE" not in os.environ:
+        raise UsageError("--distributed: launch with `torchrun --nproc-per-node N main.py ...` "
+                         "(RANK/WORLD_SIZE are not set)")
+    if args.mode == "run-relaxations":
+        raise UsageError("--mode run-relaxations is not implemented yet (tracked in a later issue)")
+    if args.config_yml is None and args.checkpoint is None:
+        raise UsageError("give --config-yml (and/or --checkpoint to resume or evaluate)")
+
+
+def resolve_config(args: argparse.Namespace, overrides: Sequence[str]) -> Config:
+    """The config file (or, without one, the checkpoint's config), then overrides and --seed."""
+    base = None
+    if args.config_yml is None:
+        from spinconv_train.trainers.checkpoint import load
+
+        base = load(args.checkpoint)["config"]
+    extra = list(overrides) + ([f"--seed={args.seed}"] if args.seed is not None else [])
+    return load_config(args.config_yml, extra, base=base)
+
+
+def run(args: argparse.Namespace, config: Config) -> Dict[str, Dict[str, float]]:
+    """Execute one mode; returns the metrics it computed."""
+    import torch
+
+    from spinconv_train.trainers import build, loop
+    from spinconv_train.trainers.session import RunOptions, open_session
+    from spinconv_train.trainers import distributed as dist
+
+    if args.debug:
+        torch.autograd.set_detect_anomaly(True)
+    options = RunOptions(run_dir=args.run_dir, identifier=args.identifier, checkpoint=args.checkpoint,
+                         amp=args.amp, cpu=args.cpu,
+                         progress=not args.no_progress and sys.stderr.isatty())
+    optim = config["optim"]
+    eval_batch = optim["eval_batch_size"] or optim["batch_size"]
+    workers = optim["num_workers"]
+    try:
+        if args.mode == "train":
+            train_set = build.build_dataset(config, "train")
+            session = open_session(config, options, "train", train_dataset=train_set)
+            val = build.eval_loader(build.build_dataset(config, "val"), eval_batch, workers) \
+                if "val" in config["dataset"] else None
+            try:
+                train = build.train_loader(train_set, optim["batch_size"], config["seed"], workers)
+                return loop.train(session, train, val)
+            finally:
+                session.close()
+        if args.mode == "validate":
+            build.require_split(config, "val")
+            session = open_session(config, options, "validate")
+            try:
+                loader = build.eval_loader(build.build_dataset(config, "val"), eval_batch, workers)
+                metrics = loop.evaluate(session, loader)
+                session.loggers.log(metrics, session.step, "validate")
+            finally:
+                session.close()
+            if dist.is_main():
+                print("validation metrics:\n" + loop.format_table({"val": metrics}), flush=True)
+                write_text_atomic(os.path.join(session.run_dir, "validate_metrics.json"), json.dumps(metrics, indent=2))
+            return {"val": metrics}
+        build.require_split(config, "test")
+        session = open_session(config, options, "predict")
+        session.close()
+        path = loop.predict(session, build.eval_loader(build.build_dataset(config, "test"), eval_batch, workers),
+                            os.path.join(session.run_dir, "predictions.npz"))
+        if dist.is_main():
+            print(f"predictions written to {path}", flush=True)
+        return {}
+    finally:
+        dist.cleanup()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``main.py`` and the ``spinconv-train`` command; returns the exit code."""
+    parser = build_parser()
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from spinconv_train.datasets import DatasetError
+    from spinconv_train.trainers.checkpoint import CheckpointError
+    from spinconv_train.trainers.loop import NonFiniteLossError
+
+    try:
+        check_flags(args)
+        config = resolve_config(args, overrides)
+        run(args, config)
+    except (UsageError, ConfigError, RegistryError, CheckpointError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as err:
+        print(f"error: training stopped: {err}", file=sys.stderr)
+        return 1
+    return 0

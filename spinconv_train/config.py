@@ -1,0 +1,401 @@
+"""YAML run configurations: ``includes:``, dotted command-line overrides, validation.
+
+A configuration is a mapping with the sections ``trainer``, ``dataset`` (named splits
+``train`` / ``val`` / ``test``), ``task``, ``model``, ``optim``, ``logger`` and ``seed``.
+Every key is checked against :data:`SCHEMA`; an error names the dotted key and the file
+(or ``command line``) that set it.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+CLI_ORIGIN = "command line"
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, of the wrong type, or its value is invalid."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` (no dot) as a float, as users write it."""
+
+
+_FLOAT_RE = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
+
+
+def parse_scalar(text: str) -> Any:
+    """Parse a command-line override value as a YAML scalar (``1e-4`` -> float)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+# --------------------------------------------------------------------------- schema
+# Each leaf is (accepted types, default). ``None`` in the types means the key may be null.
+# A section given as ``ANY_KEYS`` accepts any keys (checked later by the consumer).
+ANY_KEYS = "any-keys"
+NUM = (int, float)
+
+SCHEMA: Dict[str, Any] = {
+    "includes": ((list, str), []),
+    "trainer": ((str,), "forces"),
+    "seed": ((int,), 0),
+    "dataset": {
+        # Each split is a mapping given to the dataset class; `src` is required.
+        "train": ANY_KEYS,
+        "val": ANY_KEYS,
+        "test": ANY_KEYS,
+    },
+    "task": {
+        "dataset": ((str,), "lmdb"),
+        # description / type / grad_input: descriptive (as in the reference configs), not read.
+        "description": ((str,), ""),
+        "type": ((str,), "regression"),
+        "grad_input": ((str, None), None),
+        "metric": ((str, None), None),
+        "labels": ((list,), []),
+        "target": ((str, None), None),
+        "target_indices": ((list, None), None),
+        "train_on_free_atoms": ((bool,), True),
+        "eval_on_free_atoms": ((bool,), True),
+        "normalize_labels": ((bool,), True),
+        "normalizer": ((dict, None), None),
+        "normalizer_fit_samples": ((int,), 10000),
+        "element_references": ((bool,), False),
+    },
+    "model": {"name": ((str,), None), "__extra__": ANY_KEYS},
+    "optim": {
+        "batch_size": ((int,), 8),
+        "eval_batch_size": ((int, None), None),
+        "num_workers": ((int,), 0),
+        "optimizer": ((str,), "Adam"),
+        "optimizer_params": ((dict,), {}),
+        "lr_initial": (NUM, 1e-3),
+        "weight_decay": (NUM, 0.0),
+        "scheduler": ((str, None), None),
+        "warmup_steps": ((int,), 0),
+        "warmup_factor": (NUM, 0.2),
+        "lr_milestones": ((list,), []),
+        "lr_gamma": (NUM, 0.1),
+        "lr_min_factor": (NUM, 0.0),
+        "mode": ((str, None), None),
+        "factor": (NUM, 0.8),
+        "patience": ((int,), 3),
+        "threshold": (NUM, 1e-4),
+        "max_epochs": ((int, None), 1),
+        "max_steps": ((int, None), None),
+        "eval_every": ((int, None), None),
+        "checkpoint_every": ((int, None), None),
+        "energy_coefficient": (NUM, 1.0),
+        "force_coefficient": (NUM, 30.0),
+        "loss_energy": ((str,), "mae"),
+        "loss_force": ((str,), "mae"),
+        "clip_grad_norm": (NUM + (None,), None),
+        "ema_decay": (NUM + (None,), None),
+        "eval_max_batches": ((int, None), None),
+    },
+    "logger": {
+        "backends": ((list,), []),
+        "project": ((str,), "spinconv_train"),
+        "entity": ((str, None), None),
+        "print_every": ((int,), 10),
+        "progress_bar": ((bool,), True),
+    },
+}
+
+
+# --------------------------------------------------------------------------- loading
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        with open(path) as handle:
+            data = yaml.load(handle, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: Dict[str, Any], extra: Mapping[str, Any], origins: Dict[str, str],
+           origin: Optional[str], prefix: str = "") -> None:
+    """Deep-merge ``extra`` into ``base`` in place, recording each leaf's origin (unless
+    ``origin`` is None: the origins were recorded when ``extra`` was read)."""
+    for key, value in extra.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value, origins, origin, dotted + ".")
+        else:
+            base[key] = copy.deepcopy(value)
+            if origin is not None:
+                for leaf in _leaves(value, dotted):
+                    origins[leaf] = origin
+                origins[dotted] = origin
+
+
+def _leaves(value: Any, dotted: str) -> Iterable[str]:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _leaves(sub, f"{dotted}.{key}")
+    else:
+        yield dotted
+
+
+def _load_with_includes(path: Path, origins: Dict[str, str], stack: Tuple[Path, ...]) -> Dict[str, Any]:
+    path = path.resolve()
+    if path in stack:
+        chain = " -> ".join(str(p) for p in (*stack, path))
+        raise ConfigError(f"config includes form a cycle: {chain}")
+    data = _read_yaml(path)
+    includes = data.pop("includes", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError(f"config file {str(path)!r}: key 'includes' must be a list of paths")
+    merged: Dict[str, Any] = {}
+    for include in includes:
+        target = (path.parent / include)
+        if not target.is_file():
+            raise ConfigError(f"config file {str(path)!r}: included file {include!r} not found "
+                              f"(looked for {str(target)!r})")
+        _merge(merged, _load_with_includes(target, origins, (*stack, path)), origins, None)
+    _merge(merged, data, origins, str(path))
+    return merged
+
+
+def parse_overrides(items: Sequence[str]) -> List[Tuple[str, Any]]:
+    """Turn ``["--optim.lr_initial=1e-4", "--model.x", "2"]`` into ``[(key, value), ...]``."""
+    pairs: List[Tuple[str, Any]] = []
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if not item.startswith("--") or len(item) <= 2:
+            raise ConfigError(f"{CLI_ORIGIN}: cannot read override {item!r}; use --section.key=value")
+        body = item[2:]
+        if "=" in body:
+            key, text = body.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(items) or items[i + 1].startswith("--"):
+                raise ConfigError(f"{CLI_ORIGIN}: override {item!r} has no value; use --{body}=value")
+            key, text = body, items[i + 1]
+            i += 2
+        if "." not in key and key not in SCHEMA:
+            raise ConfigError(f"{CLI_ORIGIN}: unknown option or config key {item!r}")
+        pairs.append((key, parse_scalar(text)))
+    return pairs
+
+
+def apply_overrides(config: Dict[str, Any], pairs: Sequence[Tuple[str, Any]],
+                    origins: Optional[Dict[str, str]] = None) -> None:
+    """Set dotted keys in ``config`` (creating mappings on the way)."""
+    for key, value in pairs:
+        parts = key.split(".")
+        node = config
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+        if origins is not None:
+            for leaf in _leaves(value, key):
+                origins[leaf] = CLI_ORIGIN
+            origins[key] = CLI_ORIGIN
+
+
+class Config(dict):
+    """A resolved configuration (a plain dict) that remembers where each key came from."""
+
+    origins: Dict[str, str]
+
+    def origin(self, dotted: str) -> str:
+        """The file (or ``command line``) that set ``dotted``, or its nearest parent's."""
+        key = dotted
+        while key:
+            if key in self.origins:
+                return self.origins[key]
+            key = key.rpartition(".")[0]
+        return "defaults"
+
+    def fail(self, dotted: str, message: str) -> "ConfigError":
+        """Build a ConfigError naming ``dotted`` and where it was set."""
+        return ConfigError(f"{self.origin(dotted)}: key '{dotted}': {message}")
+
+
+def load_config(path: Optional[str], overrides: Sequence[str] = (), base: Optional[Mapping[str, Any]] = None) -> Config:
+    """Load ``path`` (with includes) over ``base``, apply overrides, fill defaults, validate."""
+    origins: Dict[str, str] = {}
+    data: Dict[str, Any] = {}
+    if base is not None:
+        _merge(data, base, origins, "checkpoint config")
+    if path is not None:
+        _merge(data, _load_with_includes(Path(path), origins, ()), origins, None)
+    apply_overrides(data, parse_overrides(list(overrides)), origins)
+    config = Config(data)
+    config.origins = origins
+    _normalise_logger(config)
+    _validate(config, SCHEMA, config, "")
+    _fill_defaults(config, SCHEMA)
+    _check_values(config)
+    return config
+
+
+def config_from_dict(data: Mapping[str, Any], origin: str = "config") -> Config:
+    """Validate an in-memory configuration (tests, checkpoints)."""
+    origins: Dict[str, str] = {}
+    merged: Dict[str, Any] = {}
+    _merge(merged, data, origins, origin)
+    config = Config(merged)
+    config.origins = origins
+    _normalise_logger(config)
+    _validate(config, SCHEMA, config, "")
+    _fill_defaults(config, SCHEMA)
+    _check_values(config)
+    return config
+
+
+def _normalise_logger(config: Config) -> None:
+    logger = config.get("logger")
+    if logger is None:
+        config["logger"] = {}
+    elif isinstance(logger, str):
+        config["logger"] = {"backends": [logger]}
+    elif isinstance(logger, list):
+        config["logger"] = {"backends": list(logger)}
+    elif isinstance(logger, dict) and "name" in logger:
+        # The reference's `logger: {name: wandb, project: x}` form.
+        logger = dict(logger)
+        logger.setdefault("backends", [logger.pop("name")])
+        config["logger"] = logger
+
+
+def _type_name(types: Tuple[Any, ...]) -> str:
+    names = ["null" if t is None else t.__name__ for t in types]
+    if "int" in names and "float" in names:
+        names = ["number" if n in ("int", "float") else n for n in names]
+    return " or ".join(dict.fromkeys(names))
+
+
+def _validate(node: Mapping[str, Any], schema: Mapping[str, Any], config: Config, prefix: str) -> None:
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            if "__extra__" in schema:
+                continue
+            known = ", ".join(k for k in schema if k != "__extra__")
+            raise config.fail(dotted, f"unknown key; known keys here: {known}")
+        spec = schema[key]
+        if spec == ANY_KEYS:
+            if not isinstance(value, dict):
+                raise config.fail(dotted, f"must be a mapping, got {type(value).__name__} {value!r}")
+            continue
+        if isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise config.fail(dotted, f"must be a mapping, got {type(value).__name__} {value!r}")
+            _validate(value, spec, config, dotted + ".")
+            continue
+        types, _ = spec
+        if value is None and None in types:
+            continue
+        concrete = tuple(t for t in types if t is not None)
+        ok = isinstance(value, concrete) and not (isinstance(value, bool) and bool not in concrete)
+        if not ok:
+            raise config.fail(dotted, f"expected {_type_name(types)}, got {type(value).__name__} {value!r}")
+
+
+def _fill_defaults(node: Dict[str, Any], schema: Mapping[str, Any]) -> None:
+    for key, spec in schema.items():
+        if key == "__extra__" or spec == ANY_KEYS:
+            continue
+        if isinstance(spec, dict):
+            if key == "dataset":
+                node.setdefault(key, {})
+                continue
+            _fill_defaults(node.setdefault(key, {}), spec)
+        elif key not in node:
+            node[key] = copy.deepcopy(spec[1])
+
+
+_LOSSES = ("mae", "mse", "l2mae")
+_OPTIMIZERS = ("adam", "adamw")
+_SCHEDULERS = ("constant", "step", "cosine", "reducelronplateau", "plateau")
+
+
+def _check_values(config: Config) -> None:
+    """Checks of values that the types alone do not catch."""
+    optim = config["optim"]
+    for key in ("loss_energy", "loss_force"):
+        if optim[key].lower() not in _LOSSES:
+            raise config.fail(f"optim.{key}", f"unknown loss {optim[key]!r}; known: {', '.join(_LOSSES)}")
+    if optim["optimizer"].lower() not in _OPTIMIZERS:
+        raise config.fail("optim.optimizer", f"unknown optimizer {optim['optimizer']!r}; known: Adam, AdamW")
+    if optim["scheduler"] is not None and optim["scheduler"].lower() not in _SCHEDULERS:
+        raise config.fail("optim.scheduler", f"unknown scheduler {optim['scheduler']!r}; known: "
+                          "constant, step, cosine, ReduceLROnPlateau")
+    if optim["mode"] is not None and optim["mode"] not in ("min", "max"):
+        raise config.fail("optim.mode", f"must be 'min' or 'max', got {optim['mode']!r}")
+    for key in ("batch_size",):
+        if optim[key] < 1:
+            raise config.fail(f"optim.{key}", f"must be >= 1, got {optim[key]}")
+    if optim["max_epochs"] is None and optim["max_steps"] is None:
+        raise config.fail("optim.max_epochs", "set optim.max_epochs or optim.max_steps")
+    if "name" not in config.get("model", {}) or not config["model"]["name"]:
+        raise config.fail("model.name", "missing: name the model (e.g. spinconv, schnet)")
+    for split, value in config["dataset"].items():
+        if "src" not in value:
+            raise config.fail(f"dataset.{split}", "missing key 'src' (the data path)")
+
+
+# `src` values that name a source other than a path (the qm9 dataset's installed package).
+NON_PATH_SOURCES = frozenset({"qm9pack"})
+
+
+def check_dataset_paths(config: Config, splits: Iterable[str]) -> None:
+    """Raise a ConfigError naming the key and file when a split's ``src`` does not exist."""
+    for split in splits:
+        if split not in config["dataset"]:
+            raise config.fail(f"dataset.{split}", "this run needs the split but the config has none")
+        src = config["dataset"][split]["src"]
+        if src not in NON_PATH_SOURCES and not os.path.exists(src):
+            raise config.fail(f"dataset.{split}.src", f"path {src!r} does not exist")
+
+
+def plain(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """A plain-dict deep copy (no origins) suitable for YAML, checkpoints and comparisons."""
+    return copy.deepcopy(dict(config))
+
+
+def save_config(config: Mapping[str, Any], path: str) -> None:
+    """Write the resolved configuration as YAML atomically."""
+    write_text_atomic(path, yaml.safe_dump(plain(config), sort_keys=False))
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and os.replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

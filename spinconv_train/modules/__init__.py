@@ -1,0 +1,1 @@
+"""Training modules: normalisers, element references, EMA, optimisers, schedulers, metrics."""

@@ -1,0 +1,56 @@
+"""Target normalisers: state fitted on the training split and saved with the model."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+
+
+class Normalizer:
+    """Affine map ``(x - mean) / std`` of a target; ``std`` may be a vector (one per target).
+
+    ``force_std`` scales forces (OCP convention: the energy std, so that forces stay the
+    gradient of the normalised energy).
+    """
+
+    def __init__(self, mean: Any = 0.0, std: Any = 1.0, force_std: Optional[float] = None) -> None:
+        self.mean = torch.as_tensor(mean, dtype=torch.float64).clone()
+        self.std = torch.as_tensor(std, dtype=torch.float64).clone()
+        if bool((self.std <= 0).any()) or not bool(torch.isfinite(self.std).all()):
+            raise ValueError(f"normaliser std must be positive and finite, got {self.std.tolist()}")
+        if force_std is None:
+            force_std = float(self.std.reshape(-1)[0])
+        self.force_std = float(force_std)
+
+    @classmethod
+    def fit(cls, values: torch.Tensor) -> "Normalizer":
+        """Mean and (population) standard deviation of ``values`` (S,) or (S, T) over dim 0."""
+        values = torch.as_tensor(values, dtype=torch.float64)
+        if values.shape[0] < 1:
+            raise ValueError("cannot fit a normaliser on zero samples")
+        mean = values.mean(dim=0)
+        std = values.std(dim=0, unbiased=False) if values.shape[0] > 1 else torch.ones_like(mean)
+        std = torch.where(std > 1e-12, std, torch.ones_like(std))
+        return cls(mean, std)
+
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x)) / self.std.to(x)
+
+    def denorm(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std.to(x) + self.mean.to(x)
+
+    def norm_forces(self, f: torch.Tensor) -> torch.Tensor:
+        return f / self.force_std
+
+    def denorm_forces(self, f: torch.Tensor) -> torch.Tensor:
+        return f * self.force_std
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "force_std": self.force_std}
+
+    @classmethod
+    def from_state_dict(cls, state: Dict[str, Any]) -> "Normalizer":
+        return cls(state["mean"], state["std"], state.get("force_std"))
+
+    def __repr__(self) -> str:
+        return f"Normalizer(mean={self.mean.tolist()}, std={self.std.tolist()}, force_std={self.force_std:.6g})"

@@ -1,0 +1,84 @@
+"""The ``forces`` trainer (S2EF, MD17): loss and metrics for energy + forces."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from spinconv_train.modules import evaluator as ev
+from spinconv_train.registry import TRAINERS
+from spinconv_train.trainers.targets import TargetState, free_mask, scalar_loss, structure_ids
+
+
+@TRAINERS.register("forces", "s2ef")
+class ForcesTask:
+    """Energy (``y``) and forces (``force``); force loss and metrics on free atoms."""
+
+    default_metric = "forces_mae"
+    energy_field = "y"
+    regress_forces = True
+    num_targets = 1
+
+    def __init__(self, task: Mapping[str, Any], optim: Mapping[str, Any], targets: TargetState) -> None:
+        self.targets = targets
+        self.train_free = bool(task["train_on_free_atoms"])
+        self.eval_free = bool(task["eval_on_free_atoms"])
+        self.loss_energy = optim["loss_energy"].lower()
+        self.loss_force = optim["loss_force"].lower()
+        self.energy_coef = float(optim["energy_coefficient"])
+        self.force_coef = float(optim["force_coefficient"])
+
+    def metric_names(self) -> List[str]:
+        return ["energy_mae", "forces_mae", "forces_cos", "forces_magnitude",
+                "energy_within_threshold", "energy_force_within_threshold"]
+
+    def referenced_target(self, batch: Any) -> Tensor:
+        """Energy (B,) float64 minus element references (before normalising)."""
+        energy = batch.y.reshape(-1).double()
+        reference = self.targets.reference(batch)
+        return energy if reference is None else energy - reference
+
+    def loss(self, out: Mapping[str, Tensor], batch: Any) -> Tensor:
+        """``energy_coefficient·L_E + force_coefficient·L_F`` on normalised targets."""
+        norm = self.targets.normalizer
+        pred_e = out["energy"].reshape(-1)
+        target_e = norm.norm(self.referenced_target(batch)).to(pred_e.dtype)
+        if "forces" not in out:
+            raise KeyError("the forces trainer needs a model that returns 'forces' (set model.regress_forces)")
+        mask = free_mask(batch, self.train_free)
+        pred_f = out["forces"][mask]
+        target_f = norm.norm_forces(batch.force[mask].to(pred_f.dtype))
+        return (self.energy_coef * scalar_loss(self.loss_energy, pred_e, target_e)
+                + self.force_coef * scalar_loss(self.loss_force, pred_f, target_f))
+
+    def denormalize(self, out: Mapping[str, Tensor], batch: Any) -> Dict[str, Tensor]:
+        """Model outputs in eV and eV/Å (energy float64 with element references added back)."""
+        energy = self.targets.normalizer.denorm(out["energy"].detach().reshape(-1).double())
+        reference = self.targets.reference(batch)
+        if reference is not None:
+            energy = energy + reference
+        return {"energy": energy, "forces": self.targets.normalizer.denorm_forces(out["forces"].detach().double())}
+
+    def update_metrics(self, acc: ev.MetricAccumulator, pred: Mapping[str, Tensor], batch: Any) -> None:
+        target_e = batch.y.reshape(-1).double()
+        target_f = batch.force.double()
+        mask = free_mask(batch, self.eval_free)
+        acc.add("energy_mae", ev.energy_mae(pred["energy"], target_e))
+        acc.add("energy_within_threshold", ev.energy_within_threshold(pred["energy"], target_e))
+        acc.add("forces_mae", ev.forces_mae(pred["forces"], target_f, mask))
+        acc.add("forces_cos", ev.forces_cos(pred["forces"], target_f, mask))
+        acc.add("forces_magnitude", ev.forces_magnitude(pred["forces"], target_f, mask))
+        acc.add("energy_force_within_threshold", ev.energy_force_within_threshold(
+            pred["energy"], target_e, pred["forces"], target_f, mask, batch.batch))
+
+    def prediction_arrays(self, pred: Mapping[str, Tensor], batch: Any) -> Dict[str, Any]:
+        """Ids, energies, free-atom forces and free-atom counts of one batch."""
+        mask = free_mask(batch, self.eval_free)
+        counts = torch.zeros(int(batch.natoms.numel()), dtype=torch.long, device=mask.device)
+        counts.index_add_(0, batch.batch, mask.long())
+        return {"ids": structure_ids(batch),
+                "energy": pred["energy"].cpu().numpy().astype(np.float32),
+                "forces": pred["forces"][mask].cpu().numpy().astype(np.float32),
+                "natoms": counts.cpu().numpy()}

@@ -1,0 +1,253 @@
+"""The shared loop: train steps, periodic evaluation and checkpoints, prediction."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from spinconv_train.modules.evaluator import MetricAccumulator
+from spinconv_train.trainers import distributed as dist
+from spinconv_train.trainers.session import Session, attach_scheduler
+from spinconv_train.trainers.targets import batch_sids
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def total_steps(optim: Mapping[str, Any], steps_per_epoch: int) -> int:
+    """``optim.max_steps`` when set, else ``max_epochs × steps per epoch``."""
+    if optim["max_steps"] is not None:
+        return int(optim["max_steps"])
+    return int(optim["max_epochs"]) * steps_per_epoch
+
+
+def _progress(session: Session) -> bool:
+    return bool(session.options.progress and session.config["logger"]["progress_bar"] and dist.is_main())
+
+
+def _check_finite(session: Session, loss: torch.Tensor, batch: Any) -> None:
+    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0], device=loss.device)
+    dist.all_reduce_sum(bad)  # every rank stops together
+    if bad.item() == 0:
+        return
+    last = session.checkpoint_path()
+    kept = (f"the last good checkpoint {last!r} is kept" if os.path.exists(last)
+            else "no checkpoint had been written yet")
+    raise NonFiniteLossError(
+        f"non-finite training loss ({loss.item()}) at step {session.step + 1} (epoch {session.epoch}, batch "
+        f"{session.batch_in_epoch + 1}); batch sids: {batch_sids(batch)}; {kept}, nothing was written after it")
+
+
+def train_step(session: Session, batch: Any) -> Dict[str, torch.Tensor]:
+    """One optimiser step on ``batch``; return the model's (detached) outputs and the loss."""
+    model, optimizer = session.train_model, session.optimizer
+    model.train()
+    with torch.autocast(device_type=session.device.type, enabled=session.amp):
+        out = model(batch)
+        loss = session.task.loss(out, batch)
+    _check_finite(session, loss, batch)
+    optimizer.zero_grad(set_to_none=True)
+    scaler = session.scaler
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    clip = session.config["optim"]["clip_grad_norm"]
+    if clip:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(session.model.parameters(), float(clip))
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if session.ema is not None:
+        session.ema.update_parameters(session.model)
+    session.step += 1
+    session.scheduler.step(session.step)
+    outputs = {k: v.detach().float() for k, v in out.items()}
+    outputs["loss"] = loss.detach()
+    return outputs
+
+
+@torch.no_grad()
+def evaluate(session: Session, loader: DataLoader, desc: str = "validating") -> Dict[str, float]:
+    """Metrics (and the loss) of the evaluation weights over ``loader``, all ranks combined.
+
+    The global RNG is forked, so evaluating never changes a training run's random stream.
+    """
+    model = session.eval_model
+    model.eval()
+    acc = MetricAccumulator([*session.task.metric_names(), "loss"])
+    limit = session.config["optim"]["eval_max_batches"]
+    with torch.random.fork_rng(devices=[]):
+        for i, batch in enumerate(tqdm(loader, desc=desc, disable=not _progress(session), leave=False)):
+            if limit is not None and i >= limit:
+                break
+            batch = batch.to(session.device)
+            out = model(batch)
+            loss = session.task.loss(out, batch)
+            n = int(batch.natoms.numel())
+            acc.add("loss", (float(loss) * n, float(n)))
+            session.task.update_metrics(acc, session.task.denormalize(out, batch), batch)
+    return acc.compute(session.device)
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
+    """A plain-text table: one column per row label, one line per metric."""
+    labels = list(rows)
+    names: List[str] = []
+    for metrics in rows.values():
+        names += [n for n in metrics if n not in names]
+    width = max([len(n) for n in names] + [6])
+    lines = [" " * width + "".join(f"  {label:>14}" for label in labels)]
+    for name in names:
+        cells = "".join(f"  {rows[label].get(name, float('nan')):>14.6g}" for label in labels)
+        lines.append(f"{name:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def _announce(session: Session, text: str) -> None:
+    if dist.is_main():
+        print(text, flush=True)
+
+
+def _validate_and_checkpoint(session: Session, val_loader: Optional[DataLoader]) -> None:
+    metrics: Dict[str, float] = {}
+    if val_loader is not None:
+        metrics = evaluate(session, val_loader)
+        session.loggers.log(metrics, session.step, "val", session.epoch)
+        session.history["trained"] = metrics
+        _announce(session, f"step {session.step} val " + " ".join(f"{k} {v:.5g}" for k, v in metrics.items()))
+        session.scheduler.on_validation(metrics, session.step)
+        if session.is_better(metrics[session.metric]):
+            session.best_metric = metrics[session.metric]
+            session.save(best=True, metrics=metrics)
+    session.save(metrics=metrics)
+
+
+def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataLoader]) -> Dict[str, Dict[str, float]]:
+    """Train to ``optim.max_steps`` / ``max_epochs``; evaluate every ``eval_every`` steps (or
+    each epoch) and at the end, writing ``checkpoint.pt`` and ``best_checkpoint.pt``.
+
+    Returns the untrained (new runs only) and final validation metrics.
+    """
+    optim, log_cfg = session.config["optim"], session.config["logger"]
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError("the training loader yields no batches (empty training split?)")
+    total = total_steps(optim, steps_per_epoch)
+    attach_scheduler(session, total)
+    sampler = train_loader.batch_sampler
+    if val_loader is None:
+        logger.warning("no dataset.val split: no validation metrics, best checkpoint or plateau schedule")
+    if session.step == 0 and val_loader is not None:
+        session.history["untrained"] = evaluate(session, val_loader, "validating (untrained)")
+        session.loggers.log(session.history["untrained"], 0, "val", 0)
+        _announce(session, "untrained model, validation metrics:\n" + format_table(
+            {"untrained": session.history["untrained"]}))
+    eval_every, ckpt_every = optim["eval_every"], optim["checkpoint_every"]
+    print_every = max(1, int(log_cfg["print_every"]))
+    window = MetricAccumulator([*session.task.metric_names(), "loss"])
+    tick = time.perf_counter()
+    bar = tqdm(total=total, initial=session.step, desc="training", disable=not _progress(session))
+    while session.step < total:
+        sampler.set_epoch(session.epoch)
+        if session.batch_in_epoch:
+            sampler.load_state_dict({"epoch": session.epoch, "batches_yielded": session.batch_in_epoch,
+                                     "seed": session.config["seed"]})
+        for batch in train_loader:
+            batch = batch.to(session.device)
+            out = train_step(session, batch)
+            bar.update(1)
+            n = int(batch.natoms.numel())
+            window.add("loss", (float(out["loss"]) * n, float(n)))
+            session.task.update_metrics(window, session.task.denormalize(out, batch), batch)
+            session.batch_in_epoch += 1
+            if session.batch_in_epoch == steps_per_epoch:
+                session.epoch, session.batch_in_epoch = session.epoch + 1, 0
+            if session.step % print_every == 0:
+                train_metrics = window.compute(session.device)
+                train_metrics["lr"] = session.optimizer.param_groups[0]["lr"]
+                session.loggers.log(train_metrics, session.step, "train", _epoch_float(session, steps_per_epoch))
+                rate = (time.perf_counter() - tick) / print_every
+                _announce(session, _train_line(session, total, steps_per_epoch, train_metrics, rate))
+                window, tick = MetricAccumulator([*session.task.metric_names(), "loss"]), time.perf_counter()
+            done = session.step >= total
+            epoch_end = session.batch_in_epoch == 0
+            if done or (eval_every and session.step % eval_every == 0) or (not eval_every and epoch_end):
+                _validate_and_checkpoint(session, val_loader)
+                tick = time.perf_counter()  # the step rate excludes evaluation
+            elif ckpt_every and session.step % ckpt_every == 0:
+                session.save()
+            if done or epoch_end:
+                break
+    bar.close()
+    if dist.is_main() and "trained" in session.history:
+        rows = {k: session.history[k] for k in ("untrained", "trained") if k in session.history}
+        print("validation metrics:\n" + format_table(rows), flush=True)
+    return session.history
+
+
+def _epoch_float(session: Session, steps_per_epoch: int) -> float:
+    return round(session.epoch + session.batch_in_epoch / steps_per_epoch, 4)
+
+
+def _train_line(session: Session, total: int, steps_per_epoch: int, metrics: Mapping[str, float], rate: float) -> str:
+    keys = [k for k in ("loss", "energy_mae", "forces_mae") if k in metrics and math.isfinite(metrics[k])]
+    parts = [f"step {session.step}/{total}", f"epoch {_epoch_float(session, steps_per_epoch):.2f}"]
+    parts += [f"{k} {metrics[k]:.4g}" for k in keys]
+    parts += [f"lr {metrics['lr']:.3g}", f"{rate:.3f} s/step"]
+    return "  ".join(parts)
+
+
+@torch.no_grad()
+def predict(session: Session, loader: DataLoader, path: str) -> str:
+    """Write ``predictions.npz`` (ids, float32 energy, free-atom forces, natoms, chunk_idx)
+    for every structure of ``loader`` (labels not needed); return its path."""
+    model = session.eval_model
+    model.eval()
+    parts: Dict[str, List[Any]] = {}
+    with torch.random.fork_rng(devices=[]):
+        for batch in tqdm(loader, desc="predicting", disable=not _progress(session), leave=False):
+            batch = batch.to(session.device)
+            arrays = session.task.prediction_arrays(session.task.denormalize(model(batch), batch), batch)
+            for key, value in arrays.items():
+                parts.setdefault(key, []).append(value)
+    gathered = dist.gather_objects(parts)
+    if not dist.is_main():
+        return path
+    merged: Dict[str, List[Any]] = {}
+    for rank_parts in gathered:
+        for key, chunks in rank_parts.items():
+            merged.setdefault(key, []).extend(chunks)
+    out = {"ids": np.array([i for chunk in merged.get("ids", []) for i in chunk], dtype=str)}
+    for key in ("energy", "forces", "natoms"):
+        if key in merged:
+            out[key] = np.concatenate(merged[key])
+    if "forces" in out:
+        out["chunk_idx"] = np.cumsum(out["natoms"])[:-1]
+    _savez_atomic(path, out)
+    return path
+
+
+def _savez_atomic(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

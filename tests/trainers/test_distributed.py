@@ -1,0 +1,53 @@
+"""Two-process gloo runs under torchrun on CPU: metrics equal the single-process ones."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from trainers.trainer_testing import only_run_dir, tiny_config, write_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(args, nproc=None):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] \
+        if nproc else [sys.executable]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    # A session of its own, so that a timeout can end torchrun and its workers.
+    proc = subprocess.Popen([*launcher, os.path.join(ROOT, "main.py"), *args, "--no-progress"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:  # SIGTERM first: torchrun forwards it to its workers
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+
+
+@pytest.mark.slow  # three launches of torch: about 1.5 minutes on 2 busy cores
+def test_two_process_train_and_validate_match_single_process(s2ef_data, tmp_path):
+    config = write_config(tmp_path, tiny_config(s2ef_data, max_epochs=1))
+    _run(["--mode", "train", "--config-yml", config, "--run-dir", str(tmp_path / "ddp_train"), "--distributed"],
+         nproc=2)
+    run = only_run_dir(tmp_path / "ddp_train")
+    checkpoint = os.path.join(run, "checkpoint.pt")
+    assert os.path.exists(checkpoint)  # rank 0 wrote it; no hang at the end
+
+    metrics = {}
+    for name, nproc in (("single", None), ("ddp", 2)):
+        _run(["--mode", "validate", "--checkpoint", checkpoint, "--run-dir", str(tmp_path / name)], nproc=nproc)
+        with open(os.path.join(only_run_dir(tmp_path / name), "validate_metrics.json")) as handle:
+            metrics[name] = json.load(handle)
+    assert metrics["ddp"].keys() == metrics["single"].keys()
+    for key, value in metrics["single"].items():
+        assert metrics["ddp"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key

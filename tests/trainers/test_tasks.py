@@ -1,0 +1,85 @@
+"""Task trainers: losses, free-atom masking, normalisation, multi-target energies."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from spinconv_train.config import SCHEMA
+from spinconv_train.modules.element_references import ElementReferences
+from spinconv_train.modules.normalizer import Normalizer
+from spinconv_train.trainers.energy import EnergyTask
+from spinconv_train.trainers.forces import ForcesTask
+from spinconv_train.trainers.targets import TargetState, scalar_loss, structure_ids
+
+
+def section(name, **kw):
+    out = {k: v[1] for k, v in SCHEMA[name].items()}
+    out.update(kw)
+    return out
+
+
+def toy_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for k, n in enumerate([3, 4]):
+        items.append(Data(pos=torch.randn(n, 3, generator=g), atomic_numbers=torch.tensor([1.0] * n),
+                          natoms=torch.tensor([n]), fixed=torch.tensor([1] + [0] * (n - 1)),
+                          y=float(k) + 0.5, force=torch.randn(n, 3, generator=g), sid=10 + k, fid=k,
+                          y_relaxed=torch.tensor([[1.0 + k, 2.0 - k]])))
+    return Batch.from_data_list(items)
+
+
+def test_scalar_losses_by_hand():
+    pred = torch.tensor([[0.0, 3.0, 4.0], [1.0, 1.0, 1.0]])
+    target = torch.zeros(2, 3)
+    assert float(scalar_loss("mae", pred, target)) == pytest.approx(10 / 6)
+    assert float(scalar_loss("mse", pred, target)) == pytest.approx(28 / 6)
+    assert float(scalar_loss("l2mae", pred, target)) == pytest.approx((5 + np.sqrt(3)) / 2)
+
+
+@pytest.mark.parametrize("free_only", [True, False])
+def test_force_loss_ignores_fixed_atoms_when_asked(free_only):
+    batch = toy_batch()
+    task = ForcesTask(section("task", train_on_free_atoms=free_only), section("optim", force_coefficient=1.0),
+                      TargetState(Normalizer(0.5, 2.0)))
+    out = {"energy": torch.zeros(2), "forces": torch.zeros(batch.pos.shape[0], 3)}
+    before = float(task.loss(out, batch))
+    batch.force[0] += 100.0  # atom 0 is fixed
+    changed = float(task.loss(out, batch)) != pytest.approx(before)
+    assert changed is (not free_only)
+
+
+def test_forces_task_normalises_and_denormalises():
+    batch = toy_batch()
+    norm = Normalizer(0.5, 2.0)
+    refs = ElementReferences(torch.tensor([0.0, 0.25]))  # H: 0.25 eV
+    task = ForcesTask(section("task"), section("optim", energy_coefficient=1.0, force_coefficient=0.0),
+                      TargetState(norm, refs))
+    # A model output equal to the normalised, referenced targets gives zero energy loss ...
+    target = (batch.y.double() - torch.tensor([0.75, 1.0], dtype=torch.float64) - 0.5) / 2.0
+    out = {"energy": target.float(), "forces": batch.force / 2.0}
+    assert float(task.loss(out, batch)) == pytest.approx(0.0, abs=1e-6)
+    # ... and denormalises back to eV and eV/Å.
+    pred = task.denormalize(out, batch)
+    torch.testing.assert_close(pred["energy"], batch.y.double(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(pred["forces"].float(), batch.force)
+    assert structure_ids(batch) == ["10_0", "11_1"]
+
+
+def test_energy_task_multi_target_metrics():
+    batch = toy_batch()
+    task = EnergyTask(section("task", target="y_relaxed", labels=["a", "b"]), section("optim"),
+                      TargetState(Normalizer([0.0, 0.0], [1.0, 1.0])))
+    assert task.metric_names() == ["a_mae", "b_mae", "mean_mae"] and task.default_metric == "mean_mae"
+    from spinconv_train.modules.evaluator import MetricAccumulator
+
+    acc = MetricAccumulator(task.metric_names())
+    pred = task.denormalize({"energy": torch.tensor([[1.5, 2.0], [2.0, 0.0]])}, batch)
+    task.update_metrics(acc, pred, batch)
+    metrics = acc.compute()
+    assert metrics["a_mae"] == pytest.approx(0.25) and metrics["b_mae"] == pytest.approx(0.5)
+    assert metrics["mean_mae"] == pytest.approx(0.375)
+    with pytest.raises(KeyError, match="not a field"):
+        EnergyTask(section("task", target="nope"), section("optim"), TargetState()).target(batch)

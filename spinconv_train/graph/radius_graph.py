@@ -2,8 +2,10 @@
 
 The pair list of each structure comes from vesin (a maintained cell-list code that
 handles triclinic cells, mixed periodicity and atoms that see their own images); the
-capping, ordering and reverse-edge search are vectorised in torch over the whole batch.
-Nothing here builds an (atoms x atoms) tensor.
+capping, ordering and reverse-edge search run per structure in numpy (``capping.py``:
+microseconds on the arrays of one structure, where torch op overhead dominated), and
+in torch for graphs that already live on an accelerator. Nothing here builds an
+(atoms x atoms) array.
 
 Conventions (docs/design.md): ``edge_index[0]`` is the source (neighbour) j,
 ``edge_index[1]`` the target (centre) i, and the edge vector is
@@ -11,64 +13,87 @@ Conventions (docs/design.md): ``edge_index[0]`` is the source (neighbour) j,
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from torch import Tensor
 
+from .capping import cap_symmetric_np, edge_keys_np, find_reverse_np
+
 __all__ = ["cap_neighbors", "edge_vectors", "radius_graph", "reverse_edges"]
 
 
-def _structure_pbc(cell: Tensor | None, pbc: Tensor | None, num_structures: int) -> tuple[Tensor, Tensor]:
-    """Return (cell (B,3,3) float64 cpu, pbc (B,3) bool cpu) with the documented defaults."""
+def _structure_pbc(cell: Tensor | None, pbc: Tensor | None, num_structures: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (cell (B,3,3) float64, pbc (B,3) bool) numpy arrays with the documented defaults."""
     if cell is None:
-        cell64 = torch.zeros(num_structures, 3, 3, dtype=torch.float64)
+        cell64 = np.zeros((num_structures, 3, 3))
     else:
-        cell64 = cell.detach().to("cpu", torch.float64).reshape(-1, 3, 3)
+        cell64 = cell.detach().to("cpu", torch.float64).numpy().reshape(-1, 3, 3)
         if cell64.shape[0] != num_structures:
             raise ValueError(
                 f"cell has {cell64.shape[0]} structures but natoms has {num_structures}"
             )
-    row_nonzero = cell64.abs().sum(dim=-1) > 0  # (B,3)
+    row_nonzero = np.abs(cell64).sum(axis=-1) > 0  # (B,3)
     if pbc is None:
         # OC20 convention: periodic in all directions when the cell is non-zero.
-        periodic = row_nonzero.all(dim=-1, keepdim=True).expand(-1, 3).clone()
+        periodic = np.repeat(row_nonzero.all(axis=-1, keepdims=True), 3, axis=1)
     else:
-        periodic = pbc.detach().to("cpu").reshape(-1, 3).bool()
+        periodic = pbc.detach().to("cpu").numpy().reshape(-1, 3).astype(bool)
         if periodic.shape[0] != num_structures:
             raise ValueError(f"pbc has {periodic.shape[0]} structures but natoms has {num_structures}")
         bad = periodic & ~row_nonzero
         if bad.any():
-            b, d = (int(v) for v in bad.nonzero()[0])
+            b, d = (int(v) for v in np.argwhere(bad)[0])
             raise ValueError(f"structure {b}: pbc is True along lattice vector {d} but that cell row is zero")
     return cell64, periodic
+
+
+_NEIGHBOR_LISTS = threading.local()
+
+
+def _neighbor_list(cutoff: float):
+    """A full-list ``vesin.NeighborList`` for ``cutoff``, reused per thread (it is reusable
+    across ``compute`` calls, and building one costs more than a small search)."""
+    cache = getattr(_NEIGHBOR_LISTS, "by_cutoff", None)
+    if cache is None:
+        cache = _NEIGHBOR_LISTS.by_cutoff = {}
+    nl = cache.get(cutoff)
+    if nl is None:
+        # imported lazily: no import-time cost for other users
+        from vesin import NeighborList
+
+        if len(cache) >= 8:  # bounded: callers sweeping cutoffs do not accumulate lists
+            cache.clear()
+        nl = cache[cutoff] = NeighborList(cutoff=cutoff, full_list=True)
+    return nl
 
 
 def _pairs_one_structure(
     pos: np.ndarray, cell: np.ndarray, periodic: np.ndarray, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Full (i, j, S, d) pair list of one structure from vesin (i: centre, j: neighbour)."""
-    from vesin import (
-        NeighborList,  # imported lazily: no import-time cost for users of other parts
-    )
-
     n = pos.shape[0]
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros((0, 3), dtype=np.int64), np.zeros(0)
     if periodic.any():
         box = cell
-        flags = [bool(p) for p in periodic]
+        flags = periodic
     else:
         box = np.zeros((3, 3))
         flags = False
-    nl = NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, shifts, dist = nl.compute(points=pos, box=box, periodic=flags, quantities="ijSd")
+    i, j, shifts, dist = _neighbor_list(float(cutoff)).compute(
+        points=pos, box=box, periodic=flags, quantities="ijSd"
+    )
     i = np.asarray(i, dtype=np.int64)
     j = np.asarray(j, dtype=np.int64)
     shifts = np.asarray(shifts, dtype=np.int64).reshape(-1, 3)
     dist = np.asarray(dist, dtype=np.float64)
     keep = dist > 0  # drop exact self pairs (never produced, but cheap to guarantee)
-    return i[keep], j[keep], shifts[keep], dist[keep]
+    if not keep.all():
+        i, j, shifts, dist = i[keep], j[keep], shifts[keep], dist[keep]
+    return i, j, shifts, dist
 
 
 def _edge_keys(src: Tensor, dst: Tensor, shifts: Tensor, num_atoms: int) -> Tensor:
@@ -99,10 +124,20 @@ def _find_reverse(edge_index: Tensor, cell_offsets: Tensor | None) -> tuple[Tens
     else:
         shifts = torch.round(cell_offsets).long()
     num_atoms = int(torch.maximum(src.max(), dst.max())) + 1
+    if src.device.type == "cpu":  # numpy sorts small arrays much faster than torch ops
+        keys_np, rev_np = edge_keys_np(src.numpy(), dst.numpy(), shifts.numpy(), num_atoms)
+        rev, found = find_reverse_np(keys_np, rev_np)
+        return torch.from_numpy(rev), torch.from_numpy(found)
+    return _find_reverse_torch(src, dst, shifts, num_atoms)
+
+
+def _find_reverse_torch(src: Tensor, dst: Tensor, shifts: Tensor, num_atoms: int) -> tuple[Tensor, Tensor]:
+    """Torch version of ``find_reverse_np`` (for tensors on an accelerator)."""
+    num_edges = src.numel()
     # Both key sets use the same base: the span of |shift| is symmetric under negation.
     keys = _edge_keys(src, dst, shifts, num_atoms)
     rev_keys = _edge_keys(dst, src, -shifts, num_atoms)
-    sorted_keys, order = torch.sort(keys)
+    sorted_keys, order = torch.sort(keys, stable=True)
     pos = torch.searchsorted(sorted_keys, rev_keys).clamp_(max=num_edges - 1)
     return order[pos], sorted_keys[pos] == rev_keys
 
@@ -149,34 +184,41 @@ def radius_graph(
         distance; cell_offsets (E,3) integer lattice shifts in the dtype of ``pos``.
     """
     device = pos.device
-    natoms_cpu = natoms.detach().to("cpu").long().reshape(-1)
-    num_structures = natoms_cpu.numel()
-    if int(natoms_cpu.sum()) != pos.shape[0]:
-        raise ValueError(f"natoms sums to {int(natoms_cpu.sum())} but pos has {pos.shape[0]} atoms")
+    natoms_np = natoms.detach().to("cpu").numpy().astype(np.int64).reshape(-1)
+    num_structures = natoms_np.size
+    total = int(natoms_np.sum())
+    if total != pos.shape[0]:
+        raise ValueError(f"natoms sums to {total} but pos has {pos.shape[0]} atoms")
     cell64, periodic = _structure_pbc(cell, pbc, num_structures)
     pos_np = pos.detach().to("cpu", torch.float64).numpy()
-    starts = torch.cumsum(natoms_cpu, 0) - natoms_cpu
 
-    ii: list[np.ndarray] = []
-    jj: list[np.ndarray] = []
-    ss: list[np.ndarray] = []
-    dd: list[np.ndarray] = []
+    # Edges never cross structures, so capping each structure on its own (with local
+    # indices) and concatenating gives the batch result, already sorted by target.
+    src_parts: list[np.ndarray] = []
+    tgt_parts: list[np.ndarray] = []
+    shift_parts: list[np.ndarray] = []
+    start = 0
     for b in range(num_structures):
-        s, n = int(starts[b]), int(natoms_cpu[b])
-        i, j, shift, dist = _pairs_one_structure(
-            pos_np[s : s + n], cell64[b].numpy(), periodic[b].numpy(), cutoff
-        )
-        ii.append(i + s)
-        jj.append(j + s)
-        ss.append(shift)
-        dd.append(dist)
-    tgt = torch.from_numpy(np.concatenate(ii)) if ii else torch.zeros(0, dtype=torch.long)
-    src = torch.from_numpy(np.concatenate(jj)) if jj else torch.zeros(0, dtype=torch.long)
-    shifts = torch.from_numpy(np.concatenate(ss)) if ss else torch.zeros(0, 3, dtype=torch.long)
-    dist = torch.from_numpy(np.concatenate(dd)) if dd else torch.zeros(0, dtype=torch.float64)
-
-    edge_index, shifts = _cap_symmetric(src, tgt, shifts, dist, pos.shape[0], max_neighbors)
-    return edge_index.to(device), shifts.to(device=device, dtype=pos.dtype)
+        n = int(natoms_np[b])
+        i, j, shift, dist = _pairs_one_structure(pos_np[start : start + n], cell64[b], periodic[b], cutoff)
+        kept = cap_symmetric_np(j, i, shift, dist, n, max_neighbors)
+        src_parts.append(j[kept] + start)
+        tgt_parts.append(i[kept] + start)
+        shift_parts.append(shift[kept])
+        start += n
+    if num_structures == 1:
+        src_np, tgt_np, shifts_np = src_parts[0], tgt_parts[0], shift_parts[0]
+    elif num_structures == 0:
+        src_np = tgt_np = np.zeros(0, dtype=np.int64)
+        shifts_np = np.zeros((0, 3), dtype=np.int64)
+    else:
+        src_np, tgt_np = np.concatenate(src_parts), np.concatenate(tgt_parts)
+        shifts_np = np.concatenate(shift_parts)
+    edge_index = torch.from_numpy(np.stack([src_np, tgt_np]))
+    cell_offsets = torch.from_numpy(shifts_np).to(pos.dtype)
+    if device.type != "cpu":
+        edge_index, cell_offsets = edge_index.to(device), cell_offsets.to(device)
+    return edge_index, cell_offsets
 
 
 def _cap_symmetric(
@@ -190,6 +232,21 @@ def _cap_symmetric(
     num_edges = src.numel()
     if num_edges == 0:
         return torch.zeros(2, 0, dtype=torch.long, device=src.device), shifts
+    if src.device.type == "cpu":
+        if dist.dtype not in (torch.float32, torch.float64):
+            dist = dist.to(torch.float64)  # exact and order-preserving; numpy lacks bfloat16
+        kept = torch.from_numpy(
+            cap_symmetric_np(src.numpy(), tgt.numpy(), shifts.numpy(), dist.numpy(), num_atoms, max_neighbors)
+        )
+        return torch.stack([src[kept], tgt[kept]]), shifts[kept]
+    return _cap_symmetric_torch(src, tgt, shifts, dist, num_atoms, max_neighbors)
+
+
+def _cap_symmetric_torch(
+    src: Tensor, tgt: Tensor, shifts: Tensor, dist: Tensor, num_atoms: int, max_neighbors: int
+) -> tuple[Tensor, Tensor]:
+    """Torch version of ``cap_symmetric_np`` (for tensors on an accelerator)."""
+    num_edges = src.numel()
     # Deterministic order: target, distance, source, shift (stable sorts from the last key).
     tie = _edge_keys(src, tgt, shifts, num_atoms)  # unique per edge, includes source and shift
     order = torch.argsort(tie, stable=True)
@@ -201,7 +258,7 @@ def _cap_symmetric(
     first = torch.cumsum(counts, 0) - counts
     rank = torch.arange(num_edges, device=src.device) - first[tgt]
     near_target = rank < max_neighbors
-    rev, found = _find_reverse(torch.stack([src, tgt]), shifts.to(torch.float64))
+    rev, found = _find_reverse_torch(src, tgt, shifts, num_atoms)
     keep = (near_target | near_target[rev]) & found
     return torch.stack([src[keep], tgt[keep]]), shifts[keep]
 
@@ -214,6 +271,11 @@ def cap_neighbors(
     Returns the kept ``edge_index`` and ``cell_offsets`` (in the input's dtype), sorted by
     target then distance; edges without a reverse in the input are dropped.
     """
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_atoms):
+        raise ValueError(
+            f"edge_index holds atom indices in [{int(edge_index.min())}, {int(edge_index.max())}] "
+            f"but num_atoms is {num_atoms}"
+        )
     shifts = torch.round(cell_offsets).long()
     ei, sh = _cap_symmetric(
         edge_index[0].long(), edge_index[1].long(), shifts, dist.detach(), num_atoms, max_neighbors

@@ -1,0 +1,386 @@
+#!/usr/bin/env python
+"""Benchmark SpinConv: structures/s, ms per step and peak memory, one JSON line per case.
+
+Modes (``--mode``, default all): ``forward`` (no grad), ``forces`` (energy + forces,
+autograd on), ``train`` (energy + force L1 loss, backward, Adam step); see
+``spinconv_train.benchmarks.cases``. The batch is the fixed benchmark batch (8 OC20-like
+38-atom Pt(111)+CO/OH slabs; ``spinconv_train.benchmarks.structures``), the model the
+OC20 S2EF configuration (``--config tiny`` for a seconds-long smoke run).
+
+Comparisons, all timed side by side (interleaved rounds, same batch, same process):
+  --compare reference --reference-root PATH   OCP v0.0.3 SpinConv from your checkout
+  --compare schnet                            torch_geometric SchNet, 128 channels
+  --compare impl                              our Fourier vs plain Conv1d spin convolution
+  --scaling                                   forward time and memory, 100 -> 2000 atoms
+Each timing line is followed by ratio lines (baseline time / our time; our memory /
+baseline memory), a ``flops`` line (achieved FLOP/s of the spin convolutions vs the
+measured dense fp32 matmul rate) and a final ``summary`` line.
+
+Example: python scripts/benchmark_model.py --compare reference --reference-root ~/ocp
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from spinconv_train.benchmarks.cases import MODES, OC20_CONFIG, TINY_CONFIG, build_model, make_step, num_edges
+from spinconv_train.benchmarks.flops import is_spin_conv, module_spin_flops
+from spinconv_train.benchmarks.memory import measure_peak_memory
+from spinconv_train.benchmarks.structures import benchmark_batch, scaled_system, scaling_sizes
+from spinconv_train.benchmarks.timing import (
+    cuda_peak_during,
+    dense_matmul_gflops,
+    module_time_hooks,
+    set_threads,
+    time_interleaved,
+)
+
+REFERENCE_ENV = "SPINCONV_REFERENCE_ROOT"
+
+# OpenMP threads that spin while waiting make a 2-thread run on a shared, oversubscribed
+# machine 10x slower (measured here: a tiny forward 0.2 s with 1 thread, 3 s with 2
+# spinning threads, 0.3 s with 2 passive ones). The variable must be set before the
+# OpenMP runtime starts, so ``__main__`` re-executes the script once with it set.
+OMP_POLICY_ENV = "OMP_WAIT_POLICY"
+_REEXEC_MARK = "SPINCONV_BENCH_REEXEC"
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=MODES + ("all",), nargs="+", default=["all"])
+    p.add_argument("--config", choices=("oc20", "tiny"), default="oc20")
+    p.add_argument("--force-estimator", choices=("random", "direct", "grad"), default="random",
+                   help="random/direct: force-centric head; grad: energy-centric (-dE/dpos)")
+    p.add_argument("--spin-conv-impl", choices=("fft", "conv"), default=None,
+                   help="our spin convolution evaluation (default: the model's default)")
+    p.add_argument("--compare", choices=("none", "reference", "schnet", "impl"), default="none")
+    p.add_argument("--reference-root", default=os.environ.get(REFERENCE_ENV),
+                   help=f"OCP v0.0.3 checkout (default: ${REFERENCE_ENV})")
+    p.add_argument("--scaling", action="store_true", help="forward time/memory over 100..2000 atoms")
+    p.add_argument("--scaling-sizes", type=int, nargs="+", default=None)
+    p.add_argument("--batch-size", type=int, default=8, help="structures in the benchmark batch")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    p.add_argument("--memory-warmup", type=int, default=1,
+                   help="steps run in the memory subprocess before the measured one")
+    p.add_argument("--no-flops", action="store_true", help="skip the spin-convolution FLOP/s line")
+    p.add_argument("--profile", action="store_true",
+                   help="per-module forward times and top torch ops of our model for each mode")
+    p.add_argument("--omp-wait-policy", choices=("passive", "active", "inherit"), default="passive",
+                   help="OpenMP wait policy of this run (default passive; see OMP_POLICY_ENV)")
+    p.add_argument("--output", default=None, help="also write all JSON lines to this file (atomic)")
+    args = p.parse_args(argv)
+    if args.compare == "reference" and not args.reference_root:
+        p.error(f"--compare reference needs --reference-root PATH or ${REFERENCE_ENV}")
+    if args.repeats < 1 or args.batch_size < 1:
+        p.error("--repeats and --batch-size must be >= 1")
+    return args
+
+
+class Emitter:
+    """Prints JSON lines and keeps them for ``--output``."""
+
+    def __init__(self) -> None:
+        self.lines: List[Dict[str, Any]] = []
+
+    def __call__(self, record: Dict[str, Any]) -> None:
+        self.lines.append(record)
+        print(json.dumps(record), flush=True)
+
+    def write(self, path: str) -> None:
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as handle:
+            for record in self.lines:
+                handle.write(json.dumps(record) + "\n")
+        os.replace(tmp, path)
+
+
+def machine_info(device: torch.device, threads: int) -> Dict[str, Any]:
+    info = {
+        "device": str(device),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    info["omp_wait_policy"] = os.environ.get(OMP_POLICY_ENV, "unset")
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/loadavg") as handle:
+            info["loadavg_1min"] = float(handle.read().split()[0])
+    except OSError:
+        pass
+    return info
+
+
+def model_config(args: argparse.Namespace) -> Dict[str, Any]:
+    base = TINY_CONFIG if args.config == "tiny" else OC20_CONFIG
+    return dict(base, force_estimator=args.force_estimator)
+
+
+def model_variants(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    """name -> build kwargs of the models timed side by side; the first one is ours."""
+    config = model_config(args)
+    ours = {"kind": "spinconv", "config": config, "impl": args.spin_conv_impl}
+    if args.compare == "impl":
+        return {
+            "spinconv_fft": dict(ours, impl="fft"),
+            "spinconv_conv": dict(ours, impl="conv"),
+        }
+    variants = {"spinconv": ours}
+    if args.compare == "reference":
+        ref_config = dict(config)
+        if ref_config["force_estimator"] == "direct":
+            ref_config["force_estimator"] = "random"
+        variants["reference"] = {"kind": "reference", "config": ref_config, "root": args.reference_root}
+    elif args.compare == "schnet":
+        variants["schnet"] = {"kind": "schnet", "config": config}
+    return variants
+
+
+def build(variant: Dict[str, Any], device: torch.device) -> torch.nn.Module:
+    return build_model(variant["kind"], variant["config"], variant.get("root"), variant.get("impl")).to(device)
+
+
+def memory_for(variant: Dict[str, Any], mode: str, batch_spec: Dict[str, Any], args: argparse.Namespace,
+               device: torch.device, model: torch.nn.Module, batch) -> Dict[str, Any]:
+    """Peak memory of one step: fresh subprocess on CPU, max_memory_allocated on CUDA."""
+    if device.type == "cuda":
+        step = make_step(model, batch, mode)
+        step()
+        return cuda_peak_during(step, device)
+    spec = {
+        "kind": variant["kind"], "config": variant["config"], "impl": variant.get("impl"),
+        "reference_root": variant.get("root"), "mode": mode, "batch": batch_spec,
+        "threads": args.threads, "warmup": args.memory_warmup,
+    }
+    return measure_peak_memory(spec)
+
+
+def spin_conv_flops(model: torch.nn.Module, batch, device: torch.device, matmul_gflops: float) -> Dict[str, Any]:
+    """Time the spin convolutions of one no-grad forward with hooks; FLOPs analytically."""
+    model.eval()
+    records, remove = module_time_hooks(model, is_spin_conv)
+    try:
+        with torch.no_grad():
+            model(batch.clone())
+    finally:
+        remove()
+    seconds, actual, direct, items = 0.0, 0, 0, 0
+    for module, count, dt, shape in records:
+        a, d = module_spin_flops(module, shape)
+        actual, direct, seconds, items = actual + a, direct + d, seconds + dt, items + count
+    achieved = actual / seconds / 1e9 if seconds > 0 else None
+    effective = direct / seconds / 1e9 if seconds > 0 else None
+    return {
+        "spin_conv_calls": len(records),
+        "spin_conv_items": items,
+        "spin_conv_gflop": actual / 1e9,
+        "direct_conv_equivalent_gflop": direct / 1e9,
+        "spin_conv_s": seconds,
+        "achieved_gflops": achieved,
+        "effective_gflops_direct_equivalent": effective,
+        "matmul_gflops": matmul_gflops,
+        "fraction_of_matmul": None if achieved is None else achieved / matmul_gflops,
+    }
+
+
+def output_agreement(models: Dict[str, torch.nn.Module], batch) -> Dict[str, Any]:
+    """Largest absolute differences of energy and forces between the first two models."""
+    (name_a, model_a), (name_b, model_b) = list(models.items())[:2]
+    outs = []
+    for model in (model_a, model_b):
+        model.eval()
+        with torch.no_grad():
+            outs.append(model(batch.clone()))
+    record: Dict[str, Any] = {"models": [name_a, name_b]}
+    for key in ("energy", "forces"):
+        if key in outs[0] and key in outs[1]:
+            diff = (outs[0][key].double() - outs[1][key].double()).abs().max().item()
+            scale = outs[0][key].double().abs().max().item()
+            record[f"max_abs_diff_{key}"] = diff
+            record[f"max_abs_{key}"] = scale
+    return record
+
+
+def round_floats(record: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in record.items()}
+
+
+def run_comparison(args: argparse.Namespace, device: torch.device, emit: Emitter, info: Dict[str, Any]) -> Dict[str, Any]:
+    """Time every variant on every mode side by side; memory and FLOP/s lines; ratios."""
+    batch_spec = {"type": "benchmark", "num_structures": args.batch_size}
+    batch = benchmark_batch(args.batch_size).to(device)
+    variants = model_variants(args)
+    models = {name: build(v, device) for name, v in variants.items()}
+    edges = num_edges(batch.cpu(), model_config(args))
+    modes = MODES if "all" in args.mode else tuple(m for m in MODES if m in args.mode)
+    names = list(variants)
+    summary: Dict[str, Any] = {"case": "summary", **info, "config": args.config,
+                               "force_estimator": args.force_estimator, "num_structures": args.batch_size,
+                               "num_atoms": int(batch.pos.shape[0]), "num_edges": edges, "ratios": {}}
+    for mode in modes:
+        steps = {name: make_step(models[name], batch, mode) for name in names}
+        timings = time_interleaved(steps, args.repeats, args.warmup, device)
+        memories: Dict[str, Dict[str, Any]] = {}
+        for name in names:
+            if not args.no_memory:
+                memories[name] = memory_for(variants[name], mode, batch_spec, args, device, models[name], batch)
+            t = timings[name]
+            record = {
+                "case": "timing", "model": name, "mode": mode, **info, "config": args.config,
+                "force_estimator": variants[name]["config"]["force_estimator"],
+                "impl": variants[name].get("impl"),
+                "params": sum(p.numel() for p in models[name].parameters()),
+                "num_structures": args.batch_size, "num_atoms": int(batch.pos.shape[0]), "num_edges": edges,
+                "structures_per_s": args.batch_size / t.median, "ms_per_step": 1000.0 * t.median,
+                **t.as_dict(), "times_s": [round(x, 4) for x in t.times],
+            }
+            if name in memories:
+                record["peak_memory_mib"] = memories[name].get("peak_increase_mib")
+                record["memory"] = memories[name]
+            emit(round_floats(record))
+        ours = names[0]
+        for other in names[1:]:
+            ratio = {
+                "case": "ratio", "mode": mode, "ours": ours, "baseline": other, **info,
+                "speedup": timings[other].median / timings[ours].median,
+                "speedup_min_times": timings[other].minimum / timings[ours].minimum,
+            }
+            mo, mb = memories.get(ours, {}), memories.get(other, {})
+            if mo.get("peak_increase_mib") and mb.get("peak_increase_mib"):
+                ratio["memory_ratio"] = mo["peak_increase_mib"] / mb["peak_increase_mib"]
+            emit(round_floats(ratio))
+            summary["ratios"][f"{mode}:{ours}/{other}"] = round_floats(
+                {k: ratio[k] for k in ("speedup", "memory_ratio") if k in ratio}
+            )
+        summary[f"{mode}_ms"] = {name: round(1000.0 * timings[name].median, 2) for name in names}
+    if args.compare == "impl":
+        emit(round_floats({"case": "agreement", **info, **output_agreement(models, batch)}))
+    if not args.no_flops:
+        matmul = dense_matmul_gflops(1024 if device.type == "cpu" else 4096, repeats=5, device=device)
+        summary["matmul_gflops"] = round(matmul, 2)
+        for name in names:
+            record = {"case": "flops", "model": name, **info, **spin_conv_flops(models[name], batch, device, matmul)}
+            emit(round_floats(record))
+    return summary
+
+
+def run_scaling(args: argparse.Namespace, device: torch.device, emit: Emitter, info: Dict[str, Any]) -> Dict[str, Any]:
+    """Forward (no grad) time and peak memory of our model over growing periodic slabs."""
+    config = model_config(args)
+    variant = {"kind": "spinconv", "config": config, "impl": args.spin_conv_impl}
+    model = build(variant, device)
+    sizes = args.scaling_sizes or scaling_sizes()
+    atoms, times = [], []
+    for n in sizes:
+        batch = scaled_system(n).to(device)
+        step = make_step(model, batch, "forward")
+        t = time_interleaved({"f": step}, max(1, min(args.repeats, 3)), args.warmup, device)["f"]
+        record = {"case": "scaling", "model": "spinconv", "mode": "forward", **info, "num_atoms": n,
+                  "num_edges": num_edges(batch.cpu(), config), "ms_per_step": 1000.0 * t.median, **t.as_dict()}
+        if not args.no_memory:
+            mem = memory_for(variant, "forward", {"type": "scaled", "num_atoms": n}, args, device, model, batch)
+            record["peak_memory_mib"] = mem.get("peak_increase_mib")
+            record["memory"] = mem
+        emit(round_floats(record))
+        atoms.append(float(n))
+        times.append(t.median)
+    fit = linear_fit(atoms, times)
+    emit(round_floats({"case": "scaling_fit", **info, **fit}))
+    return {"scaling": fit}
+
+
+def run_profile(args: argparse.Namespace, device: torch.device, emit: Emitter, info: Dict[str, Any]) -> None:
+    """One JSON line per mode: module breakdown (forward hooks) and top ops (torch.profiler)."""
+    from spinconv_train.benchmarks.profiling import module_breakdown, op_table
+
+    variant = {"kind": "spinconv", "config": model_config(args), "impl": args.spin_conv_impl}
+    model = build(variant, device)
+    batch = benchmark_batch(args.batch_size).to(device)
+    modes = MODES if "all" in args.mode else tuple(m for m in MODES if m in args.mode)
+    for mode in modes:
+        step = make_step(model, batch, mode)
+        for _ in range(max(args.warmup, 1)):
+            step()
+        modules = module_breakdown(model, step, depth=3)
+        ops = op_table(step)
+        emit({"case": "profile", "mode": mode, **info, "impl": args.spin_conv_impl,
+              "force_estimator": args.force_estimator,
+              "modules_s": {k: round(v, 4) for k, v in modules.items()},
+              "top_ops": [round_floats(o) for o in ops]})
+
+
+def linear_fit(x: List[float], y: List[float]) -> Dict[str, Any]:
+    """Least-squares y = a + b x and the log-log slope (1.0 means linear scaling)."""
+    import math
+
+    n = len(x)
+    if n < 2:
+        return {"points": n}
+    mx, my = sum(x) / n, sum(y) / n
+    sxx = sum((xi - mx) ** 2 for xi in x)
+    b = sum((xi - mx) * (yi - my) for xi, yi in zip(x, y)) / sxx
+    a = my - b * mx
+    ss_res = sum((yi - a - b * xi) ** 2 for xi, yi in zip(x, y))
+    ss_tot = sum((yi - my) ** 2 for yi in y) or 1e-30
+    lx, ly = [math.log(v) for v in x], [math.log(v) for v in y]
+    mlx, mly = sum(lx) / n, sum(ly) / n
+    slope = sum((u - mlx) * (v - mly) for u, v in zip(lx, ly)) / sum((u - mlx) ** 2 for u in lx)
+    return {"points": n, "intercept_s": a, "s_per_atom": b, "r2_linear": 1.0 - ss_res / ss_tot,
+            "loglog_slope": slope}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    set_threads(args.threads)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            print("error: --device cuda requested but CUDA is not available", file=sys.stderr)
+            return 2
+    emit = Emitter()
+    info = machine_info(device, args.threads)
+    start = time.perf_counter()
+    if args.profile:
+        run_profile(args, device, emit, info)
+        return 0
+    summary = run_comparison(args, device, emit, info) if not args.scaling else {"case": "summary", **info}
+    if args.scaling:
+        summary.update(run_scaling(args, device, emit, info))
+    summary["wall_s"] = round(time.perf_counter() - start, 1)
+    emit(summary)
+    if args.output:
+        emit.write(args.output)
+    return 0
+
+
+def _reexec_with_wait_policy(argv: List[str]) -> None:
+    """Restart this script once with OMP_WAIT_POLICY set as ``--omp-wait-policy`` asks."""
+    policy = parse_args(argv).omp_wait_policy
+    if policy == "inherit" or os.environ.get(_REEXEC_MARK):
+        return
+    if os.environ.get(OMP_POLICY_ENV, "").lower() == policy:
+        return
+    env = dict(os.environ, **{OMP_POLICY_ENV: policy.upper(), _REEXEC_MARK: "1"})
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], env)
+
+
+if __name__ == "__main__":
+    _reexec_with_wait_policy(sys.argv[1:])
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""scripts/benchmark_model.py on the tiny configuration: JSON lines, ratios, agreement."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark_model.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("benchmark_model_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(tmp_path, *args):
+    out = tmp_path / "bench.jsonl"
+    # One thread: the test process cannot set OMP_WAIT_POLICY for itself, and spinning
+    # OpenMP threads on a busy CI machine make a 2-thread run many times slower.
+    rc = _script().main(["--config", "tiny", "--batch-size", "1", "--repeats", "2", "--warmup", "0",
+                         "--threads", "1", "--no-memory", "--output", str(out), *args])
+    assert rc == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_compare_impl_tiny(tmp_path):
+    lines = _run(tmp_path, "--compare", "impl")
+    timings = [r for r in lines if r["case"] == "timing"]
+    assert {(r["model"], r["mode"]) for r in timings} == {
+        (m, mode) for m in ("spinconv_fft", "spinconv_conv") for mode in ("forward", "forces", "train")
+    }
+    for r in timings:
+        assert r["num_atoms"] == 38 and r["num_edges"] > 0 and r["threads"] == 1
+        assert r["structures_per_s"] == pytest.approx(1.0 / r["median_s"], rel=1e-3)
+        assert len(r["times_s"]) == 2
+    ratios = [r for r in lines if r["case"] == "ratio"]
+    assert len(ratios) == 3 and all(r["speedup"] > 0 for r in ratios)
+    # The Fourier and the plain Conv1d spin convolutions compute the same function.
+    (agree,) = [r for r in lines if r["case"] == "agreement"]
+    assert agree["max_abs_diff_energy"] <= 1e-5 * max(1.0, agree["max_abs_energy"])
+    assert agree["max_abs_diff_forces"] <= 1e-5 * max(1.0, agree["max_abs_forces"])
+    flops = {r["model"]: r for r in lines if r["case"] == "flops"}
+    assert flops["spinconv_fft"]["spin_conv_items"] == flops["spinconv_conv"]["spin_conv_items"] > 0
+    assert flops["spinconv_fft"]["spin_conv_gflop"] < flops["spinconv_conv"]["spin_conv_gflop"]
+    assert flops["spinconv_conv"]["matmul_gflops"] > 0
+    assert lines[-1]["case"] == "summary" and "train_ms" in lines[-1]
+
+
+def test_scaling_and_schnet_tiny(tmp_path):
+    lines = _run(tmp_path, "--scaling", "--scaling-sizes", "100", "256", "--mode", "forward")
+    scaling = [r for r in lines if r["case"] == "scaling"]
+    assert [r["num_atoms"] for r in scaling] == [100, 256]
+    assert scaling[1]["num_edges"] > scaling[0]["num_edges"]
+    (fit,) = [r for r in lines if r["case"] == "scaling_fit"]
+    assert fit["points"] == 2 and "loglog_slope" in fit
+    lines = _run(tmp_path, "--compare", "schnet", "--mode", "train", "--no-flops")
+    assert {r["model"] for r in lines if r["case"] == "timing"} == {"spinconv", "schnet"}
+
+
+def test_linear_fit_exact():
+    fit = _script().linear_fit([100.0, 200.0, 400.0], [0.1, 0.2, 0.4])
+    assert fit["s_per_atom"] == pytest.approx(1e-3)
+    assert fit["r2_linear"] == pytest.approx(1.0)
+    assert fit["loglog_slope"] == pytest.approx(1.0)
+
+
+def test_reference_needs_a_root(capsys, monkeypatch):
+    monkeypatch.delenv("SPINCONV_REFERENCE_ROOT", raising=False)
+    with pytest.raises(SystemExit):
+        _script().main(["--compare", "reference"])
+    assert "--reference-root" in capsys.readouterr().err
+
+
+def test_memory_worker_tiny_subprocess():
+    from spinconv_train.benchmarks.cases import TINY_CONFIG
+    from spinconv_train.benchmarks.memory import measure_peak_memory
+
+    spec = {"kind": "spinconv", "config": TINY_CONFIG, "mode": "train", "threads": 1, "warmup": 1,
+            "batch": {"type": "benchmark", "num_structures": 1}}
+    result = measure_peak_memory(spec, timeout=300)
+    assert "error" not in result, result
+    assert result["peak_rss_mib"] >= result["rss_before_mib"] > 50
+    assert 0 <= result["peak_increase_mib"] < 500

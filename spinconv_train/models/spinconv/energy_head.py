@@ -26,6 +26,9 @@ class EnergyHead(nn.Module):
         self.energyembeddingblock = EmbeddingBlock(
             hidden_channels, 1, mid_channels, embedding_size, 8, max_num_elements, act
         )
+        # Per-atom energies start at zero: with the variance-preserving init a summed
+        # per-atom output would start at tens of normalised units for a 40-atom slab.
+        nn.init.zeros_(self.energyembeddingblock.fc3.weight)
 
     def forward(
         self,

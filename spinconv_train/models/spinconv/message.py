@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from .embedding import EmbeddingBlock
+from .embedding import EmbeddingBlock, he_init_
 from .projection import SplatPlan, grid_from_flat, splat
 from .spin_conv import GridSpinConv, build_spin_conv
 
@@ -65,8 +65,9 @@ class MessageBlock(nn.Module):
         self.embeddingblock2 = EmbeddingBlock(
             mid_channels, out_channels, mid_channels, embedding_size, num_experts, max_num_elements, act
         )
-        self.distfc1 = nn.Linear(mid_channels, mid_channels)
-        self.distfc2 = nn.Linear(mid_channels, mid_channels)
+        # He init: PyTorch's default would shrink the distance term ~10x (see embedding.py).
+        self.distfc1 = he_init_(nn.Linear(mid_channels, mid_channels))
+        self.distfc2 = he_init_(nn.Linear(mid_channels, mid_channels))
 
     def forward(
         self, x: Tensor, x_dist: Tensor, source_element: Tensor, target_element: Tensor, plan: SplatPlan

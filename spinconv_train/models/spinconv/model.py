@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from .distance import DistanceBlock, GaussianBasis, cosine_weight, polynomial_envelope
 from .edges import EdgeGraph, build_edge_graph, check_atomic_numbers, edge_pairs
-from .embedding import EmbeddingBlock
+from .embedding import EmbeddingBlock, he_init_
 from .energy_head import EnergyHead
 from .force_head import ForceHead
 from .frames import edge_frames
@@ -105,8 +105,9 @@ class SpinConv(nn.Module):
             GaussianBasis(0.0, cutoff, num_basis_functions, basis_width_scalar),
             scale_distances,
         )
-        self.distfc1 = nn.Linear(mid_hidden_channels, mid_hidden_channels)
-        self.distfc2 = nn.Linear(mid_hidden_channels, mid_hidden_channels)
+        # He init: PyTorch's default would shrink the distance features ~10x (see embedding.py).
+        self.distfc1 = he_init_(nn.Linear(mid_hidden_channels, mid_hidden_channels))
+        self.distfc2 = he_init_(nn.Linear(mid_hidden_channels, mid_hidden_channels))
         self.embeddingblock2 = EmbeddingBlock(
             mid_hidden_channels, hidden_channels, mid_hidden_channels, embedding_size, 8, max_num_elements, self.act
         )

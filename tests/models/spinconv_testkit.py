@@ -89,9 +89,10 @@ def make_model(dtype=torch.float64, seed: int = 0, **overrides):
 
     torch.manual_seed(seed)
     model = SpinConv(**tiny_config(**overrides)).to(dtype)
-    # Larger-than-default weights so that the energy depends strongly on the geometry (the
-    # default init shrinks the signal through ~12 layers to ~1e-6 eV/Å forces), and
-    # non-trivial element embeddings (the reference initialises them near zero).
+    # Large random weights everywhere so that the energy depends strongly on the geometry
+    # (the model's own init starts the energy head's last layer at zero, so an untrained
+    # model would have a constant energy), and non-trivial element embeddings (initialised
+    # near zero, as the reference does).
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.Embedding):

@@ -20,28 +20,13 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
+from ..models.spinconv.oc20 import OC20_S2EF_CONFIG
+
 MODES = ("forward", "forces", "train")
 MODEL_KINDS = ("spinconv", "reference", "schnet")
 
 # OC20 S2EF SpinConv configuration (reference keyword names).
-OC20_CONFIG: Dict[str, Any] = {
-    "use_pbc": True,
-    "regress_forces": True,
-    "otf_graph": True,
-    "hidden_channels": 32,
-    "mid_hidden_channels": 256,
-    "num_interactions": 3,
-    "num_basis_functions": 512,
-    "basis_width_scalar": 3.0,
-    "max_num_neighbors": 40,
-    "sphere_size_lat": 16,
-    "sphere_size_long": 12,
-    "cutoff": 6.0,
-    "sphere_message": "fullconv",
-    "output_message": "fullconv",
-    "force_estimator": "random",
-    "scale_distances": True,
-}
+OC20_CONFIG: Dict[str, Any] = dict(OC20_S2EF_CONFIG)
 
 # A tiny configuration for fast tests of the harness (seconds on 2 cores).
 TINY_CONFIG: Dict[str, Any] = dict(

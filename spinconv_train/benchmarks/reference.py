@@ -34,29 +34,10 @@ import torch
 from torch import nn
 
 from spinconv_train.benchmarks import scatter_standin
+from spinconv_train.models.spinconv.oc20 import OC20_S2EF_CONFIG
 
 # The OC20 S2EF configuration of the reference (configs/s2ef/all/spinconv/spinconv_force.yml).
-OC20_REFERENCE_CONFIG: Dict[str, Any] = {
-    "num_atoms": None,
-    "bond_feat_dim": None,
-    "num_targets": 1,
-    "use_pbc": True,
-    "regress_forces": True,
-    "otf_graph": True,
-    "hidden_channels": 32,
-    "mid_hidden_channels": 256,
-    "num_interactions": 3,
-    "num_basis_functions": 512,
-    "basis_width_scalar": 3.0,
-    "max_num_neighbors": 40,
-    "sphere_size_lat": 16,
-    "sphere_size_long": 12,
-    "cutoff": 6.0,
-    "sphere_message": "fullconv",
-    "output_message": "fullconv",
-    "force_estimator": "random",
-    "scale_distances": True,
-}
+OC20_REFERENCE_CONFIG: Dict[str, Any] = {"num_atoms": None, "bond_feat_dim": None, "num_targets": 1, **OC20_S2EF_CONFIG}
 
 _UTILS_FUNCTIONS = ("conditional_grad", "get_pbc_distances", "radius_graph_pbc")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["cap_symmetric_np", "edge_keys_np", "find_reverse_np"]
+__all__ = ["cap_symmetric_np", "cap_symmetric_paired_np", "edge_keys_np", "find_reverse_np"]
 
 _KEY_LIMIT = 2**62
 
@@ -123,3 +123,40 @@ def cap_symmetric_np(
         near[order] = (np.arange(num_edges) - first[tgt[order]]) < max_neighbors
         keep_sorted = ((near | near[rev]) & found)[order]
     return order[keep_sorted]
+
+
+def cap_symmetric_paired_np(
+    src: np.ndarray,
+    tgt: np.ndarray,
+    shifts: np.ndarray,
+    dist: np.ndarray,
+    rev: np.ndarray,
+    num_atoms: int,
+    max_neighbors: int,
+) -> np.ndarray:
+    """``cap_symmetric_np`` for a symmetric edge list whose reverses are already known.
+
+    ``rev[k]`` is the index of the reverse of edge k (as built from a half neighbour
+    list), so no reverse search is needed. Edges must be unique, which makes the
+    output order (target, distance, source and shift) independent of input positions;
+    the tie key is sorted only when two edges of one target have equal distances.
+    """
+    num_edges = src.size
+    if num_edges == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(dist)
+    order = order[np.argsort(_compact(tgt[order], num_atoms), kind="stable")]
+    sorted_dist, sorted_tgt = dist[order], tgt[order]
+    if bool(((sorted_dist[1:] == sorted_dist[:-1]) & (sorted_tgt[1:] == sorted_tgt[:-1])).any()):
+        # Ties within a target: order them by the edge key as cap_symmetric_np does.
+        keys, _, bound = _edge_keys_bounded(src, tgt, shifts, num_atoms)
+        by_key = np.argsort(_compact(keys, bound), kind="stable")
+        order = by_key[np.argsort(dist[by_key], kind="stable")]
+        order = order[np.argsort(_compact(tgt[order], num_atoms), kind="stable")]
+    counts = np.bincount(tgt, minlength=num_atoms)
+    if int(counts.max()) <= max_neighbors:
+        return order  # every edge is among its target's nearest
+    first = np.cumsum(counts) - counts
+    near = np.empty(num_edges, dtype=bool)
+    near[order] = (np.arange(num_edges) - first[tgt[order]]) < max_neighbors
+    return order[(near | near[rev])[order]]

@@ -1,8 +1,10 @@
 """Periodic and non-periodic radius graphs with symmetric neighbour capping.
 
 The pair list of each structure comes from vesin (a maintained cell-list code that
-handles triclinic cells, mixed periodicity and atoms that see their own images); the
-capping, ordering and reverse-edge search run per structure in numpy (``capping.py``:
+handles triclinic cells, mixed periodicity and atoms that see their own images) as a
+half list, each pair once; the reverse edges (i, j, S) -> (j, i, -S) are built from
+it, so each edge's reverse is known without a search. The capping and ordering run
+per structure in numpy (``capping.py``:
 microseconds on the arrays of one structure, where torch op overhead dominated), and
 in torch for graphs that already live on an accelerator. Nothing here builds an
 (atoms x atoms) array.
@@ -19,7 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .capping import cap_symmetric_np, edge_keys_np, find_reverse_np
+from .capping import (
+    cap_symmetric_np,
+    cap_symmetric_paired_np,
+    edge_keys_np,
+    find_reverse_np,
+)
 
 __all__ = ["cap_neighbors", "edge_vectors", "radius_graph", "reverse_edges"]
 
@@ -53,7 +60,7 @@ _NEIGHBOR_LISTS = threading.local()
 
 
 def _neighbor_list(cutoff: float):
-    """A full-list ``vesin.NeighborList`` for ``cutoff``, reused per thread (it is reusable
+    """A half-list ``vesin.NeighborList`` for ``cutoff``, reused per thread (it is reusable
     across ``compute`` calls, and building one costs more than a small search)."""
     cache = getattr(_NEIGHBOR_LISTS, "by_cutoff", None)
     if cache is None:
@@ -65,18 +72,22 @@ def _neighbor_list(cutoff: float):
 
         if len(cache) >= 8:  # bounded: callers sweeping cutoffs do not accumulate lists
             cache.clear()
-        nl = cache[cutoff] = NeighborList(cutoff=cutoff, full_list=True)
+        nl = cache[cutoff] = NeighborList(cutoff=cutoff, full_list=False)
     return nl
 
 
 def _pairs_one_structure(
     pos: np.ndarray, cell: np.ndarray, periodic: np.ndarray, cutoff: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Full (i, j, S, d) pair list of one structure from vesin (i: centre, j: neighbour)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Full (i, j, S, d, rev) pair list of one structure (i: centre, j: neighbour).
+
+    vesin returns each pair once; the second half of the arrays holds the reverses
+    (j, i, -S) with the same distance, and ``rev[k]`` is the index of edge k's reverse.
+    """
     n = pos.shape[0]
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros((0, 3), dtype=np.int64), np.zeros(0)
+        return empty, empty, np.zeros((0, 3), dtype=np.int64), np.zeros(0), empty
     if periodic.any():
         box = cell
         flags = periodic
@@ -93,7 +104,15 @@ def _pairs_one_structure(
     keep = dist > 0  # drop exact self pairs (never produced, but cheap to guarantee)
     if not keep.all():
         i, j, shifts, dist = i[keep], j[keep], shifts[keep], dist[keep]
-    return i, j, shifts, dist
+    half = i.size
+    rev = np.concatenate([np.arange(half, 2 * half), np.arange(half)])
+    return (
+        np.concatenate([i, j]),
+        np.concatenate([j, i]),
+        np.concatenate([shifts, -shifts]),
+        np.concatenate([dist, dist]),
+        rev,
+    )
 
 
 def _edge_keys(src: Tensor, dst: Tensor, shifts: Tensor, num_atoms: int) -> Tensor:
@@ -200,8 +219,8 @@ def radius_graph(
     start = 0
     for b in range(num_structures):
         n = int(natoms_np[b])
-        i, j, shift, dist = _pairs_one_structure(pos_np[start : start + n], cell64[b], periodic[b], cutoff)
-        kept = cap_symmetric_np(j, i, shift, dist, n, max_neighbors)
+        i, j, shift, dist, rev = _pairs_one_structure(pos_np[start : start + n], cell64[b], periodic[b], cutoff)
+        kept = cap_symmetric_paired_np(j, i, shift, dist, rev, n, max_neighbors)
         src_parts.append(j[kept] + start)
         tgt_parts.append(i[kept] + start)
         shift_parts.append(shift[kept])

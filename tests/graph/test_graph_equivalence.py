@@ -14,7 +14,12 @@ from ase import Atoms
 from ase.build import bulk, fcc111, molecule
 
 from spinconv_train.graph import cap_neighbors, radius_graph, reverse_edges
-from spinconv_train.graph.capping import cap_symmetric_np, edge_keys_np, find_reverse_np
+from spinconv_train.graph.capping import (
+    cap_symmetric_np,
+    cap_symmetric_paired_np,
+    edge_keys_np,
+    find_reverse_np,
+)
 
 rg_module = __import__("spinconv_train.graph.radius_graph", fromlist=["_cap_symmetric_torch"])
 
@@ -225,6 +230,31 @@ def test_cap_symmetric_np_properties():
     for atom in range(pos.shape[0]):
         mine = np.sort(dist[tgt == atom])[:4]
         assert np.all(np.isin(mine, d[t == atom]))
+
+
+@pytest.mark.parametrize("max_neighbors", [1, 5, 12, 13, 10_000])
+def test_half_list_pairs_and_paired_cap_match_full_search(max_neighbors):
+    """The edge list built from vesin's half list pairs every edge with its reverse (same
+    distance bits), and capping it with the known reverses equals the searching cap,
+    whatever the input order; perfect crystals (incl. one atom seeing its own images)
+    give exact distance ties."""
+    rng = np.random.default_rng(max_neighbors)
+    structures = perfect_crystals() + [random_structure(rng, "periodic"), random_structure(rng, "molecule")]
+    for atoms in structures:
+        pos, _, _, cell, pbc = pack([atoms])
+        i, j, sh, d, rev = rg_module._pairs_one_structure(pos.numpy(), cell[0].numpy(), pbc[0].numpy(), 5.0)
+        n = len(atoms)
+        assert i.size > 0 and np.array_equal(rev[rev], np.arange(i.size))
+        assert np.array_equal(i[rev], j) and np.array_equal(sh[rev], -sh) and np.array_equal(d[rev], d)
+        keys, _ = edge_keys_np(j, i, sh, n)
+        assert np.unique(keys).size == keys.size  # no edge twice
+        want = cap_symmetric_np(j, i, sh, d, n, max_neighbors)
+        assert np.array_equal(cap_symmetric_paired_np(j, i, sh, d, rev, n, max_neighbors), want)
+        perm = rng.permutation(i.size)
+        inv = np.empty_like(perm)
+        inv[perm] = np.arange(perm.size)
+        got = cap_symmetric_paired_np(j[perm], i[perm], sh[perm], d[perm], inv[rev[perm]], n, max_neighbors)
+        assert np.array_equal(perm[got], want)
 
 
 def test_neighbor_list_is_reused_and_results_repeat():

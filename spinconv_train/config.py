@@ -247,13 +247,7 @@ def load_config(path: Optional[str], overrides: Sequence[str] = (), base: Option
     if path is not None:
         _merge(data, _load_with_includes(Path(path), origins, ()), origins, None)
     apply_overrides(data, parse_overrides(list(overrides)), origins)
-    config = Config(data)
-    config.origins = origins
-    _normalise_logger(config)
-    _validate(config, SCHEMA, config, "")
-    _fill_defaults(config, SCHEMA)
-    _check_values(config)
-    return config
+    return _validated(data, origins)
 
 
 def config_from_dict(data: Mapping[str, Any], origin: str = "config") -> Config:
@@ -261,7 +255,12 @@ def config_from_dict(data: Mapping[str, Any], origin: str = "config") -> Config:
     origins: Dict[str, str] = {}
     merged: Dict[str, Any] = {}
     _merge(merged, data, origins, origin)
-    config = Config(merged)
+    return _validated(merged, origins)
+
+
+def _validated(data: Dict[str, Any], origins: Dict[str, str]) -> Config:
+    """Wrap merged data as a Config: normalise, validate against the schema, fill defaults."""
+    config = Config(data)
     config.origins = origins
     _normalise_logger(config)
     _validate(config, SCHEMA, config, "")

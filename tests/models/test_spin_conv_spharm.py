@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from spinconv_train.models.spinconv.spharm_grid import (
     sh_on_grid,
 )
 from spinconv_train.models.spinconv.spharm_rotation import (
+    default_dtype,
     order_slots,
     pole_rotation_wigner,
     rotation_fourier_blocks,
@@ -35,16 +35,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-@contextmanager
-def default_dtype(dtype):
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def make(kind, dtype=F64, seed=0, **sizes):

@@ -42,10 +42,10 @@ def order_slots(lmax: int, m: int) -> torch.Tensor:
 
 
 @contextmanager
-def _float64_default() -> Iterator[None]:
-    """e3nn builds its so(3) generators in the default dtype: make that float64 for a while."""
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Set torch's default dtype for a while (e3nn builds its so(3) generators in it)."""
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(_F64)
+    torch.set_default_dtype(dtype)
     try:
         yield
     finally:
@@ -62,7 +62,7 @@ def pole_rotation_wigner(lmax: int, angles: torch.Tensor) -> torch.Tensor:
     """
     angles = torch.as_tensor(angles, dtype=_F64).reshape(-1)
     zero = torch.zeros((), dtype=_F64)
-    with _float64_default():
+    with default_dtype(_F64):
         mats = [
             torch.block_diag(*[o3.wigner_D(l, a, zero, zero) for l in range(lmax + 1)])
             for a in angles

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from .embedding import EmbeddingBlock
+from .precision import accumulation_dtype
 
 
 class EnergyHead(nn.Module):
@@ -41,6 +42,8 @@ class EnergyHead(nn.Module):
     ) -> Tensor:
         if edge_scale is not None:
             x = x * edge_scale.unsqueeze(-1)
-        atom = x.new_zeros(atomic_numbers.shape[0], x.shape[-1]).index_add_(0, target, x) / self.norm
-        atom_energy = self.energyembeddingblock(atom, atomic_numbers, atomic_numbers).squeeze(-1)
-        return atom_energy.new_zeros(num_structures).index_add_(0, batch, atom_energy)
+        total = accumulation_dtype(x.dtype)
+        atom = x.new_zeros(atomic_numbers.shape[0], x.shape[-1], dtype=total).index_add_(0, target, x.to(total))
+        atom_energy = self.energyembeddingblock(atom / self.norm, atomic_numbers, atomic_numbers).squeeze(-1)
+        total = accumulation_dtype(atom_energy.dtype)
+        return atom_energy.new_zeros(num_structures, dtype=total).index_add_(0, batch, atom_energy.to(total))

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from .embedding import EmbeddingBlock
 from .frames import atom_frames
 from .message import SpinConvBlock
+from .precision import geometry_precision
 from .projection import make_splat_plan
 
 # Sphere a has frame rows (d_a, d_{a+1}, d_{a+2}): cyclic, so every frame is right-handed.
@@ -57,16 +58,18 @@ class ForceHead(nn.Module):
     ) -> Tensor:
         num_atoms = atomic_numbers.shape[0]
         num_edges = unit.shape[0]
-        frames = atom_frames(unit, frame_weight, target, num_atoms)  # (N, 3, 3)
-        spheres = frames[:, _CYCLIC.to(frames.device)].reshape(3 * num_atoms, 3, 3)
-        axis = torch.arange(3, device=unit.device)
-        src = torch.arange(num_edges, device=unit.device).repeat_interleave(3)
-        dst = (3 * target).repeat_interleave(3) + axis.repeat(num_edges)
-        coords = torch.bmm(spheres[dst], unit[src].unsqueeze(-1)).squeeze(-1)
-        scale = None if splat_scale is None else splat_scale[src]
-        plan = make_splat_plan(coords, src, dst, 3 * num_atoms, num_edges, self.lat, self.long, scale=scale)
+        with geometry_precision(unit):
+            frames = atom_frames(unit, frame_weight, target, num_atoms)  # (N, 3, 3)
+            spheres = frames[:, _CYCLIC.to(frames.device)].reshape(3 * num_atoms, 3, 3)
+            axis = torch.arange(3, device=unit.device)
+            src = torch.arange(num_edges, device=unit.device).repeat_interleave(3)
+            dst = (3 * target).repeat_interleave(3) + axis.repeat(num_edges)
+            coords = torch.bmm(spheres[dst], unit[src].unsqueeze(-1)).squeeze(-1)
+            scale = None if splat_scale is None else splat_scale[src]
+            plan = make_splat_plan(coords, src, dst, 3 * num_atoms, num_edges, self.lat, self.long, scale=scale)
         h = self.spinconvblock(x, plan)
         element = atomic_numbers.repeat_interleave(3)
         h = self.block1(h, element, element)
         f = self.block2(self.act(h), element, element).view(num_atoms, 3)
-        return torch.einsum("na,nab->nb", f, frames)
+        with geometry_precision(frames):
+            return torch.einsum("na,nab->nb", f.to(frames.dtype), frames)

@@ -18,6 +18,7 @@ from .energy_head import EnergyHead
 from .force_head import ForceHead
 from .frames import edge_frames
 from .message import MessageBlock
+from .precision import geometry_precision
 from .projection import SplatPlan, make_splat_plan
 from .spin_conv import SPIN_CONV_IMPLS, SPIN_CONV_KINDS
 
@@ -180,11 +181,12 @@ class SpinConv(nn.Module):
 
     def _backbone(self, data, pos: Tensor, atomic_numbers: Tensor) -> tuple[EdgeGraph, Tensor, Tensor, Tensor | None]:
         """Graph, final edge messages (E, hidden), frame weights and envelope (or None)."""
-        graph = build_edge_graph(data, pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph)
+        with geometry_precision(pos):  # graph, frames and sphere coordinates never in half precision
+            graph = build_edge_graph(data, pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph)
+            frame_weight, env = self._radial_weights(graph.dist)
+            plan = self._edge_plan(graph, pos.shape[0], frame_weight, env)
         src_el = atomic_numbers[graph.edge_index[0]]
         tgt_el = atomic_numbers[graph.edge_index[1]]
-        frame_weight, env = self._radial_weights(graph.dist)
-        plan = self._edge_plan(graph, pos.shape[0], frame_weight, env)
 
         x_dist = self.dist_block(graph.dist, src_el, tgt_el)
         x = self.act(self.distfc2(self.act(self.distfc1(x_dist))))
@@ -225,4 +227,5 @@ class SpinConv(nn.Module):
                     result["forces"] = self.force_head(
                         x, graph.unit, graph.edge_index[1], frame_weight, atomic_numbers, env
                     )
-        return result
+        # Under autocast the heads may end in half precision: outputs take the positions' dtype.
+        return {key: value.to(pos.dtype) for key, value in result.items()}

@@ -177,6 +177,9 @@ def make_splat_plan(
     return SplatPlan(forward, transposed, weight.reshape(-1), num_dst, lat, long)
 
 
+_REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
 def _csr(structure: CSRStructure, values: Tensor) -> Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
@@ -192,13 +195,14 @@ class _SparseMatmul(torch.autograd.Function):
     def forward(ctx, values: Tensor, values_t: Tensor, x: Tensor, fwd: CSRStructure, bwd: CSRStructure) -> Tensor:
         ctx.save_for_backward(values, values_t, x)
         ctx.structures = (fwd, bwd)
-        return _csr(fwd, values) @ x
+        with torch.autocast(device_type=x.device.type, enabled=False):  # in the inputs' dtype
+            return _csr(fwd, values) @ x
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         values, values_t, x = ctx.saved_tensors
         fwd, bwd = ctx.structures
-        grad = grad.contiguous()
+        grad = grad.to(x.dtype).contiguous()
         g_values = g_x = None
         if ctx.needs_input_grad[2]:
             g_x = _SparseMatmul.apply(values_t, values, grad, bwd, fwd)
@@ -206,7 +210,8 @@ class _SparseMatmul(torch.autograd.Function):
             # d out / d S[i, j] = grad[i] . x[j] on the sparsity pattern (an SDDMM: no
             # (nnz, C) gathers, differentiable for the second-order pass).
             pattern = _csr(fwd, torch.ones_like(values))
-            g_values = torch.sparse.sampled_addmm(pattern, grad, x.T, beta=0.0).values()
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                g_values = torch.sparse.sampled_addmm(pattern, grad.to(x.dtype), x.T, beta=0.0).values()
         return g_values, None, g_x, None, None
 
 
@@ -216,7 +221,12 @@ def splat(values: Tensor, plan: SplatPlan) -> Tensor:
     The pole rows are not yet averaged over longitude (see ``grid_from_flat``; the FFT
     spin convolution does it implicitly by keeping only their mean).
     """
-    return _SparseMatmul.apply(plan.values(), plan.values_t(), values.contiguous(), plan.forward, plan.transposed)
+    weights, weights_t = plan.values(), plan.values_t()
+    dtype = torch.promote_types(values.dtype, weights.dtype)
+    if dtype in _REDUCED_PRECISION:  # sparse CSR kernels lack half types: splat in float32
+        dtype = torch.float32
+    return _SparseMatmul.apply(weights.to(dtype), weights_t.to(dtype), values.to(dtype).contiguous(),
+                               plan.forward, plan.transposed)
 
 
 def grid_from_flat(flat: Tensor, plan: SplatPlan) -> Tensor:

@@ -30,7 +30,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from spinconv_train.benchmarks.cases import MODES, OC20_CONFIG, TINY_CONFIG, build_model, make_step, num_edges
+from spinconv_train.benchmarks.cases import (AUTOCAST_DTYPES, MODES, OC20_CONFIG, TINY_CONFIG, AutocastModel,
+                                            build_model, make_step, num_edges)
 from spinconv_train.benchmarks.flops import is_spin_conv, module_spin_flops
 from spinconv_train.benchmarks.memory import measure_peak_memory
 from spinconv_train.benchmarks.structures import benchmark_batch, scaled_system, scaling_sizes
@@ -70,6 +71,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--autocast", choices=("none", *AUTOCAST_DTYPES), default="none",
+                   help="also time our model under torch.autocast with this dtype (a variant spinconv_<dtype>)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     p.add_argument("--memory-warmup", type=int, default=1,
                    help="steps run in the memory subprocess before the measured one")
@@ -140,6 +143,8 @@ def model_variants(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
             "spinconv_conv": dict(ours, impl="conv"),
         }
     variants = {"spinconv": ours}
+    if args.autocast != "none":
+        variants[f"spinconv_{args.autocast}"] = dict(ours, autocast=args.autocast)
     if args.compare == "reference":
         ref_config = dict(config)
         if ref_config["force_estimator"] == "direct":
@@ -151,7 +156,10 @@ def model_variants(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
 
 
 def build(variant: Dict[str, Any], device: torch.device) -> torch.nn.Module:
-    return build_model(variant["kind"], variant["config"], variant.get("root"), variant.get("impl")).to(device)
+    model = build_model(variant["kind"], variant["config"], variant.get("root"), variant.get("impl"))
+    if variant.get("autocast"):
+        model = AutocastModel(model, AUTOCAST_DTYPES[variant["autocast"]])
+    return model.to(device)
 
 
 def memory_for(variant: Dict[str, Any], mode: str, batch_spec: Dict[str, Any], args: argparse.Namespace,
@@ -161,6 +169,8 @@ def memory_for(variant: Dict[str, Any], mode: str, batch_spec: Dict[str, Any], a
         step = make_step(model, batch, mode)
         step()
         return cuda_peak_during(step, device)
+    if variant.get("autocast"):
+        return {"skipped": "CPU memory of autocast variants is not measured"}
     spec = {
         "kind": variant["kind"], "config": variant["config"], "impl": variant.get("impl"),
         "reference_root": variant.get("root"), "mode": mode, "batch": batch_spec,
@@ -225,7 +235,7 @@ def run_comparison(args: argparse.Namespace, device: torch.device, emit: Emitter
     batch = benchmark_batch(args.batch_size).to(device)
     variants = model_variants(args)
     models = {name: build(v, device) for name, v in variants.items()}
-    edges = num_edges(batch.cpu(), model_config(args))
+    edges = num_edges(batch.clone().cpu(), model_config(args))
     modes = MODES if "all" in args.mode else tuple(m for m in MODES if m in args.mode)
     names = list(variants)
     summary: Dict[str, Any] = {"case": "summary", **info, "config": args.config,
@@ -252,8 +262,10 @@ def run_comparison(args: argparse.Namespace, device: torch.device, emit: Emitter
                 record["peak_memory_mib"] = memories[name].get("peak_increase_mib")
                 record["memory"] = memories[name]
             emit(round_floats(record))
-        ours = names[0]
-        for other in names[1:]:
+        pairs = [(names[0], other) for other in names[1:]]
+        pairs += [(name, other) for name in names[1:] if variants[name].get("autocast")
+                  for other in names if variants[other]["kind"] != "spinconv"]
+        for ours, other in pairs:
             ratio = {
                 "case": "ratio", "mode": mode, "ours": ours, "baseline": other, **info,
                 "speedup": timings[other].median / timings[ours].median,
@@ -290,7 +302,7 @@ def run_scaling(args: argparse.Namespace, device: torch.device, emit: Emitter, i
         step = make_step(model, batch, "forward")
         t = time_interleaved({"f": step}, max(1, min(args.repeats, 3)), args.warmup, device)["f"]
         record = {"case": "scaling", "model": "spinconv", "mode": "forward", **info, "num_atoms": n,
-                  "num_edges": num_edges(batch.cpu(), config), "ms_per_step": 1000.0 * t.median, **t.as_dict()}
+                  "num_edges": num_edges(batch.clone().cpu(), config), "ms_per_step": 1000.0 * t.median, **t.as_dict()}
         if not args.no_memory:
             mem = memory_for(variant, "forward", {"type": "scaled", "num_atoms": n}, args, device, model, batch)
             record["peak_memory_mib"] = mem.get("peak_increase_mib")

@@ -93,6 +93,21 @@ class SchNetOnGraph(nn.Module):
         return out
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class AutocastModel(nn.Module):
+    """``model`` run under ``torch.autocast`` with ``dtype`` (float32 weights, mixed-precision ops)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, data: Batch) -> Dict[str, Tensor]:
+        with torch.autocast(device_type=data.pos.device.type, dtype=self.dtype):
+            return self.model(data)
+
+
 def build_model(
     kind: str,
     config: Dict[str, Any],

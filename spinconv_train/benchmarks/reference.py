@@ -171,7 +171,11 @@ class ReferenceSpinConv(nn.Module):
     def forward(self, batch: Any) -> Dict[str, torch.Tensor]:
         data = batch.clone()
         data.atomic_numbers = data.atomic_numbers.float()
-        out = self.model(data)
+        # The reference creates index tensors without a device (``torch.arange(n)[mask]``),
+        # which torch of its day accepted for CUDA masks; current torch needs them on the
+        # mask's device, so its factory calls default to the batch's device.
+        with torch.device(data.pos.device):
+            out = self.model(data)
         if isinstance(out, tuple):
             energy, forces = out
             return {"energy": energy.view(-1), "forces": forces}

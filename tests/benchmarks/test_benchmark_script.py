@@ -83,3 +83,10 @@ def test_memory_worker_tiny_subprocess():
     assert "error" not in result, result
     assert result["peak_rss_mib"] >= result["rss_before_mib"] > 50
     assert 0 <= result["peak_increase_mib"] < 500
+
+
+def test_autocast_variant_tiny(tmp_path):
+    lines = _run(tmp_path, "--autocast", "bf16", "--mode", "forward", "--no-flops")
+    timings = {r["model"] for r in lines if r["case"] == "timing"}
+    assert timings == {"spinconv", "spinconv_bf16"}
+    assert [(r["ours"], r["baseline"]) for r in lines if r["case"] == "ratio"] == [("spinconv", "spinconv_bf16")]

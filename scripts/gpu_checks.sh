@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# GPU checks in one go: the CUDA tests (tests/gpu), then side-by-side CUDA timings against
+# the reference and the 100 -> 2000 atom scaling. Usage:
+#   REFERENCE_ROOT=/path/to/ocp OUT=/tmp/gpu bash scripts/gpu_checks.sh
+# Each step has its own time limit so one slow step cannot hide the others' results.
+set -u -o pipefail
+OUT=${OUT:-gpu_checks_out}
+REFERENCE_ROOT=${REFERENCE_ROOT:-}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+
+echo "== CUDA tests"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu tests/models/test_spinconv_autocast.py 2>&1 \
+    | tee "$OUT/gpu_tests.log" | tail -25
+
+compare=()
+if [ -n "$REFERENCE_ROOT" ]; then compare=(--compare reference --reference-root "$REFERENCE_ROOT"); fi
+echo "== force-centric: ours (fp32, bf16 autocast) vs reference"
+timeout 180 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --autocast bf16 \
+    --repeats 10 --warmup 3 --output "$OUT/bench_force.jsonl" | grep -E '"case": "(ratio|flops)"' | cut -c1-400
+echo "== scaling 100 -> 2000 atoms (forward)"
+timeout 90 python3 scripts/benchmark_model.py --device cuda --scaling --mode forward --no-flops \
+    --output "$OUT/scaling.jsonl" | grep -E '"case": "scaling"' | cut -c1-300
+echo "== profile (ours, forward and train)"
+timeout 80 python3 scripts/benchmark_model.py --device cuda --profile --mode forward train \
+    --repeats 3 --output "$OUT/profile.jsonl" > "$OUT/profile.txt" 2>&1; tail -c 3000 "$OUT/profile.txt"

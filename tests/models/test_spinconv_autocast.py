@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from models.spinconv_testkit import make_model, slab_with_adsorbate, to_batch
-from spinconv_train.models.spinconv import force_head as force_head_module
-from spinconv_train.models.spinconv import model as model_module
+from spinconv_train.models.spinconv import projection
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -44,8 +43,7 @@ def test_autocast_keeps_sphere_coordinates_in_float32(monkeypatch):
             return make_plan(coords, *args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(model_module, "make_splat_plan", recording(model_module.make_splat_plan))
-    monkeypatch.setattr(force_head_module, "make_splat_plan", recording(force_head_module.make_splat_plan))
+    monkeypatch.setattr(projection, "make_splat_plan", recording(projection.make_splat_plan))
     model = make_model(torch.float32)
     batch = to_batch([slab_with_adsorbate(0)], torch.float32)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -18,7 +18,7 @@ from .embedding import EmbeddingBlock
 from .frames import atom_frames
 from .message import SpinConvBlock
 from .precision import geometry_precision
-from .projection import make_splat_plan
+from .projection import make_splat_plans
 
 # Sphere a has frame rows (d_a, d_{a+1}, d_{a+2}): cyclic, so every frame is right-handed.
 _CYCLIC = torch.tensor([[0, 1, 2], [1, 2, 0], [2, 0, 1]])
@@ -55,6 +55,7 @@ class ForceHead(nn.Module):
         frame_weight: Tensor,
         atomic_numbers: Tensor,
         splat_scale: Tensor | None = None,
+        max_dst_per_chunk: int | None = None,
     ) -> Tensor:
         num_atoms = atomic_numbers.shape[0]
         num_edges = unit.shape[0]
@@ -66,7 +67,8 @@ class ForceHead(nn.Module):
             dst = (3 * target).repeat_interleave(3) + axis.repeat(num_edges)
             coords = torch.bmm(spheres[dst], unit[src].unsqueeze(-1)).squeeze(-1)
             scale = None if splat_scale is None else splat_scale[src]
-            plan = make_splat_plan(coords, src, dst, 3 * num_atoms, num_edges, self.lat, self.long, scale=scale)
+            plan = make_splat_plans(coords, src, dst, 3 * num_atoms, num_edges, self.lat, self.long, scale=scale,
+                                    max_dst_per_chunk=max_dst_per_chunk)
         h = self.spinconvblock(x, plan)
         element = atomic_numbers.repeat_interleave(3)
         h = self.block1(h, element, element)

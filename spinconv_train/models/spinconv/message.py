@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from .embedding import EmbeddingBlock, he_init_
-from .projection import SplatPlan, grid_from_flat, splat
+from .projection import ChunkedSplatPlan, SplatPlan, grid_from_flat, splat
 from .spin_conv import GridSpinConv, build_spin_conv
 
 
@@ -29,13 +30,20 @@ class SpinConvBlock(nn.Module):
         self.spin_conv = build_spin_conv(kind, in_channels, out_channels, lat, long, lmax=lmax, act=act, impl=impl)
         self.group_norm = nn.GroupNorm(max(in_channels // 8, 1), out_channels)
 
-    def forward(self, x: Tensor, plan: SplatPlan) -> Tensor:
+    def forward(self, x: Tensor, plan: SplatPlan | ChunkedSplatPlan) -> Tensor:
+        if isinstance(plan, ChunkedSplatPlan):
+            h = torch.cat([self._spin_conv(x, chunk) for chunk in plan.chunks])
+        else:
+            h = self._spin_conv(x, plan)
+        return self.group_norm(h)
+
+    def _spin_conv(self, x: Tensor, plan: SplatPlan) -> Tensor:
         flat = splat(x, plan)
         if isinstance(self.spin_conv, GridSpinConv):
             h = self.spin_conv.forward_flat(flat, plan.num_dst)  # no (E, C, lat, long) copy
         else:
             h = self.spin_conv(grid_from_flat(flat, plan))
-        return self.group_norm(h)
+        return h
 
 
 class MessageBlock(nn.Module):
@@ -70,7 +78,12 @@ class MessageBlock(nn.Module):
         self.distfc2 = he_init_(nn.Linear(mid_channels, mid_channels))
 
     def forward(
-        self, x: Tensor, x_dist: Tensor, source_element: Tensor, target_element: Tensor, plan: SplatPlan
+        self,
+        x: Tensor,
+        x_dist: Tensor,
+        source_element: Tensor,
+        target_element: Tensor,
+        plan: SplatPlan | ChunkedSplatPlan,
     ) -> Tensor:
         h = self.spinconvblock(x, plan)
         h = self.embeddingblock1(h, source_element, target_element)

@@ -19,10 +19,16 @@ from .force_head import ForceHead
 from .frames import edge_frames
 from .message import MessageBlock
 from .precision import geometry_precision
-from .projection import SplatPlan, make_splat_plan
+from .projection import ChunkedSplatPlan, SplatPlan, make_splat_plans
 from .spin_conv import SPIN_CONV_IMPLS, SPIN_CONV_KINDS
 
 FORCE_ESTIMATORS = ("grad", "random", "direct")
+# Grid values (spheres x lat x long x hidden) per chunk: 8 MiB of float32 grid keeps the
+# projection, the DFT and the spin-convolution matmuls in cache on CPUs (measured 1.4-1.5x
+# faster than one chunk for the OC20 configuration, forward and training); on GPUs large
+# chunks keep the kernels big while bounding the memory of 2000-atom systems.
+AUTO_CHUNK_ELEMENTS_CPU = 2**21
+AUTO_CHUNK_ELEMENTS_GPU = 2**26
 
 
 @MODELS.register("spinconv")
@@ -33,7 +39,10 @@ class SpinConv(nn.Module):
     ``bond_feat_dim``, ``num_targets`` (must be 1), ``show_timing_info``,
     ``model_ref_number``, ``readout`` ("add"), ``num_rand_rotations`` (the force head is
     deterministic). Extras: ``envelope`` (smooth cutoff envelope, off reproduces the paper),
-    ``envelope_exponent``, ``spin_conv_impl`` ("fft" or "conv").
+    ``envelope_exponent``, ``spin_conv_impl`` ("fft" or "conv"), ``spin_conv_chunk_elements``
+    (spheres are projected and convolved in chunks of about this many grid values,
+    spheres x lat x long x hidden: a cache-sized chunk is faster on CPU and bounds the
+    peak memory of inference; ``"auto"``: 2**21 on CPU, 2**26 on GPUs; ``None``: one chunk).
     """
 
     def __init__(
@@ -69,6 +78,7 @@ class SpinConv(nn.Module):
         envelope: bool = False,
         envelope_exponent: int = 5,
         spin_conv_impl: str = "fft",
+        spin_conv_chunk_elements: int | str | None = "auto",
     ) -> None:
         super().__init__()
         if num_targets != 1:
@@ -97,6 +107,13 @@ class SpinConv(nn.Module):
         self.envelope = bool(envelope)
         self.envelope_exponent = int(envelope_exponent)
         self.act = nn.SiLU()
+        if not (spin_conv_chunk_elements is None or spin_conv_chunk_elements == "auto"
+                or (isinstance(spin_conv_chunk_elements, int) and spin_conv_chunk_elements > 0)):
+            raise ValueError(
+                f"spin_conv_chunk_elements must be a positive integer, 'auto' or None, got {spin_conv_chunk_elements!r}"
+            )
+        self.spin_conv_chunk_elements = spin_conv_chunk_elements
+        self._grid_values = self.sphere_size_lat * self.sphere_size_long * int(hidden_channels)
 
         self.dist_block = DistanceBlock(
             num_basis_functions,
@@ -157,7 +174,16 @@ class SpinConv(nn.Module):
             return env, env
         return cosine_weight(dist, self.cutoff), None
 
-    def _edge_plan(self, graph: EdgeGraph, num_atoms: int, frame_weight: Tensor, env: Tensor | None) -> SplatPlan:
+    def chunk_spheres(self, device: torch.device) -> int | None:
+        """Spheres per projection/spin-convolution chunk on ``device`` (None: no chunking)."""
+        elements = self.spin_conv_chunk_elements
+        if elements == "auto":
+            elements = AUTO_CHUNK_ELEMENTS_CPU if device.type == "cpu" else AUTO_CHUNK_ELEMENTS_GPU
+        return None if elements is None else max(1, int(elements) // self._grid_values)
+
+    def _edge_plan(
+        self, graph: EdgeGraph, num_atoms: int, frame_weight: Tensor, env: Tensor | None
+    ) -> SplatPlan | ChunkedSplatPlan:
         """Frames of all edges and the splat plan of their neighbourhoods."""
         pair_src, pair_dst = edge_pairs(graph.edge_index, num_atoms)
         is_reverse = pair_src == graph.rev[pair_dst]
@@ -167,7 +193,7 @@ class SpinConv(nn.Module):
         frames = edge_frames(unit, pair_src, pair_dst, pair_weight, pair_cos)
         coords = torch.bmm(frames[pair_dst], unit[pair_src].unsqueeze(-1)).squeeze(-1)
         scale = None if env is None else env[pair_src]
-        return make_splat_plan(
+        return make_splat_plans(
             coords,
             pair_src,
             pair_dst,
@@ -177,6 +203,7 @@ class SpinConv(nn.Module):
             self.sphere_size_long,
             scale=scale,
             at_south_pole=is_reverse,
+            max_dst_per_chunk=self.chunk_spheres(unit.device),
         )
 
     def _backbone(self, data, pos: Tensor, atomic_numbers: Tensor) -> tuple[EdgeGraph, Tensor, Tensor, Tensor | None]:
@@ -225,7 +252,8 @@ class SpinConv(nn.Module):
                 else:
                     assert self.force_head is not None
                     result["forces"] = self.force_head(
-                        x, graph.unit, graph.edge_index[1], frame_weight, atomic_numbers, env
+                        x, graph.unit, graph.edge_index[1], frame_weight, atomic_numbers, env,
+                        max_dst_per_chunk=self.chunk_spheres(pos.device),
                     )
         # Under autocast the heads may end in half precision: outputs take the positions' dtype.
         return {key: value.to(pos.dtype) for key, value in result.items()}

@@ -31,7 +31,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["SplatPlan", "grid_from_flat", "make_splat_plan", "sphere_angles", "splat"]
+__all__ = [
+    "ChunkedSplatPlan",
+    "SplatPlan",
+    "grid_from_flat",
+    "make_splat_plan",
+    "make_splat_plans",
+    "sphere_angles",
+    "splat",
+]
 
 
 @dataclass
@@ -178,6 +186,56 @@ def make_splat_plan(
 
 
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
+@dataclass
+class ChunkedSplatPlan:
+    """Splat plans of consecutive ranges of destination spheres, in order.
+
+    Used for inference without autograd: each chunk's grid and spectrum are freed before
+    the next chunk is projected, so peak memory is bounded by the chunk, not the system.
+    """
+
+    chunks: list[SplatPlan]
+    num_dst: int
+
+
+def make_splat_plans(
+    coords: Tensor,
+    src: Tensor,
+    dst: Tensor,
+    num_dst: int,
+    num_src: int,
+    lat: int,
+    long: int,
+    scale: Tensor | None = None,
+    at_south_pole: Tensor | None = None,
+    max_dst_per_chunk: int | None = None,
+) -> SplatPlan | ChunkedSplatPlan:
+    """``make_splat_plan``, split into chunks of at most ``max_dst_per_chunk`` spheres.
+
+    Chunk ``c`` holds spheres ``[c * max_dst_per_chunk, (c + 1) * max_dst_per_chunk)``
+    (renumbered from 0) and the points that land on them; ``None`` or a small system
+    gives one plain plan.
+    """
+    if max_dst_per_chunk is None or num_dst <= max_dst_per_chunk:
+        return make_splat_plan(coords, src, dst, num_dst, num_src, lat, long, scale, at_south_pole)
+    if max_dst_per_chunk < 1:
+        raise ValueError(f"max_dst_per_chunk must be >= 1, got {max_dst_per_chunk}")
+    chunk_of = torch.div(dst, max_dst_per_chunk, rounding_mode="floor")
+    num_chunks = -(-num_dst // max_dst_per_chunk)
+    order = torch.argsort(chunk_of, stable=True)
+    ends = torch.cumsum(torch.bincount(chunk_of, minlength=num_chunks), 0).tolist()
+    chunks, begin = [], 0
+    for c, end in enumerate(ends):
+        idx = order[begin:end]
+        first = c * max_dst_per_chunk
+        chunks.append(make_splat_plan(
+            coords[idx], src[idx], dst[idx] - first, min(max_dst_per_chunk, num_dst - first), num_src, lat, long,
+            None if scale is None else scale[idx], None if at_south_pole is None else at_south_pole[idx],
+        ))
+        begin = end
+    return ChunkedSplatPlan(chunks, num_dst)
 
 
 def _csr(structure: CSRStructure, values: Tensor) -> Tensor:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import os
 
@@ -24,11 +25,36 @@ def test_file_logger_appends_long_csv_and_jsonl(tmp_path):
     with open(tmp_path / "metrics.jsonl") as handle:
         lines = [json.loads(line) for line in handle]
     assert lines[1] == {**lines[1], "step": 6, "split": "val", "epoch": 1.0, "forces_mae": 0.2}
-    again = build_loggers(str(tmp_path), {})  # reopening appends, never rewrites
+    again = build_loggers(str(tmp_path), {})  # reopening keeps the earlier rows
     again.log({"loss": 1.0}, step=9, split="train")
     again.close()
     with open(tmp_path / "metrics.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 4
+    with open(tmp_path / "metrics.jsonl") as handle:
+        assert [json.loads(line)["step"] for line in handle] == [3, 6, 9]
+
+
+def test_file_logger_writes_atomically(tmp_path, monkeypatch):
+    # A failure while writing leaves the previous complete files, never a torn row.
+    from spinconv_train import config as config_module
+
+    logger = build_loggers(str(tmp_path), {"logger": {"backends": []}})
+    logger.log({"loss": 1.5}, step=1, split="train")
+    before = (tmp_path / "metrics.csv").read_text(), (tmp_path / "metrics.jsonl").read_text()
+
+    def failing_write(handle_self, text):
+        raise OSError("disk full")
+
+    class FailingFile(io.StringIO):
+        write = failing_write
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(config_module.os, "fdopen", lambda fd, mode: (os.close(fd), FailingFile())[1])
+    with pytest.raises(OSError, match="disk full"):
+        logger.log({"loss": 1.0}, step=2, split="train")
+    monkeypatch.setattr(config_module.os, "fdopen", real_fdopen)
+    assert ((tmp_path / "metrics.csv").read_text(), (tmp_path / "metrics.jsonl").read_text()) == before
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
 
 
 def test_tensorboard_writes_events(tmp_path):

@@ -47,7 +47,9 @@ class LmdbDataset(Dataset):
       ``elements``: optional list of allowed atomic numbers;
       ``validate``: check shapes / NaN / elements of each record read (default True).
 
-    ``ds[i]`` is a ``Data`` following docs/design.md. Files are opened read-only without
+    ``ds[i]`` is a ``Data`` following docs/design.md; ``ds.__getitems__(indices)`` (what a
+    DataLoader calls for a batch) returns the same records, the transform applied to them
+    together when it can (``RadiusGraph.apply_many``). Files are opened read-only without
     locks, once per process (shared by all dataset objects: py-lmdb allows one handle per
     file and process), and reopened after a fork, so the dataset is safe in DataLoader
     workers and under DDP; pickling it (spawned workers) carries no handles.
@@ -98,16 +100,43 @@ class LmdbDataset(Dataset):
         path = self.shards[shard]
         return decode_record(read_raw(self._env(shard), path, local), path, local)
 
-    def __getitem__(self, index: int) -> Data:
+    def _read(self, index: int, envs: Optional[dict] = None) -> Data:
+        """Record ``index`` normalised and (if configured) validated, before the transform.
+        ``envs`` keeps the shard handles looked up during one ``__getitems__`` call."""
         shard, local = self.locate(int(index))
         path = self.shards[shard]
-        data = decode_record(read_raw(self._env(shard), path, local), path, local)
+        if envs is None:
+            env = self._env(shard)
+        else:
+            env = envs.get(shard)
+            if env is None:
+                env = envs[shard] = self._env(shard)
+        data = decode_record(read_raw(env, path, local), path, local)
         normalize_structure(data, path, local)
         if self.validate:
             validate_structure(data, path, local, self.required_fields, self.elements)
+        return data
+
+    def __getitem__(self, index: int) -> Data:
+        data = self._read(index)
         if self.transform is not None:
             data = self.transform(data)
         return data
+
+    def __getitems__(self, indices: Sequence[int]) -> List[Data]:
+        """``[self[i] for i in indices]``, what a DataLoader asks for one batch (torch
+        calls this when a dataset has it). A transform with ``apply_many`` (such as
+        ``RadiusGraph``) treats the batch's records together: same results, less
+        per-record overhead."""
+        envs: dict = {}
+        items = [self._read(index, envs) for index in indices]
+        transform = self.transform
+        if transform is None:
+            return items
+        apply_many = getattr(transform, "apply_many", None)
+        if apply_many is not None:
+            return list(apply_many(items))
+        return [transform(data) for data in items]
 
     # -- cheap passes for samplers and fitted statistics ---------------------------------
     def metadata_path(self) -> str:

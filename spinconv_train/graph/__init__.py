@@ -1,4 +1,18 @@
-"""Neighbour lists (periodic and not) and edge utilities."""
-from .radius_graph import cap_neighbors, edge_vectors, radius_graph, reverse_edges
+"""Neighbour lists (periodic and not), edge utilities."""
+from .radius_graph import (
+    cap_neighbors,
+    edge_vectors,
+    periodic_flags,
+    radius_graph,
+    reverse_edges,
+    structures_graph_np,
+)
 
-__all__ = ["cap_neighbors", "edge_vectors", "radius_graph", "reverse_edges"]
+__all__ = [
+    "cap_neighbors",
+    "edge_vectors",
+    "periodic_flags",
+    "radius_graph",
+    "reverse_edges",
+    "structures_graph_np",
+]

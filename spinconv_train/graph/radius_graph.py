@@ -2,12 +2,12 @@
 
 The pair list of each structure comes from vesin (a maintained cell-list code that
 handles triclinic cells, mixed periodicity and atoms that see their own images) as a
-half list, each pair once; the reverse edges (i, j, S) -> (j, i, -S) are built from
-it, so each edge's reverse is known without a search. The capping and ordering run
-per structure in numpy (``capping.py``:
-microseconds on the arrays of one structure, where torch op overhead dominated), and
-in torch for graphs that already live on an accelerator. Nothing here builds an
-(atoms x atoms) array.
+half list, each pair once, through its C function (``vesin_direct.py``); the reverse
+edges (i, j, S) -> (j, i, -S) are built from it, so each edge's reverse is known
+without a search. The capping and ordering run in numpy over the pairs of all the
+structures of a batch at once (``capping.cap_half_list_np``: one sort of packed integer
+keys), and in torch for precomputed graphs that live on an accelerator. Nothing here
+builds an (atoms x atoms) array.
 
 Conventions (docs/design.md): ``edge_index[0]`` is the source (neighbour) j,
 ``edge_index[1]`` the target (centre) i, and the edge vector is
@@ -16,19 +16,23 @@ Conventions (docs/design.md): ``edge_index[0]`` is the source (neighbour) j,
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .capping import (
+    cap_half_list_np,
     cap_symmetric_np,
-    cap_symmetric_paired_np,
     edge_keys_np,
     find_reverse_np,
+    full_from_half_np,
+    half_list_key_fits,
 )
+from .vesin_direct import PairSink, make_half_neighbor_list
 
-__all__ = ["cap_neighbors", "edge_vectors", "radius_graph", "reverse_edges"]
+__all__ = ["cap_neighbors", "edge_vectors", "periodic_flags", "radius_graph", "reverse_edges", "structures_graph_np"]
 
 
 def _structure_pbc(cell: Tensor | None, pbc: Tensor | None, num_structures: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,78 +45,168 @@ def _structure_pbc(cell: Tensor | None, pbc: Tensor | None, num_structures: int)
             raise ValueError(
                 f"cell has {cell64.shape[0]} structures but natoms has {num_structures}"
             )
-    row_nonzero = np.abs(cell64).sum(axis=-1) > 0  # (B,3)
-    if pbc is None:
-        # OC20 convention: periodic in all directions when the cell is non-zero.
-        periodic = np.repeat(row_nonzero.all(axis=-1, keepdims=True), 3, axis=1)
-    else:
+    periodic = None
+    if pbc is not None:
         periodic = pbc.detach().to("cpu").numpy().reshape(-1, 3).astype(bool)
         if periodic.shape[0] != num_structures:
             raise ValueError(f"pbc has {periodic.shape[0]} structures but natoms has {num_structures}")
-        bad = periodic & ~row_nonzero
-        if bad.any():
-            b, d = (int(v) for v in np.argwhere(bad)[0])
-            raise ValueError(f"structure {b}: pbc is True along lattice vector {d} but that cell row is zero")
-    return cell64, periodic
+    return cell64, periodic_flags(cell64, periodic)
+
+
+def periodic_flags(cell64: np.ndarray, periodic: np.ndarray | None) -> np.ndarray:
+    """(B,3) periodic flags of cells (B,3,3): ``periodic`` checked against the cells, or
+    the OC20 default (periodic in all directions when the whole cell is non-zero)."""
+    row_nonzero = np.abs(cell64).sum(axis=-1) > 0  # (B,3)
+    if periodic is None:
+        return np.repeat(row_nonzero.all(axis=-1, keepdims=True), 3, axis=1)
+    bad = periodic & ~row_nonzero
+    if bad.any():
+        b, d = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"structure {b}: pbc is True along lattice vector {d} but that cell row is zero")
+    return periodic
 
 
 _NEIGHBOR_LISTS = threading.local()
 
 
 def _neighbor_list(cutoff: float):
-    """A half-list ``vesin.NeighborList`` for ``cutoff``, reused per thread (it is reusable
-    across ``compute`` calls, and building one costs more than a small search)."""
+    """A half neighbour list (``vesin_direct``) for ``cutoff``, reused per thread (it is
+    reusable across calls, and building one costs more than a small search). It uses
+    ``torch.get_num_threads()`` threads: one in DataLoader workers, which torch limits
+    to one thread each."""
     cache = getattr(_NEIGHBOR_LISTS, "by_cutoff", None)
     if cache is None:
         cache = _NEIGHBOR_LISTS.by_cutoff = {}
-    nl = cache.get(cutoff)
+    key = (cutoff, torch.get_num_threads())
+    nl = cache.get(key)
     if nl is None:
-        # imported lazily: no import-time cost for other users
-        from vesin import NeighborList
-
         if len(cache) >= 8:  # bounded: callers sweeping cutoffs do not accumulate lists
             cache.clear()
-        nl = cache[cutoff] = NeighborList(cutoff=cutoff, full_list=False)
+        nl = cache[key] = make_half_neighbor_list(cutoff, key[1])
     return nl
+
+
+_NO_BOX = np.zeros((3, 3))
+_NOT_PERIODIC = np.zeros(3, dtype=bool)
+
+
+def _half_pairs(
+    pos: np.ndarray, cell: np.ndarray, periodic: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """vesin's half pair list ``(i, j, S, d)`` of one structure, each pair once (i: centre,
+    j: neighbour, vector ``r_j - r_i + S @ cell``); int64 indices and shifts, float64 d.
+
+    ``pos`` (N,3) and ``cell`` (3,3) are float64; ``periodic`` (3,) bool.
+    """
+    if pos.shape[0] == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros((0, 3), dtype=np.int64), np.zeros(0)
+    if periodic.any():
+        pairs, shifts, dist = _neighbor_list(float(cutoff)).compute(pos, cell, periodic)
+    else:
+        pairs, shifts, dist = _neighbor_list(float(cutoff)).compute(pos, _NO_BOX, _NOT_PERIODIC)
+    # the arrays are views of buffers the next search reuses: every result below is a copy
+    pairs = pairs.astype(np.int64)
+    i, j = pairs[:, 0], pairs[:, 1]
+    shifts = shifts.astype(np.int64)
+    dist = dist.astype(np.float64)
+    if dist.size and not dist.min() > 0:  # drop exact self pairs (never produced, but cheap to guarantee)
+        keep = dist > 0
+        i, j, shifts, dist = i[keep], j[keep], shifts[keep], dist[keep]
+    return i, j, shifts, dist
 
 
 def _pairs_one_structure(
     pos: np.ndarray, cell: np.ndarray, periodic: np.ndarray, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Full (i, j, S, d, rev) pair list of one structure (i: centre, j: neighbour).
+    """Full (i, j, S, d, rev) pair list of one structure (i: centre, j: neighbour): the
+    plain form the tests check the capping kernels with.
 
     vesin returns each pair once; the second half of the arrays holds the reverses
     (j, i, -S) with the same distance, and ``rev[k]`` is the index of edge k's reverse.
     """
-    n = pos.shape[0]
-    if n == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros((0, 3), dtype=np.int64), np.zeros(0), empty
-    if periodic.any():
-        box = cell
-        flags = periodic
-    else:
-        box = np.zeros((3, 3))
-        flags = False
-    i, j, shifts, dist = _neighbor_list(float(cutoff)).compute(
-        points=pos, box=box, periodic=flags, quantities="ijSd"
-    )
-    i = np.asarray(i, dtype=np.int64)
-    j = np.asarray(j, dtype=np.int64)
-    shifts = np.asarray(shifts, dtype=np.int64).reshape(-1, 3)
-    dist = np.asarray(dist, dtype=np.float64)
-    keep = dist > 0  # drop exact self pairs (never produced, but cheap to guarantee)
-    if not keep.all():
-        i, j, shifts, dist = i[keep], j[keep], shifts[keep], dist[keep]
-    half = i.size
-    rev = np.concatenate([np.arange(half, 2 * half), np.arange(half)])
-    return (
-        np.concatenate([i, j]),
-        np.concatenate([j, i]),
-        np.concatenate([shifts, -shifts]),
-        np.concatenate([dist, dist]),
-        rev,
-    )
+    i, j, shifts, dist = _half_pairs(pos, cell, periodic, cutoff)
+    src, tgt, full_shifts, full_dist, rev = full_from_half_np(i, j, shifts, dist)
+    return tgt, src, full_shifts, full_dist, rev
+
+
+def structures_graph_np(
+    positions: Sequence[np.ndarray], cells: np.ndarray, periodic: np.ndarray, cutoff: float, max_neighbors: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Capped symmetric radius graphs of several structures, numbered as one batch.
+
+    One vesin search per structure, then one capping and ordering pass over all pairs
+    (``cap_half_list_np``), so numpy's per-call cost is paid once per batch, not once
+    per structure.
+
+    Args:
+        positions: B arrays (n_b, 3) float32/float64 (searched in float64).
+        cells: (B,3,3) float64 lattice vectors as rows; periodic: (B,3) bool, already
+            checked against the cells (``periodic_flags``).
+
+    Returns:
+        ``(edge_index (2,E), shifts (E,3), edge_starts (B+1,))`` int64: edges with
+        atom indices counted over the concatenated structures, in ``radius_graph``'s
+        order, structure b's edges at ``edge_starts[b]:edge_starts[b+1]``.
+    """
+    nl = _neighbor_list(float(cutoff))
+    num_structures = len(positions)
+    atom_starts = np.zeros(num_structures + 1, dtype=np.int64)
+    pair_starts = np.zeros(num_structures + 1, dtype=np.int64)
+    sink = getattr(_NEIGHBOR_LISTS, "sink", None)  # reused per thread: no allocation per batch
+    if sink is None:
+        sink = _NEIGHBOR_LISTS.sink = PairSink()
+    sink.size = 0
+    for b, pos in enumerate(positions):
+        n = pos.shape[0]
+        count = 0
+        if n:
+            if periodic[b].any():
+                count = nl.compute_into(pos, cells[b], periodic[b], sink)
+            else:
+                count = nl.compute_into(pos, _NO_BOX, _NOT_PERIODIC, sink)
+        atom_starts[b + 1] = atom_starts[b] + n
+        pair_starts[b + 1] = pair_starts[b] + count
+    # views of the reused sink: everything returned below is computed into new arrays
+    pairs, shifts, dist = sink.arrays()
+    if not dist.size:
+        empty = np.zeros((2, 0), dtype=np.int64)
+        return empty, np.zeros((0, 3), dtype=np.int64), np.zeros(num_structures + 1, dtype=np.int64)
+    if num_structures > 1:  # per-structure atom indices -> batch indices
+        pairs += np.repeat(atom_starts[:-1], np.diff(pair_starts))[:, None]
+    if dist.size and not dist.min() > 0:  # drop exact self pairs (never produced, but cheap to guarantee)
+        keep = dist > 0
+        pairs, shifts, dist = pairs[keep], shifts[keep], dist[keep]
+        pair_starts = np.concatenate([[0], np.cumsum(keep)])[pair_starts]
+    edge_index, edge_shifts = _cap_structures(pairs, shifts, dist, atom_starts, pair_starts, 0, len(positions),
+                                              max_neighbors)
+    edge_starts = np.searchsorted(edge_index[1], atom_starts)
+    return edge_index, edge_shifts, edge_starts
+
+
+def _cap_structures(
+    pairs: np.ndarray, shifts: np.ndarray, dist: np.ndarray, atom_starts: np.ndarray, pair_starts: np.ndarray,
+    first: int, last: int, max_neighbors: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``cap_half_list_np`` over structures ``first..last-1`` together, split in halves
+    while their packed keys would not fit in an int64 (very large batches)."""
+    p0, p1 = int(pair_starts[first]), int(pair_starts[last])
+    a0, a1 = int(atom_starts[first]), int(atom_starts[last])
+    if p1 == p0:
+        return np.zeros((2, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
+    part_shifts = shifts[p0:p1]
+    span = max(int(part_shifts.max()), -int(part_shifts.min()))
+    if last - first > 1 and not half_list_key_fits(a1 - a0, p1 - p0, span):
+        middle = (first + last) // 2
+        left = _cap_structures(pairs, shifts, dist, atom_starts, pair_starts, first, middle, max_neighbors)
+        right = _cap_structures(pairs, shifts, dist, atom_starts, pair_starts, middle, last, max_neighbors)
+        return np.concatenate([left[0], right[0]], axis=1), np.concatenate([left[1], right[1]])
+    part = pairs[p0:p1] - a0 if a0 else pairs[p0:p1]
+    edge_index, edge_shifts = cap_half_list_np(part[:, 0], part[:, 1], part_shifts, dist[p0:p1], a1 - a0,
+                                               max_neighbors)
+    if a0:
+        edge_index += a0
+    return edge_index, edge_shifts
 
 
 def _edge_keys(src: Tensor, dst: Tensor, shifts: Tensor, num_atoms: int) -> Tensor:
@@ -211,29 +305,10 @@ def radius_graph(
     cell64, periodic = _structure_pbc(cell, pbc, num_structures)
     pos_np = pos.detach().to("cpu", torch.float64).numpy()
 
-    # Edges never cross structures, so capping each structure on its own (with local
-    # indices) and concatenating gives the batch result, already sorted by target.
-    src_parts: list[np.ndarray] = []
-    tgt_parts: list[np.ndarray] = []
-    shift_parts: list[np.ndarray] = []
-    start = 0
-    for b in range(num_structures):
-        n = int(natoms_np[b])
-        i, j, shift, dist, rev = _pairs_one_structure(pos_np[start : start + n], cell64[b], periodic[b], cutoff)
-        kept = cap_symmetric_paired_np(j, i, shift, dist, rev, n, max_neighbors)
-        src_parts.append(j[kept] + start)
-        tgt_parts.append(i[kept] + start)
-        shift_parts.append(shift[kept])
-        start += n
-    if num_structures == 1:
-        src_np, tgt_np, shifts_np = src_parts[0], tgt_parts[0], shift_parts[0]
-    elif num_structures == 0:
-        src_np = tgt_np = np.zeros(0, dtype=np.int64)
-        shifts_np = np.zeros((0, 3), dtype=np.int64)
-    else:
-        src_np, tgt_np = np.concatenate(src_parts), np.concatenate(tgt_parts)
-        shifts_np = np.concatenate(shift_parts)
-    edge_index = torch.from_numpy(np.stack([src_np, tgt_np]))
+    starts = np.concatenate([[0], np.cumsum(natoms_np)])
+    positions = [pos_np[starts[b] : starts[b + 1]] for b in range(num_structures)]
+    edge_index_np, shifts_np, _ = structures_graph_np(positions, cell64, periodic, cutoff, max_neighbors)
+    edge_index = torch.from_numpy(edge_index_np)
     cell_offsets = torch.from_numpy(shifts_np).to(pos.dtype)
     if device.type != "cpu":
         edge_index, cell_offsets = edge_index.to(device), cell_offsets.to(device)

@@ -62,7 +62,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("--distributed: launch with `torchrun --nproc-per-node N main.py ...` "
                          "(RANK/WORLD_SIZE are not set)")
     if args.mode == "run-relaxations":
-        raise UsageError("--mode run-relaxations is not implemented yet (tracked in a later issue)")
+        if args.checkpoint is None:
+            raise UsageError("--mode run-relaxations needs --checkpoint (a checkpoint.pt of a `trainer: forces` run)")
     if args.config_yml is None and args.checkpoint is None:
         raise UsageError("give --config-yml (and/or --checkpoint to resume or evaluate)")
 
@@ -118,6 +119,10 @@ def run(args: argparse.Namespace, config: Config) -> Dict[str, Dict[str, float]]
                 print("validation metrics:\n" + loop.format_table({"val": metrics}), flush=True)
                 write_text_atomic(os.path.join(session.run_dir, "validate_metrics.json"), json.dumps(metrics, indent=2))
             return {"val": metrics}
+        if args.mode == "run-relaxations":
+            from spinconv_train.relax import run_relaxations
+
+            return {"relax": run_relaxations(config, options)}
         build.require_split(config, "test")
         session = open_session(config, options, "predict")
         session.close()

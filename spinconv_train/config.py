@@ -75,6 +75,10 @@ SCHEMA: Dict[str, Any] = {
         "normalizer": ((dict, None), None),
         "normalizer_fit_samples": ((int,), 10000),
         "element_references": ((bool,), False),
+        # --mode run-relaxations (checked in detail by spinconv_train/relax/settings.py)
+        "relax_dataset": ANY_KEYS,
+        "relax_opt": ANY_KEYS,
+        "write_trajectories": ((bool,), False),
     },
     "model": {"name": ((str,), None), "__extra__": ANY_KEYS},
     "optim": {

@@ -23,7 +23,7 @@ def test_parser_has_the_reference_flags():
 
 
 @pytest.mark.parametrize("flags,needle", [
-    (["--mode", "run-relaxations", "--config-yml", "x.yml"], "not implemented yet"),
+    (["--mode", "run-relaxations", "--config-yml", "x.yml"], "--checkpoint"),
     (["--mode", "train", "--config-yml", "x.yml", "--submit"], "--submit"),
     (["--mode", "train", "--config-yml", "x.yml", "--num-gpus", "2"], "torchrun"),
     (["--mode", "train"], "--config-yml"),

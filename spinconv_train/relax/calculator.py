@@ -1,0 +1,90 @@
+"""An ASE calculator backed by a trained force model (its normaliser and element
+references included), and loading one from a checkpoint."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from spinconv_train.relax.convert import atoms_to_batch
+from spinconv_train.trainers.checkpoint import CheckpointError
+
+
+class NotAForceModelError(CheckpointError):
+    """The checkpoint's trainer or model does not predict forces."""
+
+
+def require_forces_task(task: Any, trainer: str, source: str) -> None:
+    """Raise ``NotAForceModelError`` unless ``task`` regresses forces (the ``forces`` trainer)."""
+    if not getattr(task, "regress_forces", False):
+        raise NotAForceModelError(
+            f"{source}: trainer {trainer!r} does not predict forces; relaxations need a model trained "
+            "with `trainer: forces` (S2EF), e.g. configs/s2ef/oc20_mini/spinconv_force.yml")
+
+
+class ModelCalculator(Calculator):
+    """Energy (eV) and forces (eV/Å) of ``atoms`` from ``model`` and its task's target state.
+
+    ``task.denormalize`` turns the model's normalised outputs into the training data's
+    units (element references added back), as ``--mode predict`` does. Forces are the
+    model's raw forces for every atom; ASE's ``FixAtoms`` zeroes the fixed atoms' forces
+    in ``atoms.get_forces()``, so optimisers never move them. The graph is rebuilt from
+    the positions at every call.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, model: torch.nn.Module, task: Any, device: Optional[torch.device] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.task = task
+        self.device = device if device is not None else next(model.parameters(), torch.empty(0)).device
+        self.evaluations = 0
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str = "cpu", use_ema: bool = True) -> "ModelCalculator":
+        """A calculator for the model of ``path`` (EMA weights when saved and ``use_ema``)."""
+        model, task = load_force_model(path, torch.device(device), use_ema)
+        return cls(model, task, torch.device(device))
+
+    def calculate(self, atoms: Optional[Atoms] = None, properties: Sequence[str] = ("energy",),
+                  system_changes: Sequence[str] = all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        batch = atoms_to_batch(self.atoms, self.device)
+        self.model.eval()
+        with torch.no_grad():  # gradient-force models enable autograd inside their forward
+            out = self.model(batch)
+        if "forces" not in out:
+            raise NotAForceModelError(f"model {type(self.model).__name__} returned no 'forces' "
+                                      "(was it built with regress_forces: false?)")
+        pred = self.task.denormalize(out, batch)
+        self.evaluations += 1
+        energy = float(pred["energy"].reshape(-1)[0])
+        self.results = {"energy": energy, "free_energy": energy,
+                        "forces": pred["forces"].cpu().numpy().astype(np.float64).reshape(len(self.atoms), 3)}
+
+
+def load_force_model(path: str, device: torch.device, use_ema: bool = True) -> tuple:
+    """``(model, task)`` of a checkpoint, built from the config saved inside it."""
+    from spinconv_train.config import config_from_dict
+    from spinconv_train.modules.ema import build_ema
+    from spinconv_train.trainers import build
+    from spinconv_train.trainers import checkpoint as ckpt
+    from spinconv_train.trainers.targets import TargetState
+    payload = ckpt.load(path)
+    config = config_from_dict(payload["config"], origin=f"checkpoint {path!r}")
+    task = build.build_task(config, TargetState.from_state_dict(payload["targets"]))
+    require_forces_task(task, config["trainer"], f"checkpoint {path!r}")
+    model = build.build_model(config)
+    ckpt.load_model_state(model, payload, path, config["model"])
+    decay = config["optim"]["ema_decay"]
+    if use_ema and payload.get("ema") is not None and decay:
+        ema = build_ema(model, float(decay))
+        ema.load_state_dict(payload["ema"])
+        model = ema.module
+    model.to(device).eval()
+    return model, task

@@ -1,0 +1,81 @@
+"""``--mode run-relaxations``: relax every structure of ``task.relax_dataset`` with the
+checkpoint's force model and write ``relaxations.npz`` (+ ``relaxation_metrics.json``,
++ ``trajectories/<sid>_<fid>.traj`` when ``task.write_trajectories``) in the run directory."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, List
+
+from torch.utils.data import Dataset
+
+from spinconv_train.config import Config, write_text_atomic
+from spinconv_train.datasets import DatasetError
+from spinconv_train.registry import DATASETS
+from spinconv_train.relax.calculator import ModelCalculator, require_forces_task
+from spinconv_train.relax.metrics import relaxation_metrics
+from spinconv_train.relax.output import write_relaxations
+from spinconv_train.relax.runner import RelaxResult, relax_indices
+from spinconv_train.relax.settings import RelaxSettings, relax_settings
+
+logger = logging.getLogger(__name__)
+
+RELAXATIONS = "relaxations.npz"
+METRICS = "relaxation_metrics.json"
+
+
+def build_relax_dataset(config: Config, settings: RelaxSettings) -> Dataset:
+    """The dataset of ``task.relax_dataset`` (class ``name``, default ``lmdb``)."""
+    section = dict(settings.dataset)
+    name = section.pop("name", "lmdb")
+    src = str(section["src"])
+    if not os.path.exists(src):
+        raise config.fail("task.relax_dataset.src", f"path {src!r} does not exist")
+    try:
+        cls = DATASETS.get(name)
+    except KeyError as err:
+        raise config.fail("task.relax_dataset.name", str(err)) from None
+    try:
+        dataset = cls(section)
+    except DatasetError:
+        raise  # names the file and record already
+    except (ValueError, KeyError, TypeError) as err:
+        raise config.fail("task.relax_dataset", f"{type(err).__name__}: {err}") from None
+    if len(dataset) == 0:
+        raise config.fail("task.relax_dataset.src", f"{src!r} holds no structures")
+    return dataset
+
+
+def run_relaxations(config: Config, options: Any) -> Dict[str, float]:
+    """Run the mode (``options``: the CLI's ``RunOptions``); return the metrics."""
+    from spinconv_train.trainers import build
+    from spinconv_train.trainers import distributed as dist
+    from spinconv_train.trainers.loop import format_table
+    from spinconv_train.trainers.session import open_session
+
+    settings = relax_settings(config)
+    source = f"checkpoint {options.checkpoint!r}" if options.checkpoint else config.origin("trainer")
+    require_forces_task(build.task_class(config), config["trainer"], source)
+    dataset = build_relax_dataset(config, settings)
+    session = open_session(config, options, "run-relaxations")
+    try:
+        calculator = ModelCalculator(session.eval_model, session.task, session.device)
+        traj_dir = os.path.join(session.run_dir, "trajectories") if settings.write_trajectories else None
+        progress = bool(options.progress and config["logger"]["progress_bar"] and dist.is_main())
+        indices = range(dist.get_rank(), len(dataset), dist.get_world_size())
+        mine = relax_indices(dataset, indices, calculator, settings.options, traj_dir, progress,
+                             source=str(settings.dataset["src"]))
+        results: List[RelaxResult] = sorted((r for part in dist.gather_objects(mine) for r in part),
+                                            key=lambda r: r.index)
+        metrics = relaxation_metrics(results)
+        if dist.is_main():
+            path = write_relaxations(os.path.join(session.run_dir, RELAXATIONS), results)
+            write_text_atomic(os.path.join(session.run_dir, METRICS), json.dumps(metrics, indent=2))
+            session.loggers.log(metrics, session.step, "relax")
+            print(f"relaxed {len(results)} structures ({settings.options.name}, fmax {settings.options.fmax}, "
+                  f"at most {settings.options.steps} steps); written to {path}", flush=True)
+            print("relaxation metrics:\n" + format_table({"relaxed": metrics}), flush=True)
+    finally:
+        session.close()
+    return metrics

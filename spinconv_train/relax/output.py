@@ -1,0 +1,35 @@
+"""``relaxations.npz``: one row per relaxed system, positions concatenated."""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import numpy as np
+
+from spinconv_train.datasets.lmdb_io import save_npz_atomic
+from spinconv_train.relax.runner import RelaxResult
+
+
+def result_arrays(results: Sequence[RelaxResult]) -> Dict[str, np.ndarray]:
+    """Arrays of ``relaxations.npz``: ``sid`` (int64, or str when any sid is not an
+    integer), ``index`` (dataset index), ``energy`` (float64, eV), ``positions``
+    (sum natoms × 3, float32, Å), ``natoms``, ``steps`` (int64), ``converged`` (bool),
+    ``fmax`` (float32, eV/Å, final largest free-atom force norm)."""
+    sids = [r.sid for r in results]
+    integer = all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sids)
+    return {
+        "sid": np.array(sids, dtype=np.int64 if integer else str),
+        "index": np.array([r.index for r in results], dtype=np.int64),
+        "energy": np.array([r.energy for r in results], dtype=np.float64),
+        "positions": (np.concatenate([r.positions for r in results]).astype(np.float32) if results
+                      else np.zeros((0, 3), dtype=np.float32)),
+        "natoms": np.array([len(r.positions) for r in results], dtype=np.int64),
+        "steps": np.array([r.steps for r in results], dtype=np.int64),
+        "converged": np.array([r.converged for r in results], dtype=bool),
+        "fmax": np.array([r.fmax for r in results], dtype=np.float32),
+    }
+
+
+def write_relaxations(path: str, results: Sequence[RelaxResult]) -> str:
+    """Write ``relaxations.npz`` atomically (temporary file + rename); return ``path``."""
+    save_npz_atomic(path, **result_arrays(results))
+    return path

@@ -1,0 +1,115 @@
+"""The runner is right independent of training: with a model whose forces are exactly EMT's,
+relaxations converge to fmax and land on the EMT-relaxed positions (high ADwT)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.emt import EMT
+from ase.optimize import BFGS
+
+from trainers.trainer_testing import emt_slabs, tiny_config, write_split
+from spinconv_train.config import config_from_dict
+from spinconv_train.datasets import LmdbDataset
+from spinconv_train.modules.normalizer import Normalizer
+from spinconv_train.relax import ModelCalculator, RelaxOptions, record_to_atoms, relax_indices, relaxation_metrics
+from spinconv_train.trainers.forces import ForcesTask
+from spinconv_train.trainers.targets import TargetState
+
+NORMALIZER = Normalizer(mean=-2.0, std=3.0)  # outputs are normalised, as a trained model's are
+
+
+class EMTModel(torch.nn.Module):
+    """Test double of a force model: EMT energy and forces of each structure of the batch,
+    normalised with ``NORMALIZER`` (so the calculator's denormalising is exercised)."""
+
+    def forward(self, batch) -> dict:
+        energies, forces = [], []
+        for k in range(int(batch.natoms.numel())):
+            sel = batch.batch == k
+            atoms = Atoms(numbers=batch.atomic_numbers[sel].long().numpy(), positions=batch.pos[sel].double().numpy(),
+                          cell=batch.cell[k].double().numpy(), pbc=batch.pbc[k].numpy())
+            atoms.calc = EMT()
+            energies.append(atoms.get_potential_energy())
+            forces.append(atoms.get_forces(apply_constraint=False))
+        energy = torch.tensor(energies, dtype=torch.float64)
+        force = torch.tensor(np.concatenate(forces), dtype=torch.float64)
+        return {"energy": NORMALIZER.norm(energy).float(), "forces": NORMALIZER.norm_forces(force).float()}
+
+
+def emt_calculator() -> ModelCalculator:
+    config = config_from_dict(tiny_config({"train": "unused"}))
+    task = ForcesTask(config["task"], config["optim"], TargetState(NORMALIZER))
+    return ModelCalculator(EMTModel(), task, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def relax_dataset(tmp_path_factory):
+    """Rattled Cu(111)+O/H slabs with the adsorbate 0.3 Å too high; ``pos_relaxed`` and
+    ``y_relaxed`` from a tight EMT BFGS relaxation (fmax 0.002) of the stored positions."""
+    records = emt_slabs(3, seed=11, labelled=False)
+    for k, record in enumerate(records):
+        record.pos[-1, 2] += 0.3
+        atoms = record_to_atoms(record)
+        atoms.calc = EMT()
+        BFGS(atoms, logfile=None).run(fmax=0.002, steps=500)
+        record.pos_relaxed = torch.tensor(atoms.get_positions(), dtype=torch.float32)
+        record.y_relaxed = float(atoms.get_potential_energy())
+        record.sid = 500 + k
+    folder = write_split(str(tmp_path_factory.mktemp("emt_relax")), records)
+    return LmdbDataset({"src": folder})
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "bfgs", "fire"])
+def test_relaxation_with_exact_emt_forces_converges_to_the_emt_minimum(relax_dataset, name):
+    options = RelaxOptions.from_mapping({"name": name, "fmax": 0.05, "steps": 300, "maxstep": 0.04})
+    results = relax_indices(relax_dataset, range(len(relax_dataset)), emt_calculator(), options)
+    assert [r.index for r in results] == [0, 1, 2]
+    for result in results:
+        record = relax_dataset[result.index]
+        assert result.converged and 0 < result.steps < 300
+        # Independent check with ASE's EMT at the returned positions: converged to fmax, and
+        # the reported energy is EMT's (denormalised correctly).
+        atoms = record_to_atoms(record)
+        atoms.positions = result.positions
+        atoms.calc = EMT()
+        assert np.linalg.norm(atoms.get_forces(), axis=1).max() < 0.05 + 1e-4
+        assert result.energy == pytest.approx(atoms.get_potential_energy(), abs=2e-4)
+        fixed = record.fixed.numpy() != 0
+        assert fixed.sum() == 4
+        np.testing.assert_array_equal(result.positions[fixed], record.pos.double().numpy()[fixed])
+        assert np.abs(result.positions[~fixed] - result.initial_positions[~fixed]).max() > 0.05
+    metrics = relaxation_metrics(results)
+    assert metrics["converged"] == 1.0
+    assert metrics["average_distance_within_threshold"] > 0.9
+    assert metrics["average_distance_within_threshold_initial"] < metrics["average_distance_within_threshold"] - 0.2
+    assert metrics["energy_mae"] < 0.02 and metrics["energy_within_threshold"] == 1.0
+
+
+def test_each_structure_has_its_own_optimiser_history(relax_dataset):
+    """A structure's relaxation does not depend on which others are relaxed with it
+    (the reference's batched L-BFGS shared one history across the batch)."""
+    options = RelaxOptions.from_mapping({"name": "lbfgs", "steps": 40})
+    together = relax_indices(relax_dataset, [0, 2], emt_calculator(), options)
+    alone = relax_indices(relax_dataset, [2], emt_calculator(), options)
+    np.testing.assert_array_equal(together[1].positions, alone[0].positions)
+    assert together[1].steps == alone[0].steps
+
+
+def test_step_limit_is_respected_and_reported_unconverged(relax_dataset):
+    options = RelaxOptions.from_mapping({"name": "lbfgs", "fmax": 1e-4, "steps": 3})
+    (result,) = relax_indices(relax_dataset, [1], emt_calculator(), options)
+    assert result.steps == 3 and not result.converged and result.fmax > 1e-4
+
+
+def test_trajectories_are_named_by_sid_and_fid(relax_dataset, tmp_path):
+    from ase.io import read
+
+    options = RelaxOptions.from_mapping({"name": "fire", "steps": 2})
+    results = relax_indices(relax_dataset, [0, 1], emt_calculator(), options, trajectory_dir=str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["500_0.traj", "501_1.traj"]
+    frames = read(str(tmp_path / "501_1.traj"), index=":")
+    assert len(frames) == 3 and np.allclose(frames[-1].positions, results[1].positions)

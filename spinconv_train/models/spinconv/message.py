@@ -32,18 +32,17 @@ class SpinConvBlock(nn.Module):
 
     def forward(self, x: Tensor, plan: SplatPlan | ChunkedSplatPlan) -> Tensor:
         if isinstance(plan, ChunkedSplatPlan):
-            h = torch.cat([self._spin_conv(x, chunk) for chunk in plan.chunks])
-        else:
-            h = self._spin_conv(x, plan)
-        return self.group_norm(h)
+            return torch.cat([self.forward_plan(x, chunk) for chunk in plan.chunks])
+        return self.forward_plan(x, plan)
 
-    def _spin_conv(self, x: Tensor, plan: SplatPlan) -> Tensor:
+    def forward_plan(self, x: Tensor, plan: SplatPlan) -> Tensor:
+        """The spheres of one (unchunked) plan: (M, C) -> (plan.num_dst, out)."""
         flat = splat(x, plan)
         if isinstance(self.spin_conv, GridSpinConv):
             h = self.spin_conv.forward_flat(flat, plan.num_dst)  # no (E, C, lat, long) copy
         else:
             h = self.spin_conv(grid_from_flat(flat, plan))
-        return h
+        return self.group_norm(h)
 
 
 class MessageBlock(nn.Module):
@@ -85,7 +84,19 @@ class MessageBlock(nn.Module):
         target_element: Tensor,
         plan: SplatPlan | ChunkedSplatPlan,
     ) -> Tensor:
-        h = self.spinconvblock(x, plan)
+        if not isinstance(plan, ChunkedSplatPlan):
+            return self._message(self.spinconvblock(x, plan), x_dist, source_element, target_element)
+        # Everything after the projection is per edge: run it chunk by chunk too, so that
+        # the (chunk, 8 * mid) expert activations stay in cache.
+        out, start = [], 0
+        for chunk in plan.chunks:
+            end = start + chunk.num_dst
+            h = self.spinconvblock.forward_plan(x, chunk)
+            out.append(self._message(h, x_dist[start:end], source_element[start:end], target_element[start:end]))
+            start = end
+        return torch.cat(out)
+
+    def _message(self, h: Tensor, x_dist: Tensor, source_element: Tensor, target_element: Tensor) -> Tensor:
         h = self.embeddingblock1(h, source_element, target_element)
         h = h + self.distfc2(self.act(self.distfc1(x_dist)))
         return self.embeddingblock2(self.act(h), source_element, target_element)

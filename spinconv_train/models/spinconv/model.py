@@ -23,11 +23,12 @@ from .projection import ChunkedSplatPlan, SplatPlan, make_splat_plans
 from .spin_conv import SPIN_CONV_IMPLS, SPIN_CONV_KINDS
 
 FORCE_ESTIMATORS = ("grad", "random", "direct")
-# Grid values (spheres x lat x long x hidden) per chunk: 8 MiB of float32 grid keeps the
-# projection, the DFT and the spin-convolution matmuls in cache on CPUs (measured 1.4-1.5x
-# faster than one chunk for the OC20 configuration, forward and training); on GPUs large
-# chunks keep the kernels big while bounding the memory of 2000-atom systems.
-AUTO_CHUNK_ELEMENTS_CPU = 2**21
+# Grid values (spheres x lat x long x hidden) per chunk: a 16 MiB float32 grid keeps the
+# projection, the DFT, the spin-convolution matmuls and the per-edge embedding blocks in
+# cache on CPUs (OC20 configuration, benchmark batch, 1 thread, CPU time: forward 5.1 s vs
+# 9.6 s in one chunk, training step 13.3 s vs 20.6 s); on GPUs large chunks keep the
+# kernels big while bounding the memory of 2000-atom systems.
+AUTO_CHUNK_ELEMENTS_CPU = 2**22
 AUTO_CHUNK_ELEMENTS_GPU = 2**26
 
 
@@ -40,9 +41,9 @@ class SpinConv(nn.Module):
     ``model_ref_number``, ``readout`` ("add"), ``num_rand_rotations`` (the force head is
     deterministic). Extras: ``envelope`` (smooth cutoff envelope, off reproduces the paper),
     ``envelope_exponent``, ``spin_conv_impl`` ("fft" or "conv"), ``spin_conv_chunk_elements``
-    (spheres are projected and convolved in chunks of about this many grid values,
+    (spheres are projected and convolved, and edge messages computed, in chunks of about this many grid values,
     spheres x lat x long x hidden: a cache-sized chunk is faster on CPU and bounds the
-    peak memory of inference; ``"auto"``: 2**21 on CPU, 2**26 on GPUs; ``None``: one chunk).
+    peak memory of inference; ``"auto"``: 2**22 on CPU, 2**26 on GPUs; ``None``: one chunk).
     """
 
     def __init__(

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .embedding import EmbeddingBlock, he_init_
-from .projection import ChunkedSplatPlan, SplatPlan, grid_from_flat, splat
+from .projection import ChunkedSplatPlan, SplatPlan, grid_from_flat, splat, splat_dtype
 from .spin_conv import GridSpinConv, build_spin_conv
 
 
@@ -31,15 +31,23 @@ class SpinConvBlock(nn.Module):
         self.group_norm = nn.GroupNorm(max(in_channels // 8, 1), out_channels)
 
     def forward(self, x: Tensor, plan: SplatPlan | ChunkedSplatPlan) -> Tensor:
+        kernel = self.kernel(x, plan)
         if isinstance(plan, ChunkedSplatPlan):
-            return torch.cat([self.forward_plan(x, chunk) for chunk in plan.chunks])
-        return self.forward_plan(x, plan)
+            return torch.cat([self.forward_plan(x, chunk, kernel) for chunk in plan.chunks])
+        return self.forward_plan(x, plan, kernel)
 
-    def forward_plan(self, x: Tensor, plan: SplatPlan) -> Tensor:
+    def kernel(self, x: Tensor, plan: SplatPlan | ChunkedSplatPlan) -> Tensor | None:
+        """The spin convolution's prepared weights for this pass (shared by its chunks)."""
+        if not isinstance(self.spin_conv, GridSpinConv):
+            return None
+        first = plan.chunks[0] if isinstance(plan, ChunkedSplatPlan) else plan
+        return self.spin_conv.flat_kernel(splat_dtype(x.dtype, first.weight.dtype), x.device)
+
+    def forward_plan(self, x: Tensor, plan: SplatPlan, kernel: Tensor | None = None) -> Tensor:
         """The spheres of one (unchunked) plan: (M, C) -> (plan.num_dst, out)."""
         flat = splat(x, plan)
         if isinstance(self.spin_conv, GridSpinConv):
-            h = self.spin_conv.forward_flat(flat, plan.num_dst)  # no (E, C, lat, long) copy
+            h = self.spin_conv.forward_flat(flat, plan.num_dst, kernel=kernel)  # no (E, C, lat, long) copy
         else:
             h = self.spin_conv(grid_from_flat(flat, plan))
         return self.group_norm(h)
@@ -89,9 +97,10 @@ class MessageBlock(nn.Module):
         # Everything after the projection is per edge: run it chunk by chunk too, so that
         # the (chunk, 8 * mid) expert activations stay in cache.
         out, start = [], 0
+        kernel = self.spinconvblock.kernel(x, plan)
         for chunk in plan.chunks:
             end = start + chunk.num_dst
-            h = self.spinconvblock.forward_plan(x, chunk)
+            h = self.spinconvblock.forward_plan(x, chunk, kernel)
             out.append(self._message(h, x_dist[start:end], source_element[start:end], target_element[start:end]))
             start = end
         return torch.cat(out)

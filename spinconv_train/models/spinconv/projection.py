@@ -39,6 +39,7 @@ __all__ = [
     "make_splat_plans",
     "sphere_angles",
     "splat",
+    "splat_dtype",
 ]
 
 
@@ -273,6 +274,13 @@ class _SparseMatmul(torch.autograd.Function):
         return g_values, None, g_x, None, None
 
 
+def splat_dtype(values_dtype: torch.dtype, weights_dtype: torch.dtype) -> torch.dtype:
+    """The dtype ``splat`` computes and returns in: the wider of the two, at least float32
+    (sparse CSR kernels lack half types)."""
+    dtype = torch.promote_types(values_dtype, weights_dtype)
+    return torch.float32 if dtype in _REDUCED_PRECISION else dtype
+
+
 def splat(values: Tensor, plan: SplatPlan) -> Tensor:
     """Splat ``values`` (M, C) with ``plan``: flat grid (long * num_dst * lat, C).
 
@@ -280,9 +288,7 @@ def splat(values: Tensor, plan: SplatPlan) -> Tensor:
     spin convolution does it implicitly by keeping only their mean).
     """
     weights, weights_t = plan.values(), plan.values_t()
-    dtype = torch.promote_types(values.dtype, weights.dtype)
-    if dtype in _REDUCED_PRECISION:  # sparse CSR kernels lack half types: splat in float32
-        dtype = torch.float32
+    dtype = splat_dtype(values.dtype, weights.dtype)
     return _SparseMatmul.apply(weights.to(dtype), weights_t.to(dtype), values.to(dtype).contiguous(),
                                plan.forward, plan.transposed)
 

@@ -56,6 +56,15 @@ def _dft_matrices(long: int) -> tuple[Tensor, Tensor]:
     return forward, inverse
 
 
+def _permuted_copy(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """``x.permute(dims)`` as a new contiguous tensor (copying into a preallocated tensor
+    measured ~20-30% faster here than ``.reshape`` / ``.contiguous`` of the permuted view)."""
+    view = x.permute(dims)
+    out = torch.empty(view.shape, dtype=x.dtype, device=x.device)
+    out.copy_(view)
+    return out
+
+
 class GridSpinConv(nn.Module):
     """The ``fullconv`` spin convolution (reference parameters), FFT or Conv1d evaluation."""
 
@@ -94,14 +103,25 @@ class GridSpinConv(nn.Module):
         flat = grid.permute(3, 0, 2, 1).reshape(self.long * num * self.lat, self.in_channels)
         return self._fft(flat, num, uniform_poles=False)
 
-    def forward_flat(self, flat: Tensor, num: int) -> Tensor:
-        """Same as ``forward`` on a splatted flat grid (projection layout), poles averaged."""
+    def forward_flat(self, flat: Tensor, num: int, kernel: Tensor | None = None) -> Tensor:
+        """Same as ``forward`` on a splatted flat grid (projection layout), poles averaged.
+
+        ``kernel``: ``flat_kernel(flat.dtype, flat.device)``, computed once and passed to
+        every chunk of one forward pass (the Fourier path's weights; ignored by ``conv``).
+        """
         if self.impl == "conv":
             grid = flat.view(self.long, num, self.lat, self.in_channels).permute(1, 3, 2, 0)
             south = grid[:, :, :1].mean(dim=-1, keepdim=True).expand(-1, -1, 1, self.long)
             north = grid[:, :, -1:].mean(dim=-1, keepdim=True).expand(-1, -1, 1, self.long)
             return self._conv(torch.cat([south, grid[:, :, 1:-1], north], dim=2))
-        return self._fft(flat, num, uniform_poles=True)
+        return self._fft(flat, num, uniform_poles=True, kernel=kernel)
+
+    def flat_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+        """The Fourier-domain weights ``forward_flat`` uses (None for ``impl="conv"``)."""
+        if self.impl == "conv":
+            return None
+        dft, _ = _dft_matrices_cached(self.long, dtype, device)
+        return self._kernel_matrix(dtype, dft, uniform_poles=True)
 
     def _conv(self, grid: Tensor) -> Tensor:
         x = grid.reshape(grid.shape[0], self.in_channels * self.lat, self.long)
@@ -127,7 +147,7 @@ class GridSpinConv(nn.Module):
             mat = mat * keep
         return mat.reshape(num_freq, groups, 2 * lat * cg, 2 * out_g)
 
-    def _fft(self, flat: Tensor, num: int, uniform_poles: bool) -> Tensor:
+    def _fft(self, flat: Tensor, num: int, uniform_poles: bool, kernel: Tensor | None = None) -> Tensor:
         """Spin convolution of a flat grid (long * num * lat, C) via the longitude DFT."""
         groups, lat, long = self.groups, self.lat, self.long
         cg = self.in_channels // groups
@@ -136,11 +156,15 @@ class GridSpinConv(nn.Module):
         num_freq = dft.shape[1] // 2
         # Spectrum (2F, num, lat, C), rows [re f | im f]; then (F, G, num, [re/im, lat, cg]).
         spec = torch.matmul(dft.T, flat.reshape(long, -1)).view(2, num_freq, num, lat, groups, cg)
-        spec = spec.permute(1, 4, 2, 0, 3, 5).reshape(num_freq, groups, num, 2 * lat * cg)
-        out = torch.matmul(spec, self._kernel_matrix(flat.dtype, dft, uniform_poles))  # (F, G, num, 2 out_g)
-        out = out.view(num_freq, groups, num, 2, out_g).permute(2, 1, 4, 3, 0)  # (num, G, out_g, 2, F)
-        y = torch.matmul(out.reshape(num, self.out_channels, 2 * num_freq), idft)  # all rolls
-        y = y + self.conv1.bias.to(flat.dtype).view(1, -1, 1)
+        spec = _permuted_copy(spec, (1, 4, 2, 0, 3, 5)).view(num_freq, groups, num, 2 * lat * cg)
+        if kernel is None:
+            kernel = self._kernel_matrix(flat.dtype, dft, uniform_poles)
+        out = torch.matmul(spec, kernel)  # (F, G, num, 2 out_g)
+        # The bias adds the same value to every roll: it is long * bias on the real part of
+        # the zero frequency (the inverse DFT averages that coefficient over the rolls).
+        out[0, :, :, :out_g] += (self.long * self.conv1.bias).to(out.dtype).view(groups, 1, out_g)
+        out = _permuted_copy(out.view(num_freq, groups, num, 2, out_g), (2, 1, 4, 3, 0))  # (num, G, out_g, 2, F)
+        y = torch.matmul(out.view(num, self.out_channels, 2 * num_freq), idft)  # all rolls
         return self.act(y).mean(dim=-1)
 
 

@@ -20,6 +20,10 @@ if [ -n "$REFERENCE_ROOT" ]; then compare=(--compare reference --reference-root 
 echo "== force-centric: ours (fp32, bf16 autocast) vs reference"
 timeout 180 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --autocast bf16 \
     --repeats 10 --warmup 3 --output "$OUT/bench_force.jsonl" | grep -E '"case": "(ratio|flops)"' | cut -c1-400
+echo "== energy-centric (forces = -dE/dx): ours vs reference, training step"
+timeout 120 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --force-estimator grad \
+    --mode forces train --repeats 8 --warmup 2 --no-flops --output "$OUT/bench_grad.jsonl" \
+    | grep -E '"case": "ratio"' | cut -c1-400
 echo "== scaling 100 -> 2000 atoms (forward)"
 timeout 90 python3 scripts/benchmark_model.py --device cuda --scaling --mode forward --no-flops \
     --output "$OUT/scaling.jsonl" | grep -E '"case": "scaling"' | cut -c1-300

@@ -193,8 +193,9 @@ _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 class ChunkedSplatPlan:
     """Splat plans of consecutive ranges of destination spheres, in order.
 
-    Used for inference without autograd: each chunk's grid and spectrum are freed before
-    the next chunk is projected, so peak memory is bounded by the chunk, not the system.
+    Each chunk's grid and spectrum are small enough to stay in cache, and without autograd
+    they are freed before the next chunk is projected, so inference memory is bounded by
+    the chunk, not the system.
     """
 
     chunks: list[SplatPlan]

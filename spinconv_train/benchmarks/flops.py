@@ -5,9 +5,10 @@ Two evaluations of the same ``fullconv`` spin convolution are counted:
 * direct (``nn.Conv1d`` over longitude, the reference): in = C*lat channels, out channels,
   kernel = long, ``groups`` groups, circular padding long//2, L_out = long + 2*(long//2)
   - long + 1 outputs: 2 * L_out * out * (in/groups) * long FLOPs;
-* Fourier (``impl="fft"`` of our GridSpinConv): a real DFT of the input (in x long x 2F),
-  per frequency f < F = long//2+1 and group one complex (in/g -> out/g) product written as
-  a real (2 in/g x 2 out/g) matmul, and the inverse DFT (out x 2F x long).
+* Fourier (``impl="fft"`` of our GridSpinConv): a real DFT of the input (in x long x 2S),
+  per complex slot (S = (long + 1) // 2; for even long the zero and Nyquist frequencies
+  share slot 0) and group one (2 in/g x 2 out/g) real matmul, and the inverse DFT
+  (out x 2S x long).
 
 A multiply-add counts as 2 FLOPs.
 """
@@ -26,7 +27,7 @@ def conv_spin_flops(in_channels: int, out_channels: int, long: int, groups: int,
 
 def fft_spin_flops(in_channels: int, out_channels: int, long: int, groups: int) -> int:
     """FLOPs of the Fourier-domain evaluation with real DFT matrices (per item)."""
-    num_freq = long // 2 + 1
+    num_freq = (long + 1) // 2  # complex slots: even long packs f = 0 and Nyquist into one
     in_g, out_g = in_channels // groups, out_channels // groups
     dft = 2 * in_channels * long * 2 * num_freq
     products = 2 * num_freq * groups * (2 * in_g) * (2 * out_g)

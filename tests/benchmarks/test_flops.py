@@ -9,9 +9,11 @@ from spinconv_train.benchmarks.flops import conv_spin_flops, fft_spin_flops, is_
 def test_oc20_counts_match_notes():
     # OC20 configuration: in = 32 * 16 channels, out 256, long 12, 4 groups.
     assert conv_spin_flops(512, 256, 12, 4, 6) == 2 * 13 * 256 * 128 * 12
-    # Fourier form: about 5x fewer FLOPs.
+    # Fourier form over 6 complex slots (zero and Nyquist frequencies packed): 2 * 6 * 4 *
+    # 256 * 128 for the products + 2 * 512 * 12 * 12 + 2 * 256 * 12 * 12 for the DFTs.
+    assert fft_spin_flops(512, 256, 12, 4) == 2 * 6 * 4 * 256 * 128 + 2 * 512 * 12 * 12 + 2 * 256 * 12 * 12
     ratio = conv_spin_flops(512, 256, 12, 4, 6) / fft_spin_flops(512, 256, 12, 4)
-    assert 4.5 < ratio < 5.5
+    assert 5.5 < ratio < 6.5
 
 
 def test_conv1d_count_matches_flop_counter():
@@ -32,9 +34,10 @@ def test_grid_spin_conv_fft_count_matches_flop_counter():
     with FlopCounterMode(display=False) as counter:
         module(grid)
     actual, direct = module_spin_flops(module, tuple(grid.shape))
-    # The counter also sees the per-call DFT of the weights: out * (in/groups) * long * 2F * 2.
+    # The counter also sees the per-call DFT of the weights: out * (in/groups) * long * 2S * 2,
+    # S = 3 complex slots for long = 6 (zero and Nyquist frequencies share slot 0).
     in_g = 16 * 4 // 2
-    weight_dft = 2 * 32 * in_g * 6 * 2 * (6 // 2 + 1)
+    weight_dft = 2 * 32 * in_g * 6 * 2 * 3
     assert counter.get_total_flops() == actual + weight_dft
     assert direct == 7 * conv_spin_flops(64, 32, 6, 2, 3)
     assert is_spin_conv(module)

@@ -39,6 +39,25 @@ def _dft_matrices_cached(long: int, dtype: torch.dtype, device: torch.device) ->
 
 
 def _dft_matrices(long: int) -> tuple[Tensor, Tensor]:
+    """Real DFT (long, 2S) and inverse (2S, long) matrices over S complex slots.
+
+    Columns are [real parts | imaginary parts] of the slots. Slot f holds frequency f
+    (cos and -sin columns) for f = 0 .. S - 1. The imaginary parts of the zero frequency
+    and, for even ``long``, of the Nyquist frequency are identically zero, so for even
+    ``long`` slot 0 packs the two purely real coefficients: its "imaginary" column is the
+    Nyquist frequency's cosine (S = long / 2: 12 rows instead of 14 for long = 12). For
+    odd ``long``, S = long // 2 + 1 and slot 0's imaginary column is zero.
+    """
+    forward, inverse = _unpacked_dft_matrices(long)
+    if long % 2 == 1:
+        return forward, inverse
+    num_freq = long // 2 + 1
+    nyquist = num_freq - 1
+    keep = list(range(nyquist)) + [nyquist] + list(range(num_freq + 1, num_freq + nyquist))
+    return forward[:, keep], inverse[keep]
+
+
+def _unpacked_dft_matrices(long: int) -> tuple[Tensor, Tensor]:
     """Real DFT (long, 2F) = [cos | -sin] and inverse (2F, long) matrices, F = long//2 + 1."""
     num_freq = long // 2 + 1
     k = torch.arange(long, dtype=torch.float64)
@@ -134,16 +153,30 @@ class GridSpinConv(nn.Module):
         cg = self.in_channels // groups
         out_g = self.out_channels // groups
         num_freq = dft.shape[1] // 2
-        w = torch.matmul(self.conv1.weight.to(dtype), dft)  # (out, cg * lat, 2F)
+        w = torch.matmul(self.conv1.weight.to(dtype), dft)  # (out, cg * lat, 2S)
         w = w.view(groups, out_g, cg, lat, 2, num_freq)
-        wr = w[:, :, :, :, 0].permute(4, 0, 3, 2, 1)  # (F, G, lat, cg, out_g)
+        wr = w[:, :, :, :, 0].permute(4, 0, 3, 2, 1)  # (S, G, lat, cg, out_g)
         wi = w[:, :, :, :, 1].permute(4, 0, 3, 2, 1)
-        mat = torch.stack([torch.cat([wr, -wi], dim=-1), torch.cat([wi, wr], dim=-1)], dim=2)
+        packed = self.long % 2 == 0
+        if packed:
+            # Slot 0 holds (zero frequency, Nyquist), both real: a diagonal block, not a
+            # complex product ("wi" of slot 0 is the Nyquist weight's real part).
+            zero = torch.zeros_like(wr[:1])
+            first = torch.stack([torch.cat([wr[:1], zero], dim=-1), torch.cat([zero, wi[:1]], dim=-1)], dim=2)
+            rest = torch.stack(
+                [torch.cat([wr[1:], -wi[1:]], dim=-1), torch.cat([wi[1:], wr[1:]], dim=-1)], dim=2
+            )
+            mat = torch.cat([first, rest], dim=0)
+        else:
+            mat = torch.stack([torch.cat([wr, -wi], dim=-1), torch.cat([wi, wr], dim=-1)], dim=2)
         if uniform_poles:
             # A pole row is its mean over longitude: only its zero frequency survives.
-            keep = torch.ones(num_freq, 1, 1, lat, 1, 1, dtype=dtype, device=mat.device)
+            keep = torch.ones(num_freq, 1, 2, lat, 1, 1, dtype=dtype, device=mat.device)
             keep[1:, :, :, 0] = 0.0
             keep[1:, :, :, lat - 1] = 0.0
+            if packed:  # the Nyquist half of slot 0
+                keep[0, :, 1, 0] = 0.0
+                keep[0, :, 1, lat - 1] = 0.0
             mat = mat * keep
         return mat.reshape(num_freq, groups, 2 * lat * cg, 2 * out_g)
 

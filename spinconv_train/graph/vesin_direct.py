@@ -180,28 +180,6 @@ class _PublicHalfNeighborList:
         self.cutoff = float(cutoff)
         self._nl = NeighborList(cutoff=self.cutoff, full_list=False, n_threads=int(n_threads))
 
-    def _search(self, points: np.ndarray, box: np.ndarray, periodic: np.ndarray) -> int:
-        """Run vesin's search on the inputs; the pairs stay in vesin's buffers. Returns their count."""
-        n = points.shape[0]
-        np.copyto(self._points_buffer(n), points)
-        np.copyto(self._box, box)
-        np.copyto(self._periodic, periodic)
-        status = self._lib.vesin_neighbors(
-            self._points_ptr, n, self._box_ptr, self._periodic_ptr, self._device, self._options,
-            self._neighbors_ref, self._error_ref,
-        )
-        if status != 0:
-            raise RuntimeError(f"vesin: {self._error.value.decode('utf8')}")
-        return int(self._neighbors.length)
-
-    def _copy_out(self, addresses: tuple, count: int) -> None:
-        """Copy the last search's ``count`` pairs, shifts and distances to three addresses."""
-        nl = self._neighbors
-        to_pairs, to_shifts, to_dist = addresses
-        ctypes.memmove(to_pairs, nl.pairs, 16 * count)
-        ctypes.memmove(to_shifts, nl.shifts, 12 * count)
-        ctypes.memmove(to_dist, nl.distances, 8 * count)
-
     def compute(self, points: np.ndarray, box: np.ndarray, periodic: np.ndarray) -> tuple:
         flags: Any = periodic if periodic.any() else False
         pairs, shifts, dist = self._nl.compute(points=points, box=box, periodic=flags, quantities="PSd", copy=False)

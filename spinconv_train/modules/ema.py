@@ -1,6 +1,8 @@
 """Exponential moving average of model weights (torch's AveragedModel)."""
 from __future__ import annotations
 
+from typing import Any, Mapping, Optional
+
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -10,3 +12,12 @@ def build_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
     if not 0.0 < decay < 1.0:
         raise ValueError(f"optim.ema_decay must be in (0, 1), got {decay}")
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def ema_from_checkpoint(model: torch.nn.Module, payload: Mapping[str, Any], decay: Optional[float]) -> Optional[AveragedModel]:
+    """The EMA saved in a checkpoint ``payload`` around ``model``, or None when the run kept none."""
+    if payload.get("ema") is None or not decay:
+        return None
+    ema = build_ema(model, float(decay))
+    ema.load_state_dict(payload["ema"])
+    return ema

@@ -71,7 +71,7 @@ class ModelCalculator(Calculator):
 def load_force_model(path: str, device: torch.device, use_ema: bool = True) -> tuple:
     """``(model, task)`` of a checkpoint, built from the config saved inside it."""
     from spinconv_train.config import config_from_dict
-    from spinconv_train.modules.ema import build_ema
+    from spinconv_train.modules.ema import ema_from_checkpoint
     from spinconv_train.trainers import build
     from spinconv_train.trainers import checkpoint as ckpt
     from spinconv_train.trainers.targets import TargetState
@@ -81,10 +81,8 @@ def load_force_model(path: str, device: torch.device, use_ema: bool = True) -> t
     require_forces_task(task, config["trainer"], f"checkpoint {path!r}")
     model = build.build_model(config)
     ckpt.load_model_state(model, payload, path, config["model"])
-    decay = config["optim"]["ema_decay"]
-    if use_ema and payload.get("ema") is not None and decay:
-        ema = build_ema(model, float(decay))
-        ema.load_state_dict(payload["ema"])
+    ema = ema_from_checkpoint(model, payload, config["optim"]["ema_decay"]) if use_ema else None
+    if ema is not None:
         model = ema.module
     model.to(device).eval()
     return model, task

@@ -14,7 +14,7 @@ import torch
 
 from spinconv_train.config import Config, save_config
 from spinconv_train.loggers import MultiLogger, build_loggers
-from spinconv_train.modules.ema import build_ema
+from spinconv_train.modules.ema import build_ema, ema_from_checkpoint
 from spinconv_train.modules.evaluator import higher_is_better
 from spinconv_train.modules.optim import build_optimizer
 from spinconv_train.modules.scheduler import LRScheduler
@@ -151,9 +151,8 @@ def open_session(config: Config, options: RunOptions, mode: str, train_dataset: 
                       metric=build.monitored_metric(config, task), loggers=loggers)
     if mode == "train":
         _add_training_state(session, payload)
-    elif payload is not None and payload.get("ema") is not None and config["optim"]["ema_decay"]:
-        session.ema = build_ema(model, float(config["optim"]["ema_decay"]))
-        session.ema.load_state_dict(payload["ema"])
+    elif payload is not None:
+        session.ema = ema_from_checkpoint(model, payload, config["optim"]["ema_decay"])
     logger.info("run directory %s", run_dir)
     return session
 

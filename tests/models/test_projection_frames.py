@@ -164,3 +164,19 @@ def test_degenerate_edge_frame_falls_back_without_nan():
     assert torch.isfinite(frames).all() and torch.isfinite(unit.grad).all()
     eye = torch.eye(3, dtype=torch.float64).expand(2, 3, 3)
     assert torch.allclose(frames @ frames.transpose(1, 2), eye.detach(), atol=1e-12)
+
+
+def test_csr_product_ignores_previous_contents_of_its_output():
+    from spinconv_train.models.spinconv.projection import _csr_matmul
+
+    torch.manual_seed(0)
+    dense = torch.randn(9, 7, dtype=torch.float64)
+    dense[dense.abs() < 0.8] = 0.0
+    dense[[2, 5]] = 0.0  # empty rows must come out as zeros, not as what was there
+    matrix = dense.to_sparse_csr()
+    x = torch.randn(7, 4, dtype=torch.float64)
+    out = torch.full((9, 4), float("nan"), dtype=torch.float64)
+    got = _csr_matmul(matrix, x, out=out)
+    assert got.data_ptr() == out.data_ptr()
+    assert torch.allclose(got, dense @ x, atol=1e-12)
+    assert torch.allclose(_csr_matmul(matrix, x), dense @ x, atol=1e-12)

@@ -28,6 +28,13 @@ def test_chunked_plans_cover_the_same_rows():
     whole = whole.view(long, num_dst, lat, 3)
     parts = [splat(values, c).view(long, c.num_dst, lat, 3) for c in chunked.chunks]
     assert torch.allclose(torch.cat(parts, dim=1), whole, atol=1e-12)
+    # Points given in sphere order: the contiguous-slice path builds the same chunks.
+    order = torch.argsort(dst, stable=True)
+    sliced = make_splat_plans(coords[order], src[order], dst[order], num_dst, num_src, lat, long,
+                              max_dst_per_chunk=5, dst_sorted=True)
+    assert [c.num_dst for c in sliced.chunks] == [5, 5, 5, 5, 3]
+    for a, b in zip(sliced.chunks, chunked.chunks):
+        assert torch.allclose(splat(values, a), splat(values, b), atol=1e-12)
 
 
 @pytest.mark.parametrize("estimator", ["random", "grad"])

@@ -205,6 +205,7 @@ class SpinConv(nn.Module):
             scale=scale,
             at_south_pole=is_reverse,
             max_dst_per_chunk=self.chunk_spheres(unit.device),
+            dst_sorted=True,  # edge_pairs groups the pairs by their (increasing) pair_dst
         )
 
     def _backbone(self, data, pos: Tensor, atomic_numbers: Tensor) -> tuple[EdgeGraph, Tensor, Tensor, Tensor | None]:

@@ -49,27 +49,51 @@ class CSRStructure:
 
     crow: Tensor  # (rows + 1,)
     col: Tensor  # (nnz,)
-    row: Tensor  # (nnz,) row of every entry (for the weight gradient)
     take: Tensor  # (nnz,) index into the flat (4 P) corner-weight vector
     shape: tuple[int, int]
 
 
 @dataclass
 class SplatPlan:
-    """The splat matrix of one set of spheres: S (long * num_dst * lat, num_values)."""
+    """The splat matrix of one set of spheres: S (long * num_dst * lat, num_values).
+
+    The transposed structure (needed only by the backward pass) is built on first use
+    from ``corner_rows`` and ``src`` and then kept, so inference never builds it.
+    """
 
     forward: CSRStructure
-    transposed: CSRStructure
     weight: Tensor  # (4 P,) corner weights in corner-major order
     num_dst: int
     lat: int
     long: int
+    corner_rows: Tensor  # (4 P,) grid row of every corner entry, corner-major
+    src: Tensor  # (P,) value index of every point
+    _transposed: CSRStructure | None = None
+
+    @property
+    def transposed(self) -> CSRStructure:
+        """Structure of S^T: rows = values, a value's entries ordered by point, then corner."""
+        if self._transposed is None:
+            self._transposed = _transposed_structure(self.corner_rows, self.src, self.forward.shape)
+        return self._transposed
 
     def values(self) -> Tensor:
         return self.weight[self.forward.take]
 
     def values_t(self) -> Tensor:
         return self.weight[self.transposed.take]
+
+
+def _transposed_structure(corner_rows: Tensor, src: Tensor, shape: tuple[int, int]) -> CSRStructure:
+    num_rows, num_src = shape
+    num = src.numel()
+    by_src = torch.argsort(src, stable=True)
+    src_count = torch.bincount(src, minlength=num_src)
+    crow_t = torch.zeros(num_src + 1, dtype=torch.long, device=src.device)
+    crow_t[1:] = torch.cumsum(4 * src_count, 0)
+    corner = torch.arange(4, device=src.device)
+    take_t = (corner.unsqueeze(0) * num + by_src.unsqueeze(1)).reshape(-1)  # (P_sorted, 4) -> flat
+    return CSRStructure(crow=crow_t, col=corner_rows[take_t], take=take_t, shape=(num_src, num_rows))
 
 
 def sphere_angles(coords: Tensor, at_south_pole: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -132,26 +156,24 @@ def make_splat_plan(
     if scale is not None:
         weight = weight * scale.unsqueeze(0)
 
-    # Group the points by (sphere, r0, c0); a stable sort of P keys (not of 4 P entries).
-    key = (dst * (lat - 1) + r0) * long + c0
+    # Group the points by (c0, sphere, r0); a stable sort of P keys (not of 4 P entries).
+    key = (c0 * num_dst + dst) * (lat - 1) + r0
     order = torch.argsort(key, stable=True)
-    group_size = torch.bincount(key, minlength=num_dst * (lat - 1) * long)
+    group_size = torch.bincount(key, minlength=long * num_dst * (lat - 1))
     group_start = torch.cumsum(group_size, 0) - group_size
     rank = torch.empty_like(order)
     rank[order] = torch.arange(num, device=device) - group_start[key[order]]
 
-    # counts[d, r0 + 1, c0]; rows r0 = -1 and r0 = lat - 1 are empty padding.
-    counts = torch.zeros(num_dst, lat + 1, long, dtype=torch.long, device=device)
-    counts[:, 1:lat] = group_size.view(num_dst, lat - 1, long)
-    prev = torch.roll(counts, 1, dims=2)  # counts at column k - 1
-    cnt_a = counts[:, 1:]  # grid row r gets corner A from r0 = r, c0 = k
-    cnt_b = prev[:, 1:]  # corner B from r0 = r, c0 = k - 1
-    cnt_c = counts[:, :-1]  # corner C from r0 = r - 1, c0 = k
-    cnt_d = prev[:, :-1]  # corner D from r0 = r - 1, c0 = k - 1
-    per_row = (cnt_a + cnt_b + cnt_c + cnt_d).permute(2, 0, 1).reshape(-1)  # rows (k, d, r)
-    off_b = cnt_a.permute(2, 0, 1).reshape(-1)
-    off_c = off_b + cnt_b.permute(2, 0, 1).reshape(-1)
-    off_d = off_c + cnt_c.permute(2, 0, 1).reshape(-1)
+    # counts[c0, d, r0 + 1], in the flat grid's row order; r0 = -1 and lat - 1 are padding.
+    counts = torch.zeros(long, num_dst, lat + 1, dtype=torch.long, device=device)
+    counts[:, :, 1:lat] = group_size.view(long, num_dst, lat - 1)
+    prev = torch.roll(counts, 1, dims=0)  # counts at column k - 1
+    # Grid row (k, d, r) gets corner A from (c0, r0) = (k, r), B from (k - 1, r),
+    # C from (k, r - 1) and D from (k - 1, r - 1); its entries are stored A, B, C, D.
+    off_b = counts[:, :, 1:].reshape(-1)
+    off_c = off_b + prev[:, :, 1:].reshape(-1)
+    off_d = off_c + counts[:, :, :-1].reshape(-1)
+    per_row = off_d + prev[:, :, :-1].reshape(-1)
     num_rows = long * num_dst * lat
     crow = torch.zeros(num_rows + 1, dtype=torch.long, device=device)
     crow[1:] = torch.cumsum(per_row, 0)
@@ -167,23 +189,8 @@ def make_splat_plan(
     nnz = 4 * num
     take = torch.empty(nnz, dtype=torch.long, device=device)
     take[position.reshape(-1)] = torch.arange(nnz, device=device)
-    flat_rows = rows.reshape(-1)
-    src4 = src.repeat(4)
-    forward = CSRStructure(
-        crow=crow, col=src4[take], row=flat_rows[take], take=take, shape=(num_rows, num_src)
-    )
-
-    # Transposed matrix: rows = values; entries of a value ordered by point, then corner.
-    by_src = torch.argsort(src, stable=True)
-    src_count = torch.bincount(src, minlength=num_src)
-    crow_t = torch.zeros(num_src + 1, dtype=torch.long, device=device)
-    crow_t[1:] = torch.cumsum(4 * src_count, 0)
-    corner = torch.arange(4, device=device)
-    take_t = (corner.unsqueeze(0) * num + by_src.unsqueeze(1)).reshape(-1)  # (P_sorted, 4) -> flat
-    transposed = CSRStructure(
-        crow=crow_t, col=flat_rows[take_t], row=src4[take_t], take=take_t, shape=(num_src, num_rows)
-    )
-    return SplatPlan(forward, transposed, weight.reshape(-1), num_dst, lat, long)
+    forward = CSRStructure(crow=crow, col=src.repeat(4)[take], take=take, shape=(num_rows, num_src))
+    return SplatPlan(forward, weight.reshape(-1), num_dst, lat, long, corner_rows=rows.reshape(-1), src=src)
 
 
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
@@ -213,24 +220,31 @@ def make_splat_plans(
     scale: Tensor | None = None,
     at_south_pole: Tensor | None = None,
     max_dst_per_chunk: int | None = None,
+    dst_sorted: bool = False,
 ) -> SplatPlan | ChunkedSplatPlan:
     """``make_splat_plan``, split into chunks of at most ``max_dst_per_chunk`` spheres.
 
     Chunk ``c`` holds spheres ``[c * max_dst_per_chunk, (c + 1) * max_dst_per_chunk)``
     (renumbered from 0) and the points that land on them; ``None`` or a small system
-    gives one plain plan.
+    gives one plain plan. ``dst_sorted``: the caller guarantees ``dst`` is non-decreasing,
+    so every chunk's points are a contiguous slice (no sort, no gathers).
     """
     if max_dst_per_chunk is None or num_dst <= max_dst_per_chunk:
         return make_splat_plan(coords, src, dst, num_dst, num_src, lat, long, scale, at_south_pole)
     if max_dst_per_chunk < 1:
         raise ValueError(f"max_dst_per_chunk must be >= 1, got {max_dst_per_chunk}")
-    chunk_of = torch.div(dst, max_dst_per_chunk, rounding_mode="floor")
     num_chunks = -(-num_dst // max_dst_per_chunk)
-    order = torch.argsort(chunk_of, stable=True)
-    ends = torch.cumsum(torch.bincount(chunk_of, minlength=num_chunks), 0).tolist()
+    if dst_sorted:
+        firsts = torch.arange(1, num_chunks + 1, device=dst.device) * max_dst_per_chunk
+        ends = torch.searchsorted(dst, firsts).tolist()
+        order = None
+    else:
+        chunk_of = torch.div(dst, max_dst_per_chunk, rounding_mode="floor")
+        order = torch.argsort(chunk_of, stable=True)
+        ends = torch.cumsum(torch.bincount(chunk_of, minlength=num_chunks), 0).tolist()
     chunks, begin = [], 0
     for c, end in enumerate(ends):
-        idx = order[begin:end]
+        idx = slice(begin, end) if order is None else order[begin:end]
         first = c * max_dst_per_chunk
         chunks.append(make_splat_plan(
             coords[idx], src[idx], dst[idx] - first, min(max_dst_per_chunk, num_dst - first), num_src, lat, long,
@@ -301,10 +315,13 @@ def splat(values: Tensor, plan: SplatPlan) -> Tensor:
     The pole rows are not yet averaged over longitude (see ``grid_from_flat``; the FFT
     spin convolution does it implicitly by keeping only their mean).
     """
-    weights, weights_t = plan.values(), plan.values_t()
+    weights = plan.values()
     dtype = splat_dtype(values.dtype, weights.dtype)
-    return _SparseMatmul.apply(weights.to(dtype), weights_t.to(dtype), values.to(dtype).contiguous(),
-                               plan.forward, plan.transposed)
+    weights, values = weights.to(dtype), values.to(dtype).contiguous()
+    if not (torch.is_grad_enabled() and (weights.requires_grad or values.requires_grad)):
+        with torch.autocast(device_type=values.device.type, enabled=False):
+            return _csr_matmul(_csr(plan.forward, weights), values)  # no transposed structure needed
+    return _SparseMatmul.apply(weights, plan.values_t().to(dtype), values, plan.forward, plan.transposed)
 
 
 def grid_from_flat(flat: Tensor, plan: SplatPlan) -> Tensor:

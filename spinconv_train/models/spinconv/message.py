@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .embedding import EmbeddingBlock, he_init_
 from .projection import ChunkedSplatPlan, SplatPlan, grid_from_flat, splat, splat_dtype
+from .scratch import Scratch
 from .spin_conv import GridSpinConv, build_spin_conv
 
 
@@ -33,7 +34,8 @@ class SpinConvBlock(nn.Module):
     def forward(self, x: Tensor, plan: SplatPlan | ChunkedSplatPlan) -> Tensor:
         kernel = self.kernel(x, plan)
         if isinstance(plan, ChunkedSplatPlan):
-            return torch.cat([self.forward_plan(x, chunk, kernel) for chunk in plan.chunks])
+            scratch = plan.inference_scratch()
+            return torch.cat([self.forward_plan(x, chunk, kernel, scratch) for chunk in plan.chunks])
         return self.forward_plan(x, plan, kernel)
 
     def kernel(self, x: Tensor, plan: SplatPlan | ChunkedSplatPlan) -> Tensor | None:
@@ -43,11 +45,20 @@ class SpinConvBlock(nn.Module):
         first = plan.chunks[0] if isinstance(plan, ChunkedSplatPlan) else plan
         return self.spin_conv.flat_kernel(splat_dtype(x.dtype, first.weight.dtype), x.device)
 
-    def forward_plan(self, x: Tensor, plan: SplatPlan, kernel: Tensor | None = None) -> Tensor:
-        """The spheres of one (unchunked) plan: (M, C) -> (plan.num_dst, out)."""
-        flat = splat(x, plan)
+    def forward_plan(
+        self, x: Tensor, plan: SplatPlan, kernel: Tensor | None = None, scratch: Scratch | None = None
+    ) -> Tensor:
+        """The spheres of one (unchunked) plan: (M, C) -> (plan.num_dst, out).
+
+        ``scratch``: buffers for the intermediates when chunks run without autograd.
+        """
+        out = None
+        if scratch is not None:
+            rows = plan.long * plan.num_dst * plan.lat
+            out = scratch.take("grid", (rows, x.shape[1]), splat_dtype(x.dtype, plan.weight.dtype), x.device)
+        flat = splat(x, plan, out=out)
         if isinstance(self.spin_conv, GridSpinConv):
-            h = self.spin_conv.forward_flat(flat, plan.num_dst, kernel=kernel)  # no (E, C, lat, long) copy
+            h = self.spin_conv.forward_flat(flat, plan.num_dst, kernel=kernel, scratch=scratch)  # no (E, C, lat, long) copy
         else:
             h = self.spin_conv(grid_from_flat(flat, plan))
         return self.group_norm(h)
@@ -98,9 +109,10 @@ class MessageBlock(nn.Module):
         # the (chunk, 8 * mid) expert activations stay in cache.
         out, start = [], 0
         kernel = self.spinconvblock.kernel(x, plan)
+        scratch = plan.inference_scratch()
         for chunk in plan.chunks:
             end = start + chunk.num_dst
-            h = self.spinconvblock.forward_plan(x, chunk, kernel)
+            h = self.spinconvblock.forward_plan(x, chunk, kernel, scratch)
             out.append(self._message(h, x_dist[start:end], source_element[start:end], target_element[start:end]))
             start = end
         return torch.cat(out)

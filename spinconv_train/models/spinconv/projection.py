@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .scratch import Scratch
+
 __all__ = [
     "ChunkedSplatPlan",
     "SplatPlan",
@@ -207,6 +209,16 @@ class ChunkedSplatPlan:
 
     chunks: list[SplatPlan]
     num_dst: int
+    _scratch: Scratch | None = None
+
+    def inference_scratch(self) -> Scratch | None:
+        """Buffers for the chunks' intermediates, kept with the plan so that every block
+        using it shares them; None while autograd records (see ``scratch.py``)."""
+        if torch.is_grad_enabled():
+            return None
+        if self._scratch is None:
+            self._scratch = Scratch()
+        return self._scratch
 
 
 def make_splat_plans(
@@ -309,18 +321,19 @@ def splat_dtype(values_dtype: torch.dtype, weights_dtype: torch.dtype) -> torch.
     return torch.float32 if dtype in _REDUCED_PRECISION else dtype
 
 
-def splat(values: Tensor, plan: SplatPlan) -> Tensor:
+def splat(values: Tensor, plan: SplatPlan, out: Tensor | None = None) -> Tensor:
     """Splat ``values`` (M, C) with ``plan``: flat grid (long * num_dst * lat, C).
 
     The pole rows are not yet averaged over longitude (see ``grid_from_flat``; the FFT
-    spin convolution does it implicitly by keeping only their mean).
+    spin convolution does it implicitly by keeping only their mean). ``out``: a buffer of
+    that shape and of ``splat_dtype`` to write into, used only when no gradient is needed.
     """
     weights = plan.values()
     dtype = splat_dtype(values.dtype, weights.dtype)
     weights, values = weights.to(dtype), values.to(dtype).contiguous()
     if not (torch.is_grad_enabled() and (weights.requires_grad or values.requires_grad)):
         with torch.autocast(device_type=values.device.type, enabled=False):
-            return _csr_matmul(_csr(plan.forward, weights), values)  # no transposed structure needed
+            return _csr_matmul(_csr(plan.forward, weights), values, out)  # no transposed structure needed
     return _SparseMatmul.apply(weights, plan.values_t().to(dtype), values, plan.forward, plan.transposed)
 
 

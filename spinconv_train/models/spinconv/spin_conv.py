@@ -24,6 +24,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from .scratch import Scratch
+
 __all__ = ["SPHARM_KINDS", "SPIN_CONV_KINDS", "GridSpinConv", "build_spin_conv"]
 
 SPHARM_KINDS = ("rotspharmwd", "spharm", "rotspharmroll")
@@ -75,11 +77,26 @@ def _unpacked_dft_matrices(long: int) -> tuple[Tensor, Tensor]:
     return forward, inverse
 
 
-def _permuted_copy(x: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """``x.permute(dims)`` as a new contiguous tensor (copying into a preallocated tensor
+def _new(scratch: Scratch | None, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """An uninitialised output: a scratch buffer in the inference chunk loop, else fresh."""
+    if scratch is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    return scratch.take(name, shape, like.dtype, like.device)
+
+
+def _matmul(a: Tensor, b: Tensor, scratch: Scratch | None, name: str) -> Tensor:
+    """``torch.matmul(a, b)``, into scratch buffer ``name`` when given (no autograd)."""
+    if scratch is None:
+        return torch.matmul(a, b)
+    shape = tuple(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])) + (a.shape[-2], b.shape[-1])
+    return torch.matmul(a, b, out=scratch.take(name, shape, a.dtype, a.device))
+
+
+def _permuted_copy(x: Tensor, dims: tuple[int, ...], scratch: Scratch | None = None, name: str = "") -> Tensor:
+    """``x.permute(dims)`` as a contiguous tensor (copying into a preallocated tensor
     measured ~20-30% faster here than ``.reshape`` / ``.contiguous`` of the permuted view)."""
     view = x.permute(dims)
-    out = torch.empty(view.shape, dtype=x.dtype, device=x.device)
+    out = _new(scratch, name, tuple(view.shape), x)
     out.copy_(view)
     return out
 
@@ -122,18 +139,21 @@ class GridSpinConv(nn.Module):
         flat = grid.permute(3, 0, 2, 1).reshape(self.long * num * self.lat, self.in_channels)
         return self._fft(flat, num, uniform_poles=False)
 
-    def forward_flat(self, flat: Tensor, num: int, kernel: Tensor | None = None) -> Tensor:
+    def forward_flat(
+        self, flat: Tensor, num: int, kernel: Tensor | None = None, scratch: Scratch | None = None
+    ) -> Tensor:
         """Same as ``forward`` on a splatted flat grid (projection layout), poles averaged.
 
         ``kernel``: ``flat_kernel(flat.dtype, flat.device)``, computed once and passed to
         every chunk of one forward pass (the Fourier path's weights; ignored by ``conv``).
+        ``scratch``: buffers for the intermediates (inference only, see ``scratch.py``).
         """
         if self.impl == "conv":
             grid = flat.view(self.long, num, self.lat, self.in_channels).permute(1, 3, 2, 0)
             south = grid[:, :, :1].mean(dim=-1, keepdim=True).expand(-1, -1, 1, self.long)
             north = grid[:, :, -1:].mean(dim=-1, keepdim=True).expand(-1, -1, 1, self.long)
             return self._conv(torch.cat([south, grid[:, :, 1:-1], north], dim=2))
-        return self._fft(flat, num, uniform_poles=True, kernel=kernel)
+        return self._fft(flat, num, uniform_poles=True, kernel=kernel, scratch=scratch)
 
     def flat_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
         """The Fourier-domain weights ``forward_flat`` uses (None for ``impl="conv"``)."""
@@ -180,7 +200,10 @@ class GridSpinConv(nn.Module):
             mat = mat * keep
         return mat.reshape(num_freq, groups, 2 * lat * cg, 2 * out_g)
 
-    def _fft(self, flat: Tensor, num: int, uniform_poles: bool, kernel: Tensor | None = None) -> Tensor:
+    def _fft(
+        self, flat: Tensor, num: int, uniform_poles: bool, kernel: Tensor | None = None,
+        scratch: Scratch | None = None,
+    ) -> Tensor:
         """Spin convolution of a flat grid (long * num * lat, C) via the longitude DFT."""
         groups, lat, long = self.groups, self.lat, self.long
         cg = self.in_channels // groups
@@ -188,17 +211,23 @@ class GridSpinConv(nn.Module):
         dft, idft = _dft_matrices_cached(long, flat.dtype, flat.device)
         num_freq = dft.shape[1] // 2
         # Spectrum (2F, num, lat, C), rows [re f | im f]; then (F, G, num, [re/im, lat, cg]).
-        spec = torch.matmul(dft.T, flat.reshape(long, -1)).view(2, num_freq, num, lat, groups, cg)
-        spec = _permuted_copy(spec, (1, 4, 2, 0, 3, 5)).view(num_freq, groups, num, 2 * lat * cg)
+        spec = _matmul(dft.T, flat.reshape(long, -1), scratch, "spectrum").view(2, num_freq, num, lat, groups, cg)
+        spec = _permuted_copy(spec, (1, 4, 2, 0, 3, 5), scratch, "spectrum_by_group")
+        spec = spec.view(num_freq, groups, num, 2 * lat * cg)
         if kernel is None:
             kernel = self._kernel_matrix(flat.dtype, dft, uniform_poles)
-        out = torch.matmul(spec, kernel)  # (F, G, num, 2 out_g)
+        out = _matmul(spec, kernel, scratch, "out_spectrum")  # (F, G, num, 2 out_g)
         # The bias adds the same value to every roll: it is long * bias on the real part of
         # the zero frequency (the inverse DFT averages that coefficient over the rolls).
         out[0, :, :, :out_g] += (self.long * self.conv1.bias).to(out.dtype).view(groups, 1, out_g)
-        out = _permuted_copy(out.view(num_freq, groups, num, 2, out_g), (2, 1, 4, 3, 0))  # (num, G, out_g, 2, F)
-        y = torch.matmul(out.view(num, self.out_channels, 2 * num_freq), idft)  # all rolls
-        return self.act(y).mean(dim=-1)
+        out = _permuted_copy(out.view(num_freq, groups, num, 2, out_g), (2, 1, 4, 3, 0),  # (num, G, out_g, 2, F)
+                             scratch, "out_spectrum_by_edge")
+        y = _matmul(out.view(num, self.out_channels, 2 * num_freq), idft, scratch, "rolls")  # all rolls
+        if scratch is not None and isinstance(self.act, nn.SiLU):
+            y = torch.nn.functional.silu(y, inplace=True)
+        else:
+            y = self.act(y)
+        return y.mean(dim=-1)
 
 
 def build_spin_conv(

@@ -168,7 +168,8 @@ class GridSpinConv(nn.Module):
         return self.act(y).mean(dim=-1)
 
     def _kernel_matrix(self, dtype: torch.dtype, dft: Tensor, uniform_poles: bool) -> Tensor:
-        """Per (frequency, group) the real (2 lat cg, 2 out_g) form of X -> conj(W) X."""
+        """Per output half (re, im), frequency and group the real (2 lat cg, out_g) matrix
+        of X -> conj(W) X: shape (2, F, G, 2 lat cg, out_g)."""
         groups, lat = self.groups, self.lat
         cg = self.in_channels // groups
         out_g = self.out_channels // groups
@@ -198,7 +199,10 @@ class GridSpinConv(nn.Module):
                 keep[0, :, 1, 0] = 0.0
                 keep[0, :, 1, lat - 1] = 0.0
             mat = mat * keep
-        return mat.reshape(num_freq, groups, 2 * lat * cg, 2 * out_g)
+        # (re/im of the output, F, G, 2 lat cg, out_g): one matrix product per output half,
+        # so the products land with the spectrum slot outermost (see ``_fft``).
+        mat = mat.reshape(num_freq, groups, 2 * lat * cg, 2, out_g)
+        return mat.permute(3, 0, 1, 2, 4).contiguous()
 
     def _fft(
         self, flat: Tensor, num: int, uniform_poles: bool, kernel: Tensor | None = None,
@@ -216,18 +220,25 @@ class GridSpinConv(nn.Module):
         spec = spec.view(num_freq, groups, num, 2 * lat * cg)
         if kernel is None:
             kernel = self._kernel_matrix(flat.dtype, dft, uniform_poles)
-        out = _matmul(spec, kernel, scratch, "out_spectrum")  # (F, G, num, 2 out_g)
+        # Output spectrum (2F, G, num, out_g): slot [re f | im f] outermost, as the rows of
+        # the inverse DFT, so no permuted copy is needed before it.
+        if scratch is None:
+            out = torch.stack([torch.matmul(spec, kernel[0]), torch.matmul(spec, kernel[1])])
+        else:
+            out = scratch.take("out_spectrum", (2, num_freq, groups, num, out_g), flat.dtype, flat.device)
+            torch.matmul(spec, kernel[0], out=out[0])
+            torch.matmul(spec, kernel[1], out=out[1])
         # The bias adds the same value to every roll: it is long * bias on the real part of
         # the zero frequency (the inverse DFT averages that coefficient over the rolls).
-        out[0, :, :, :out_g] += (self.long * self.conv1.bias).to(out.dtype).view(groups, 1, out_g)
-        out = _permuted_copy(out.view(num_freq, groups, num, 2, out_g), (2, 1, 4, 3, 0),  # (num, G, out_g, 2, F)
-                             scratch, "out_spectrum_by_edge")
-        y = _matmul(out.view(num, self.out_channels, 2 * num_freq), idft, scratch, "rolls")  # all rolls
+        out[0, 0] += (self.long * self.conv1.bias).to(out.dtype).view(groups, 1, out_g)
+        # All rolls: (G num out_g, 2F) @ (2F, long), the transposed view costs no copy.
+        y = _matmul(out.view(2 * num_freq, -1).T, idft, scratch, "rolls")
         if scratch is not None and isinstance(self.act, nn.SiLU):
             y = torch.nn.functional.silu(y, inplace=True)
         else:
             y = self.act(y)
-        return y.mean(dim=-1)
+        y = y.view(groups, num, out_g, long).mean(dim=-1)  # (G, num, out_g)
+        return y.permute(1, 0, 2).reshape(num, self.out_channels)
 
 
 def build_spin_conv(

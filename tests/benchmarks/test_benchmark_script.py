@@ -90,3 +90,18 @@ def test_autocast_variant_tiny(tmp_path):
     timings = {r["model"] for r in lines if r["case"] == "timing"}
     assert timings == {"spinconv", "spinconv_bf16"}
     assert [(r["ours"], r["baseline"]) for r in lines if r["case"] == "ratio"] == [("spinconv", "spinconv_bf16")]
+
+
+def test_malloc_retain_restarts_the_script_with_glibc_settings(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "retain.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    subprocess.run([sys.executable, str(SCRIPT), "--config", "tiny", "--batch-size", "1", "--repeats", "1",
+                    "--warmup", "0", "--threads", "1", "--no-memory", "--no-flops", "--mode", "forward",
+                    "--malloc", "retain", "--output", str(out)], check=True, env=env, capture_output=True)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines and all(r["malloc"] == "retain" for r in lines)
+    assert all(r["omp_wait_policy"] == "PASSIVE" for r in lines)

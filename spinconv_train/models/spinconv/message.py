@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .embedding import EmbeddingBlock, he_init_
+from .embedding import EmbeddingBlock, activate, he_init_
 from .projection import ChunkedSplatPlan, SplatPlan, grid_from_flat, splat, splat_dtype
 from .scratch import Scratch
 from .spin_conv import GridSpinConv, build_spin_conv
@@ -119,5 +119,5 @@ class MessageBlock(nn.Module):
 
     def _message(self, h: Tensor, x_dist: Tensor, source_element: Tensor, target_element: Tensor) -> Tensor:
         h = self.embeddingblock1(h, source_element, target_element)
-        h = h + self.distfc2(self.act(self.distfc1(x_dist)))
-        return self.embeddingblock2(self.act(h), source_element, target_element)
+        h = h + self.distfc2(activate(self.act, self.distfc1(x_dist)))
+        return self.embeddingblock2(activate(self.act, h), source_element, target_element)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from .distance import DistanceBlock, GaussianBasis, cosine_weight, polynomial_envelope
 from .edges import EdgeGraph, build_edge_graph, check_atomic_numbers, edge_pairs
-from .embedding import EmbeddingBlock, he_init_
+from .embedding import EmbeddingBlock, activate, he_init_
 from .energy_head import EnergyHead
 from .force_head import ForceHead
 from .frames import edge_frames
@@ -234,7 +234,7 @@ class SpinConv(nn.Module):
         chunk = None if torch.is_grad_enabled() else self.chunk_spheres(dist.device)
         if chunk is None or dist.shape[0] <= chunk:
             x_dist = self.dist_block(dist, src_el, tgt_el)
-            x = self.act(self.distfc2(self.act(self.distfc1(x_dist))))
+            x = activate(self.act, self.distfc2(activate(self.act, self.distfc1(x_dist))))
             return x_dist, self.embeddingblock2(x, src_el, tgt_el)
         parts = [self._edge_features(dist[i:i + chunk], src_el[i:i + chunk], tgt_el[i:i + chunk])
                  for i in range(0, dist.shape[0], chunk)]

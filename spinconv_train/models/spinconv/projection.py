@@ -80,10 +80,10 @@ class SplatPlan:
         return self._transposed
 
     def values(self) -> Tensor:
-        return self.weight[self.forward.take]
+        return self.weight.index_select(0, self.forward.take)
 
     def values_t(self) -> Tensor:
-        return self.weight[self.transposed.take]
+        return self.weight.index_select(0, self.transposed.take)
 
 
 def _transposed_structure(corner_rows: Tensor, src: Tensor, shape: tuple[int, int]) -> CSRStructure:
@@ -95,7 +95,7 @@ def _transposed_structure(corner_rows: Tensor, src: Tensor, shape: tuple[int, in
     crow_t[1:] = torch.cumsum(4 * src_count, 0)
     corner = torch.arange(4, device=src.device)
     take_t = (corner.unsqueeze(0) * num + by_src.unsqueeze(1)).reshape(-1)  # (P_sorted, 4) -> flat
-    return CSRStructure(crow=crow_t, col=corner_rows[take_t], take=take_t, shape=(num_src, num_rows))
+    return CSRStructure(crow=crow_t, col=corner_rows.index_select(0, take_t), take=take_t, shape=(num_src, num_rows))
 
 
 def sphere_angles(coords: Tensor, at_south_pole: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -164,7 +164,8 @@ def make_splat_plan(
     group_size = torch.bincount(key, minlength=long * num_dst * (lat - 1))
     group_start = torch.cumsum(group_size, 0) - group_size
     rank = torch.empty_like(order)
-    rank[order] = torch.arange(num, device=device) - group_start[key[order]]
+    # (index_select / scatter_ instead of advanced indexing: 3-4x faster on CPU here)
+    rank.scatter_(0, order, torch.arange(num, device=device) - group_start.index_select(0, key.index_select(0, order)))
 
     # counts[c0, d, r0 + 1], in the flat grid's row order; r0 = -1 and lat - 1 are padding.
     counts = torch.zeros(long, num_dst, lat + 1, dtype=torch.long, device=device)
@@ -186,12 +187,13 @@ def make_splat_plan(
         [(c0 * num_dst + dst) * lat + r0, (c1 * num_dst + dst) * lat + r0,
          (c0 * num_dst + dst) * lat + r1, (c1 * num_dst + dst) * lat + r1]
     )  # (4, P) grid row of each corner
-    offsets = torch.stack([torch.zeros_like(rank), off_b[rows[1]], off_c[rows[2]], off_d[rows[3]]])
-    position = crow[rows] + offsets + rank.unsqueeze(0)  # (4, P) slot of each entry in CSR order
+    offsets = torch.stack([torch.zeros_like(rank), off_b.index_select(0, rows[1]), off_c.index_select(0, rows[2]),
+                           off_d.index_select(0, rows[3])])
+    position = crow.index_select(0, rows.view(-1)).view(4, num) + offsets + rank.unsqueeze(0)  # slot of each entry
     nnz = 4 * num
     take = torch.empty(nnz, dtype=torch.long, device=device)
-    take[position.reshape(-1)] = torch.arange(nnz, device=device)
-    forward = CSRStructure(crow=crow, col=src.repeat(4)[take], take=take, shape=(num_rows, num_src))
+    take.scatter_(0, position.view(-1), torch.arange(nnz, device=device))
+    forward = CSRStructure(crow=crow, col=src.repeat(4).index_select(0, take), take=take, shape=(num_rows, num_src))
     return SplatPlan(forward, weight.reshape(-1), num_dst, lat, long, corner_rows=rows.reshape(-1), src=src)
 
 

@@ -87,12 +87,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="per-module forward times and top torch ops of our model for each mode")
     p.add_argument("--omp-wait-policy", choices=("passive", "active", "inherit"), default="passive",
                    help="OpenMP wait policy of this run (default passive; see OMP_POLICY_ENV)")
+    p.add_argument("--chunk-elements", default="auto",
+                   help="our spin_conv_chunk_elements: 'auto' (default), 'none' or grid values per chunk")
+    p.add_argument("--matmul-precision", choices=("highest", "high", "medium"), default="highest",
+                   help="torch.set_float32_matmul_precision for the whole run ('high' lets float32 matrix "
+                        "products use TF32 on NVIDIA GPUs, as cuDNN convolutions do by default)")
     p.add_argument("--malloc", choices=("default", "retain"), default="default",
                    help="glibc malloc of this run: its defaults, or retain freed memory (MALLOC_RETAIN_ENV)")
     p.add_argument("--output", default=None, help="also write all JSON lines to this file (atomic)")
     args = p.parse_args(argv)
     if args.compare == "reference" and not args.reference_root:
         p.error(f"--compare reference needs --reference-root PATH or ${REFERENCE_ENV}")
+    if args.chunk_elements not in ("auto", "none") and not (args.chunk_elements.isdigit()
+                                                           and int(args.chunk_elements) > 0):
+        p.error(f"--chunk-elements must be 'auto', 'none' or a positive integer, got {args.chunk_elements!r}")
     if args.repeats < 1 or args.batch_size < 1:
         p.error("--repeats and --batch-size must be >= 1")
     return args
@@ -142,10 +150,18 @@ def model_config(args: argparse.Namespace) -> Dict[str, Any]:
     return dict(base, force_estimator=args.force_estimator)
 
 
+def our_config(args: argparse.Namespace) -> Dict[str, Any]:
+    """Our model's kwargs: the shared configuration plus our own options (chunk size)."""
+    config = model_config(args)
+    if args.chunk_elements != "auto":
+        config["spin_conv_chunk_elements"] = None if args.chunk_elements == "none" else int(args.chunk_elements)
+    return config
+
+
 def model_variants(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     """name -> build kwargs of the models timed side by side; the first one is ours."""
     config = model_config(args)
-    ours = {"kind": "spinconv", "config": config, "impl": args.spin_conv_impl}
+    ours = {"kind": "spinconv", "config": our_config(args), "impl": args.spin_conv_impl}
     if args.compare == "impl":
         return {
             "spinconv_fft": dict(ours, impl="fft"),
@@ -301,8 +317,7 @@ def run_comparison(args: argparse.Namespace, device: torch.device, emit: Emitter
 
 def run_scaling(args: argparse.Namespace, device: torch.device, emit: Emitter, info: Dict[str, Any]) -> Dict[str, Any]:
     """Forward (no grad) time and peak memory of our model over growing periodic slabs."""
-    config = model_config(args)
-    variant = {"kind": "spinconv", "config": config, "impl": args.spin_conv_impl}
+    variant = {"kind": "spinconv", "config": our_config(args), "impl": args.spin_conv_impl}
     model = build(variant, device)
     sizes = args.scaling_sizes or scaling_sizes()
     atoms, times = [], []
@@ -311,7 +326,7 @@ def run_scaling(args: argparse.Namespace, device: torch.device, emit: Emitter, i
         step = make_step(model, batch, "forward")
         t = time_interleaved({"f": step}, max(1, min(args.repeats, 3)), args.warmup, device)["f"]
         record = {"case": "scaling", "model": "spinconv", "mode": "forward", **info, "num_atoms": n,
-                  "num_edges": num_edges(batch.clone().cpu(), config), "ms_per_step": 1000.0 * t.median, **t.as_dict()}
+                  "num_edges": num_edges(batch.clone().cpu(), variant["config"]), "ms_per_step": 1000.0 * t.median, **t.as_dict()}
         if not args.no_memory:
             mem = memory_for(variant, "forward", {"type": "scaled", "num_atoms": n}, args, device, model, batch)
             record["peak_memory_mib"] = mem.get("peak_increase_mib")
@@ -328,7 +343,7 @@ def run_profile(args: argparse.Namespace, device: torch.device, emit: Emitter, i
     """One JSON line per mode: module breakdown (forward hooks) and top ops (torch.profiler)."""
     from spinconv_train.benchmarks.profiling import module_breakdown, op_table
 
-    variant = {"kind": "spinconv", "config": model_config(args), "impl": args.spin_conv_impl}
+    variant = {"kind": "spinconv", "config": our_config(args), "impl": args.spin_conv_impl}
     model = build(variant, device)
     batch = benchmark_batch(args.batch_size).to(device)
     modes = MODES if "all" in args.mode else tuple(m for m in MODES if m in args.mode)
@@ -367,6 +382,7 @@ def linear_fit(x: List[float], y: List[float]) -> Dict[str, Any]:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     set_threads(args.threads)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -376,6 +392,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
     emit = Emitter()
     info = machine_info(device, args.threads)
+    info["matmul_precision"] = args.matmul_precision
+    info["chunk_elements"] = args.chunk_elements
     start = time.perf_counter()
     if args.profile:
         run_profile(args, device, emit, info)

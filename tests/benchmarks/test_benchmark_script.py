@@ -105,3 +105,15 @@ def test_malloc_retain_restarts_the_script_with_glibc_settings(tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert lines and all(r["malloc"] == "retain" for r in lines)
     assert all(r["omp_wait_policy"] == "PASSIVE" for r in lines)
+
+
+def test_chunk_elements_option_reaches_our_model_only():
+    script = _script()
+    args = script.parse_args(["--compare", "reference", "--reference-root", "/nonexistent", "--chunk-elements", "4096"])
+    variants = script.model_variants(args)
+    assert variants["spinconv"]["config"]["spin_conv_chunk_elements"] == 4096
+    assert "spin_conv_chunk_elements" not in variants["reference"]["config"]
+    assert script.our_config(script.parse_args(["--chunk-elements", "none"]))["spin_conv_chunk_elements"] is None
+    assert "spin_conv_chunk_elements" not in script.our_config(script.parse_args([]))
+    with pytest.raises(SystemExit):
+        script.parse_args(["--chunk-elements", "lots"])

@@ -14,10 +14,11 @@ without evaluating atan2/asin on them, so the backward pass stays finite.
 
 Evaluation. The splat is a sparse matrix S (grid points x values) applied to the values:
 ``grid = S @ values``, as a CSR matrix product (one pass, no per-row scatter). The plan
-(structure and weights of S and of its transpose) is built once per forward pass with
-counting, not sorting, of the 4 P entries, and reused by every message block. Gradients
-flow to the values and to the weights (the angular path of the energy-centric model),
-and the backward pass is itself differentiable (training on forces).
+(structure and weights of S) is built once per forward pass with counting, not sorting,
+of the 4 P entries, and reused by every message block; the structure of S^T is added the
+first time a backward pass needs it. Gradients flow to the values and to the weights (the
+angular path of the energy-centric model), and the backward pass is itself differentiable
+(training on forces).
 
 Flat grid layout: row ``(k * num_dst + d) * lat + r`` holds column k, sphere d, latitude
 row r, so the longitude DFT of all spheres is one small matrix product.

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .embedding import EmbeddingBlock, activate, he_init_
+from .activation import activate
+from .embedding import EmbeddingBlock, he_init_
 from .projection import ChunkedSplatPlan, SplatPlan, grid_from_flat, splat, splat_dtype
 from .scratch import Scratch
 from .spin_conv import GridSpinConv, build_spin_conv

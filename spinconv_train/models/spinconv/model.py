@@ -11,9 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from ...registry import MODELS
+from .activation import SiLU, activate
 from .distance import DistanceBlock, GaussianBasis, cosine_weight, polynomial_envelope
 from .edges import EdgeGraph, build_edge_graph, check_atomic_numbers, edge_pairs
-from .embedding import EmbeddingBlock, activate, he_init_
+from .embedding import EmbeddingBlock, he_init_
 from .energy_head import EnergyHead
 from .force_head import ForceHead
 from .frames import edge_frames
@@ -107,7 +108,7 @@ class SpinConv(nn.Module):
         self.direct_forces = force_estimator != "grad"
         self.envelope = bool(envelope)
         self.envelope_exponent = int(envelope_exponent)
-        self.act = nn.SiLU()
+        self.act = SiLU()  # nn.SiLU with a memory-lean second derivative (activation.py)
         if not (spin_conv_chunk_elements is None or spin_conv_chunk_elements == "auto"
                 or (isinstance(spin_conv_chunk_elements, int) and spin_conv_chunk_elements > 0)):
             raise ValueError(

@@ -65,9 +65,9 @@ import math
 from typing import Callable, Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .activation import silu
 from .spharm_grid import check_grid_resolves, num_coefficients, projection_matrix
 from .spharm_rotation import order_slots, rotation_fourier_blocks
 
@@ -103,7 +103,7 @@ class _SphericalSpinConv(nn.Module):
         check_grid_resolves(lat, long, lmax)
         self.lat, self.long, self.lmax = lat, long, lmax
         self.num_coeffs = num_coefficients(lmax)
-        self.act: Activation = F.silu if act is None else act
+        self.act: Activation = silu if act is None else act  # lean second derivative
         self._float64_constants: Dict[str, torch.Tensor] = {}
         self._add_constant("projection", projection_matrix(lat, long, lmax))
 

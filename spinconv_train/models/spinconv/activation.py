@@ -1,0 +1,78 @@
+"""SiLU with a memory-lean second derivative, and in-place activation for inference.
+
+The energy-centric model trains on forces = -dE/dx, so every SiLU is differentiated twice.
+PyTorch's differentiable SiLU backward, ``grad * s * (1 + x (1 - s))`` with s = sigmoid(x),
+is built from five recorded elementwise ops and keeps about five tensors of the input's
+size alive for the second backward (measured: 1.8 GB of the 2.6 GB saved by the
+create_graph pass for two OC20 slabs). ``SiLU`` here computes the same values, but its
+first backward is one recorded op that keeps only the incoming gradient (the input is
+already saved), and the second backward recomputes the sigmoid.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["SiLU", "activate", "silu"]
+
+
+def _silu_second_derivative(x: Tensor) -> Tensor:
+    s = torch.sigmoid(x)
+    return s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+
+
+class _SiLUGrad(torch.autograd.Function):
+    """grad * silu'(x), differentiable in ``grad`` and ``x`` (the first backward of SiLU)."""
+
+    @staticmethod
+    def forward(ctx, grad: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(grad, x)
+        return torch.ops.aten.silu_backward(grad, x)
+
+    @staticmethod
+    def backward(ctx, gg: Tensor):
+        grad, x = ctx.saved_tensors
+        g_grad = _SiLUGrad.apply(gg, x) if ctx.needs_input_grad[0] else None
+        g_x = gg * grad * _silu_second_derivative(x) if ctx.needs_input_grad[1] else None
+        return g_grad, g_x
+
+
+class _SiLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return torch.nn.functional.silu(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a second backward will follow
+            return _SiLUGrad.apply(grad, x)
+        return torch.ops.aten.silu_backward(grad, x)  # fused kernel, nothing recorded
+
+
+def silu(x: Tensor) -> Tensor:
+    """x * sigmoid(x); the lean-second-derivative version when autograd records."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SiLUFunction.apply(x)
+    return torch.nn.functional.silu(x)
+
+
+class SiLU(nn.SiLU):
+    """``nn.SiLU`` (same module type for ``isinstance`` checks) using ``silu`` above."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.inplace:
+            return super().forward(x)
+        return silu(x)
+
+
+def activate(act: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``act(x)``; a SiLU runs in place on ``x`` when autograd is off (``x`` must then be a
+    temporary nobody else reads). Saves a fresh (rows, 8 * mid) tensor per embedding block:
+    one block on a 682-edge chunk took 16.2 ms, 12.0 ms with in-place SiLUs (2 threads)."""
+    if isinstance(act, nn.SiLU) and not torch.is_grad_enabled():
+        return torch.nn.functional.silu(x, inplace=True)
+    return act(x)

@@ -15,12 +15,17 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SiLU", "activate", "silu"]
+__all__ = ["SiLU", "activate", "silu", "silu_mixture"]
 
 
 def _silu_second_derivative(x: Tensor) -> Tensor:
     s = torch.sigmoid(x)
     return s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+
+
+def _silu_derivative(x: Tensor) -> Tensor:
+    s = torch.sigmoid(x)
+    return s * (1.0 + x * (1.0 - s))
 
 
 class _SiLUGrad(torch.autograd.Function):
@@ -67,6 +72,71 @@ class SiLU(nn.SiLU):
         if self.inplace:
             return super().forward(x)
         return silu(x)
+
+
+def _mix(h: Tensor, mix: Tensor) -> Tensor:
+    """(M, K, mid) experts, (M, K) weights -> (M, mid)."""
+    return torch.bmm(mix.unsqueeze(1), h).squeeze(1)
+
+
+def _silu_mixture_grads(g: Tensor, z: Tensor, mix: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of sum_k mix_k silu(z_k) for the incoming g (M, mid): (dz, dmix)."""
+    grad_h = mix.unsqueeze(-1) * g.unsqueeze(1)  # (M, K, mid)
+    grad_z = torch.ops.aten.silu_backward(grad_h, z)
+    grad_mix = torch.bmm(torch.nn.functional.silu(z), g.unsqueeze(-1)).squeeze(-1)
+    return grad_z, grad_mix
+
+
+class _SiLUMixtureGrad(torch.autograd.Function):
+    """First backward of ``silu_mixture``: (g, z, mix) -> (dz, dmix), with its own
+    backward, so that the second-order pass keeps only g, z and mix (no expert-sized
+    activations or gradients)."""
+
+    @staticmethod
+    def forward(ctx, g: Tensor, z: Tensor, mix: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.save_for_backward(g, z, mix)
+        return _silu_mixture_grads(g, z, mix)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gg_z: Tensor, gg_mix: Tensor):
+        g, z, mix = ctx.saved_tensors
+        d1 = _silu_derivative(z)  # (M, K, mid)
+        mg = mix.unsqueeze(-1) * g.unsqueeze(1)  # (M, K, mid)
+        # grad_z = d1 * (mix g), grad_mix_k = <silu(z_k), g>
+        d_g = _mix(d1 * gg_z, mix) + _mix(torch.nn.functional.silu(z), gg_mix)
+        d_z = gg_z * _silu_second_derivative(z) * mg + gg_mix.unsqueeze(-1) * d1 * g.unsqueeze(1)
+        d_mix = (gg_z * d1 * g.unsqueeze(1)).sum(-1)
+        return d_g, d_z, d_mix
+
+
+class _SiLUMixture(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: Tensor, mix: Tensor) -> Tensor:
+        ctx.save_for_backward(z, mix)
+        return _mix(torch.nn.functional.silu(z), mix)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        z, mix = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a second backward will follow
+            return _SiLUMixtureGrad.apply(g, z, mix)
+        return _silu_mixture_grads(g, z, mix)
+
+
+def silu_mixture(z: Tensor, mix: Tensor) -> Tensor:
+    """sum_k mix[:, k] * silu(z[:, k]) for experts z (M, K, mid) and weights mix (M, K).
+
+    The mixture of an embedding block. With autograd it keeps z and mix, not the (M, K, mid)
+    activations (recomputed in backward), and its first backward keeps only the incoming
+    (M, mid) gradient for a second one (energy-centric training); without autograd the
+    SiLU runs in place on ``z``.
+    """
+    if not torch.is_grad_enabled():
+        return _mix(torch.nn.functional.silu(z, inplace=True), mix)
+    if z.requires_grad or mix.requires_grad:
+        return _SiLUMixture.apply(z, mix)
+    return _mix(torch.nn.functional.silu(z), mix)
 
 
 def activate(act: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:

@@ -165,6 +165,11 @@ class SpinConv(nn.Module):
                 spin_conv_impl,
             )
 
+        if regress_forces and not self.direct_forces:  # training differentiates forces = -dE/dx
+            for module in self.modules():
+                if isinstance(module, EmbeddingBlock):
+                    module.recompute_for_second_order = True
+
     @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

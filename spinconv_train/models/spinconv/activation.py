@@ -6,7 +6,10 @@ is built from five recorded elementwise ops and keeps about five tensors of the 
 size alive for the second backward (measured: 1.8 GB of the 2.6 GB saved by the
 create_graph pass for two OC20 slabs). ``SiLU`` here computes the same values, but its
 first backward is one recorded op that keeps only the incoming gradient (the input is
-already saved), and the second backward recomputes the sigmoid.
+already saved), and the second backward recomputes the sigmoid. ``silu_mixture`` does the
+same for an embedding block's SiLU + expert mixture, whose (M, K * mid) activations it
+recomputes in backward instead of keeping them. ``activate`` applies a SiLU in place when
+autograd is off (inference).
 """
 from __future__ import annotations
 

@@ -93,7 +93,8 @@ def _silu_mixture_grads(g: Tensor, z: Tensor, mix: Tensor) -> tuple[Tensor, Tens
 class _SiLUMixtureGrad(torch.autograd.Function):
     """First backward of ``silu_mixture``: (g, z, mix) -> (dz, dmix), with its own
     backward, so that the second-order pass keeps only g, z and mix (no expert-sized
-    activations or gradients)."""
+    activations or gradients). That backward is not differentiable again: third
+    derivatives through an energy-centric model in training mode raise an error."""
 
     @staticmethod
     def forward(ctx, g: Tensor, z: Tensor, mix: Tensor) -> tuple[Tensor, Tensor]:

@@ -419,13 +419,11 @@ def _reexec_with_environment(argv: List[str]) -> None:
         wanted[OMP_POLICY_ENV] = args.omp_wait_policy.upper()
     if args.malloc == "retain":
         wanted.update(MALLOC_RETAIN_ENV)
-    env = dict(os.environ)
-    if args.malloc == "default":
-        for key in MALLOC_RETAIN_ENV:
-            env.pop(key, None)
-    if all(env.get(k, "").upper() == v.upper() for k, v in wanted.items()) and env == os.environ:
-        return
+    dropped = MALLOC_RETAIN_ENV if args.malloc == "default" else {}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(wanted)
+    if env == dict(os.environ):
+        return
     env[_REEXEC_MARK] = "1"
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], env)

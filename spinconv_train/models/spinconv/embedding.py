@@ -74,8 +74,7 @@ class EmbeddingBlock(nn.Module):
         emb = torch.cat([self.source_embedding(source_element), self.target_embedding(target_element)], dim=-1)
         mix = torch.softmax(self.embed_fc1(emb), dim=-1)  # (M, K)
         z = self.fc2(activate(self.act, self.fc1(x))).view(-1, self.num_experts, self.mid_channels)
-        if isinstance(self.act, nn.SiLU) and (self.recompute_for_second_order and self.training
-                                              or not torch.is_grad_enabled()):
+        if isinstance(self.act, nn.SiLU) and self.recompute_for_second_order and self.training:
             h = silu_mixture(z, mix)  # keeps no (M, K*mid) activations for backward
         else:
             h = torch.bmm(mix.unsqueeze(1), activate(self.act, z)).squeeze(1)

@@ -290,6 +290,12 @@ def _csr_matmul(matrix: Tensor, x: Tensor, out: Tensor | None = None) -> Tensor:
     return torch.addmm(out, matrix, x, beta=0.0, out=out)
 
 
+def _splat_product(structure: CSRStructure, values: Tensor, x: Tensor, out: Tensor | None = None) -> Tensor:
+    """S(values) @ x in the inputs' dtype (autocast off: CSR kernels lack half types)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _csr_matmul(_csr(structure, values), x, out)
+
+
 class _SparseMatmul(torch.autograd.Function):
     """out = S(values) @ x for a CSR structure; differentiable in values and x, twice."""
 
@@ -297,8 +303,7 @@ class _SparseMatmul(torch.autograd.Function):
     def forward(ctx, values: Tensor, values_t: Tensor, x: Tensor, fwd: CSRStructure, bwd: CSRStructure) -> Tensor:
         ctx.save_for_backward(values, values_t, x)
         ctx.structures = (fwd, bwd)
-        with torch.autocast(device_type=x.device.type, enabled=False):  # in the inputs' dtype
-            return _csr_matmul(_csr(fwd, values), x)
+        return _splat_product(fwd, values, x)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -335,8 +340,7 @@ def splat(values: Tensor, plan: SplatPlan, out: Tensor | None = None) -> Tensor:
     dtype = splat_dtype(values.dtype, weights.dtype)
     weights, values = weights.to(dtype), values.to(dtype).contiguous()
     if not (torch.is_grad_enabled() and (weights.requires_grad or values.requires_grad)):
-        with torch.autocast(device_type=values.device.type, enabled=False):
-            return _csr_matmul(_csr(plan.forward, weights), values, out)  # no transposed structure needed
+        return _splat_product(plan.forward, weights, values, out)  # no transposed structure needed
     return _SparseMatmul.apply(weights, plan.values_t().to(dtype), values, plan.forward, plan.transposed)
 
 

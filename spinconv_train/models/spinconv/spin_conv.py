@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from .activation import activate
 from .scratch import Scratch
 
 __all__ = ["SPHARM_KINDS", "SPIN_CONV_KINDS", "GridSpinConv", "build_spin_conv"]
@@ -233,11 +234,7 @@ class GridSpinConv(nn.Module):
         out[0, 0] += (self.long * self.conv1.bias).to(out.dtype).view(groups, 1, out_g)
         # All rolls: (G num out_g, 2F) @ (2F, long), the transposed view costs no copy.
         y = _matmul(out.view(2 * num_freq, -1).T, idft, scratch, "rolls")
-        if scratch is not None and isinstance(self.act, nn.SiLU):
-            y = torch.nn.functional.silu(y, inplace=True)
-        else:
-            y = self.act(y)
-        y = y.view(groups, num, out_g, long).mean(dim=-1)  # (G, num, out_g)
+        y = activate(self.act, y).view(groups, num, out_g, long).mean(dim=-1)  # y is a fresh temporary  # (G, num, out_g)
         return y.permute(1, 0, 2).reshape(num, self.out_channels)
 
 

@@ -257,6 +257,12 @@ class SpinConv(nn.Module):
         check_atomic_numbers(atomic_numbers, batch, self.max_num_elements)
         num_structures = int(data.natoms.numel())
         grad_forces = self.regress_forces and not self.direct_forces
+        if grad_forces and torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "energy-centric SpinConv (force_estimator='grad') computes forces = -dE/dpos by "
+                "autograd, which torch.inference_mode() switches off; call it under "
+                "torch.no_grad() instead (it turns autograd back on for the forces only)"
+            )
         outer_grad = torch.is_grad_enabled()
         with torch.set_grad_enabled(grad_forces or outer_grad):
             if grad_forces and not pos.requires_grad:

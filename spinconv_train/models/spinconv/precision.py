@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["accumulation_dtype", "geometry_precision"]
+__all__ = ["accumulation_dtype", "autocast_state", "geometry_precision"]
 
 
 @contextlib.contextmanager
@@ -26,3 +26,13 @@ def geometry_precision(reference: Tensor) -> Iterator[None]:
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype to sum ``dtype`` values in: float32 for half types, else ``dtype`` itself."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def autocast_state(device_type: str) -> tuple[bool, torch.dtype | None]:
+    """(autocast enabled on ``device_type``, its dtype); the per-device query of torch >= 2.4
+    with a fallback for torch 2.3 (CPU and CUDA only there)."""
+    if hasattr(torch, "get_autocast_dtype"):
+        return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    if device_type == "cpu":
+        return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .activation import activate
+from .precision import autocast_state
 from .scratch import Scratch
 
 __all__ = ["SPHARM_KINDS", "SPIN_CONV_KINDS", "GridSpinConv", "build_spin_conv"]
@@ -131,6 +132,7 @@ class GridSpinConv(nn.Module):
         self.conv1 = nn.Conv1d(
             in_channels * lat, out_channels, long, groups=groups, padding=long // 2, padding_mode="circular"
         )
+        self._kernel_cache: tuple | None = None  # (key, weight view, kernel); see flat_kernel
 
     def forward(self, grid: Tensor) -> Tensor:
         """(E, C, lat, long) -> (E, out), invariant to ``torch.roll(grid, k, -1)``."""
@@ -157,9 +159,52 @@ class GridSpinConv(nn.Module):
         return self._fft(flat, num, uniform_poles=True, kernel=kernel, scratch=scratch)
 
     def flat_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
-        """The Fourier-domain weights ``forward_flat`` uses (None for ``impl="conv"``)."""
+        """The Fourier-domain weights ``forward_flat`` uses (None for ``impl="conv"``).
+
+        When no gradient can flow to the weight (no autograd, or a frozen weight) the
+        matrix is kept and reused until the weight changes: rebuilding it took ~40% of a
+        small molecule's forward pass. A change is noticed through the weight's version
+        counter (optimizer steps, ``load_state_dict``, EMA updates and any in-place edit
+        of the parameter bump it) or its storage (``.to()``, ``.data = ...``); edits made
+        through ``weight.data`` bypass the counter, so call ``clear_kernel_cache`` after them.
+        """
         if self.impl == "conv":
             return None
+        weight = self.conv1.weight
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return self._build_flat_kernel(dtype, device)  # recorded: gradients reach the weight
+        key = (
+            dtype,
+            device,
+            weight._version,
+            weight.data_ptr(),
+            torch.is_inference_mode_enabled(),
+            autocast_state(device.type),
+        )
+        cached = self._kernel_cache
+        # The kept detached view shares the weight's storage, so that storage cannot be
+        # freed and its address reused by another tensor while the entry exists.
+        if cached is not None and cached[0] == key and cached[1].data_ptr() == weight.data_ptr():
+            return cached[2]
+        with torch.no_grad():
+            kernel = self._build_flat_kernel(dtype, device)
+        self._kernel_cache = (key, weight.detach(), kernel)
+        return kernel
+
+    def clear_kernel_cache(self) -> None:
+        """Forget the kept Fourier-domain weights (rebuilt on the next inference call)."""
+        self._kernel_cache = None
+
+    def train(self, mode: bool = True) -> "GridSpinConv":
+        self.clear_kernel_cache()  # switching modes brackets every optimisation phase
+        return super().train(mode)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_kernel_cache"] = None  # derived data: never pickled with the module
+        return state
+
+    def _build_flat_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor:
         dft, _ = _dft_matrices_cached(self.long, dtype, device)
         return self._kernel_matrix(dtype, dft, uniform_poles=True)
 

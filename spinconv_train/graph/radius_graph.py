@@ -279,6 +279,7 @@ def radius_graph(
     pbc: Tensor | None,
     cutoff: float,
     max_neighbors: int,
+    device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Symmetric radius graph of a batch.
 
@@ -291,12 +292,14 @@ def radius_graph(
         cutoff: radius in Å.
         max_neighbors: an edge is kept when it is among the ``max_neighbors`` nearest of
             either of its endpoints (ties by neighbour index, then shift).
+        device: where the result goes (default: ``pos``'s device). The search runs on the
+            host; ``"cpu"`` returns it there, e.g. to derive more indices before one transfer.
 
     Returns:
         edge_index (2,E) long (row 0 source j, row 1 target i), sorted by target, then
         distance; cell_offsets (E,3) integer lattice shifts in the dtype of ``pos``.
     """
-    device = pos.device
+    device = pos.device if device is None else torch.device(device)
     natoms_np = natoms.detach().to("cpu").numpy().astype(np.int64).reshape(-1)
     num_structures = natoms_np.size
     total = int(natoms_np.sum())

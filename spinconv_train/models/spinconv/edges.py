@@ -4,6 +4,12 @@ reverse-edge map and the list of (projected edge k->j, edge j->i) pairs.
 The pair list is built from CSR offsets of the edges sorted by target: for every edge
 j->i, all edges into j. Its size is sum_j deg(j)^2, linear in the number of atoms for a
 bounded neighbour count; nothing here is (atoms x atoms).
+
+All integer work (neighbour search, capping, reverse edges, pairs, the neighbour check)
+runs on the host, where the neighbour search already is, and its results reach the
+model's device in one transfer: on a GPU nothing here waits for the device except that
+copy (``bincount``, ``repeat_interleave`` and ``.any()`` checks on CUDA tensors each
+synchronise the host with the GPU).
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from ...graph import cap_neighbors, edge_vectors, radius_graph, reverse_edges
 
 @dataclass
 class EdgeGraph:
-    """Edges of a batch, sorted by target atom."""
+    """Edges of a batch, sorted by target atom, and the pairs of edges the model projects."""
 
     edge_index: Tensor  # (2, E): row 0 source j, row 1 target i
     cell_offsets: Tensor  # (E, 3)
@@ -25,6 +31,9 @@ class EdgeGraph:
     dist: Tensor  # (E,)
     unit: Tensor  # (E, 3)
     rev: Tensor  # (E,) index of the reverse edge
+    pair_src: Tensor  # (P,) edge k->j projected onto the sphere of ...
+    pair_dst: Tensor  # (P,) ... edge j->i (non-decreasing)
+    pair_is_reverse: Tensor  # (P,) bool: pair_src is pair_dst's reverse (i->j)
 
 
 def _structure_of(batch: Tensor, atom: int) -> tuple[int, int]:
@@ -61,44 +70,77 @@ def build_edge_graph(
     if cell is not None:
         cell = cell.reshape(-1, 3, 3).to(pos.dtype)
     precomputed = getattr(data, "edge_index", None)
+    host = torch.device("cpu")
     if otf_graph or precomputed is None:
         pbc = getattr(data, "pbc", None) if use_pbc else None
-        edge_index, cell_offsets = radius_graph(pos, batch, data.natoms, cell, pbc, cutoff, max_neighbors)
+        edge_index, shifts = radius_graph(pos, batch, data.natoms, cell, pbc, cutoff, max_neighbors, device=host)
     else:
         offsets = getattr(data, "cell_offsets", None)
         if offsets is None or not use_pbc:
             offsets = pos.new_zeros(precomputed.shape[1], 3)
         offsets = offsets.to(pos.dtype)
-        dist = edge_vectors(pos.detach(), precomputed, offsets, cell, batch).norm(dim=-1)
+        dist = edge_vectors(pos.detach(), precomputed, offsets, cell, batch).norm(dim=-1).to(host)
+        precomputed, offsets = precomputed.to(host), offsets.to(host)
         inside = (dist < cutoff) & (dist > 0)
-        edge_index, cell_offsets = cap_neighbors(
-            precomputed[:, inside], offsets[inside], dist[inside], num_atoms, max_neighbors
-        )
+        edge_index, shifts = cap_neighbors(precomputed[:, inside], offsets[inside], dist[inside], num_atoms, max_neighbors)
+    edge_index = edge_index.long()
     degree = torch.bincount(edge_index[1], minlength=num_atoms)
     if bool((degree == 0).any()):
         atom = int((degree == 0).nonzero()[0])
-        b, local = _structure_of(batch, atom)
+        b, local = _structure_of(batch.to(host), atom)
         raise ValueError(
             f"atom {atom} (structure {b}, atom {local} within it) has no neighbours within "
             f"cutoff {cutoff} Å; SpinConv needs at least one neighbour per atom"
         )
+    rev = reverse_edges(edge_index, shifts)
+    pair_src, pair_dst = _edge_pairs(edge_index, degree)
+    pair_is_reverse = pair_src == rev[pair_dst]
+    edge_index, rev, pair_src, pair_dst, pair_is_reverse, cell_offsets = _to_device(
+        pos.device, edge_index, rev, pair_src, pair_dst, pair_is_reverse, shifts.round().long()
+    )
+    cell_offsets = cell_offsets.to(pos.dtype)
     vec = edge_vectors(pos, edge_index, cell_offsets, cell, batch)
     dist = vec.norm(dim=-1)
     unit = vec / dist.unsqueeze(-1)
-    rev = reverse_edges(edge_index, cell_offsets)
-    return EdgeGraph(edge_index, cell_offsets, vec, dist, unit, rev)
+    return EdgeGraph(edge_index, cell_offsets, vec, dist, unit, rev, pair_src, pair_dst, pair_is_reverse)
+
+
+def _to_device(device: torch.device, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Host integer/bool tensors on ``device``: one packed copy instead of one per tensor."""
+    if device.type == "cpu":
+        return tensors
+    return unpack_indices(pack_indices(tensors).to(device), tensors)
+
+
+def pack_indices(tensors: tuple[Tensor, ...]) -> Tensor:
+    """Integer/bool tensors flattened into one int64 vector (see ``unpack_indices``)."""
+    return torch.cat([t.reshape(-1).long() for t in tensors])
+
+
+def unpack_indices(flat: Tensor, like: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Views of ``flat`` with the shapes (and bool-ness) of ``like``: ``pack_indices``' inverse."""
+    out, start = [], 0
+    for t in like:
+        part = flat[start:start + t.numel()].view(t.shape)
+        out.append(part.bool() if t.dtype == torch.bool else part)
+        start += t.numel()
+    return tuple(out)
 
 
 def edge_pairs(edge_index: Tensor, num_atoms: int) -> tuple[Tensor, Tensor]:
     """For every edge e = j->i, all edges e' = k->j into its source: (pair_src=e', pair_dst=e).
 
-    Requires ``edge_index`` sorted by target (as ``build_edge_graph`` returns it).
+    Requires ``edge_index`` sorted by target (as ``build_edge_graph`` returns it);
+    ``pair_dst`` is non-decreasing.
     """
-    src, tgt = edge_index[0], edge_index[1]
+    return _edge_pairs(edge_index, torch.bincount(edge_index[1], minlength=num_atoms))
+
+
+def _edge_pairs(edge_index: Tensor, degree: Tensor) -> tuple[Tensor, Tensor]:
+    src = edge_index[0]
     num_edges = src.numel()
-    counts = torch.bincount(tgt, minlength=num_atoms)
-    first = torch.cumsum(counts, 0) - counts
-    per_edge = counts[src]
+    first = torch.cumsum(degree, 0) - degree
+    per_edge = degree[src]
     pair_dst = torch.repeat_interleave(torch.arange(num_edges, device=src.device), per_edge)
     start = torch.cumsum(per_edge, 0) - per_edge
     within = torch.arange(pair_dst.numel(), device=src.device) - start[pair_dst]

@@ -45,8 +45,9 @@ def _safe_norm(v: Tensor, tiny: float) -> tuple[Tensor, Tensor]:
 
 def _fallback_axis(x: Tensor) -> Tensor:
     """Cartesian axis least parallel to each row of ``x`` (deterministic, not equivariant)."""
-    idx = x.abs().argmin(dim=-1)
-    return torch.nn.functional.one_hot(idx, 3).to(x.dtype)
+    idx = x.abs().argmin(dim=-1, keepdim=True)
+    # (scatter, not one_hot: one_hot checks its indices on the host, a GPU synchronisation)
+    return torch.zeros_like(x).scatter_(-1, idx, 1.0)
 
 
 def _perpendicular_unit(x: Tensor, a: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from .activation import SiLU, activate
 from .distance import DistanceBlock, GaussianBasis, cosine_weight, polynomial_envelope
-from .edges import EdgeGraph, build_edge_graph, check_atomic_numbers, edge_pairs
+from .edges import EdgeGraph, build_edge_graph, check_atomic_numbers
 from .embedding import EmbeddingBlock, he_init_
 from .energy_head import EnergyHead
 from .force_head import ForceHead
@@ -192,8 +192,7 @@ class SpinConv(nn.Module):
         self, graph: EdgeGraph, num_atoms: int, frame_weight: Tensor, env: Tensor | None
     ) -> SplatPlan | ChunkedSplatPlan:
         """Frames of all edges and the splat plan of their neighbourhoods."""
-        pair_src, pair_dst = edge_pairs(graph.edge_index, num_atoms)
-        is_reverse = pair_src == graph.rev[pair_dst]
+        pair_src, pair_dst, is_reverse = graph.pair_src, graph.pair_dst, graph.pair_is_reverse
         unit = graph.unit
         pair_cos = (unit[pair_src] * unit[pair_dst]).sum(-1)
         pair_weight = torch.where(is_reverse, torch.zeros_like(pair_cos), frame_weight[pair_src])
@@ -211,7 +210,7 @@ class SpinConv(nn.Module):
             scale=scale,
             at_south_pole=is_reverse,
             max_dst_per_chunk=self.chunk_spheres(unit.device),
-            dst_sorted=True,  # edge_pairs groups the pairs by their (increasing) pair_dst
+            dst_sorted=True,  # the pairs are grouped by their (increasing) pair_dst
         )
 
     def _backbone(self, data, pos: Tensor, atomic_numbers: Tensor) -> tuple[EdgeGraph, Tensor, Tensor, Tensor | None]:

@@ -87,11 +87,27 @@ class SplatPlan:
         return self.weight.index_select(0, self.transposed.take)
 
 
+def index_counts(index: Tensor, size: int) -> Tensor:
+    """``torch.bincount(index, minlength=size)`` for indices known to lie in [0, size).
+
+    On CUDA ``bincount`` reads the indices' min and max back to the host (two
+    synchronisations); the scatter-add used off the CPU does not. On the CPU bincount is
+    the faster of the two (measured here: 0.58 vs 0.76 ms for 420k indices).
+    """
+    if index.device.type == "cpu":
+        return torch.bincount(index, minlength=size)
+    return _scatter_counts(index, size)
+
+
+def _scatter_counts(index: Tensor, size: int) -> Tensor:
+    return torch.zeros(size, dtype=torch.long, device=index.device).scatter_add_(0, index.long(), torch.ones_like(index, dtype=torch.long))
+
+
 def _transposed_structure(corner_rows: Tensor, src: Tensor, shape: tuple[int, int]) -> CSRStructure:
     num_rows, num_src = shape
     num = src.numel()
     by_src = torch.argsort(src, stable=True)
-    src_count = torch.bincount(src, minlength=num_src)
+    src_count = index_counts(src, num_src)
     crow_t = torch.zeros(num_src + 1, dtype=torch.long, device=src.device)
     crow_t[1:] = torch.cumsum(4 * src_count, 0)
     corner = torch.arange(4, device=src.device)
@@ -162,7 +178,7 @@ def make_splat_plan(
     # Group the points by (c0, sphere, r0); a stable sort of P keys (not of 4 P entries).
     key = (c0 * num_dst + dst) * (lat - 1) + r0
     order = torch.argsort(key, stable=True)
-    group_size = torch.bincount(key, minlength=long * num_dst * (lat - 1))
+    group_size = index_counts(key, long * num_dst * (lat - 1))
     group_start = torch.cumsum(group_size, 0) - group_size
     rank = torch.empty_like(order)
     # (index_select / scatter_ instead of advanced indexing: 3-4x faster on CPU here)

@@ -14,7 +14,8 @@ Comparisons, all timed side by side (interleaved rounds, same batch, same proces
   --scaling                                   forward time and memory, 100 -> 2000 atoms
 Each timing line is followed by ratio lines (baseline time / our time; our memory /
 baseline memory), a ``flops`` line (achieved FLOP/s of the spin convolutions vs the
-measured dense fp32 matmul rate) and a final ``summary`` line.
+measured dense fp32 matmul rate) and a final ``summary`` line; ``--census`` adds the ops
+each model dispatches per step (``spinconv_train.benchmarks.census``).
 
 Example: python scripts/benchmark_model.py --compare reference --reference-root ~/ocp
 """
@@ -32,6 +33,7 @@ import torch
 
 from spinconv_train.benchmarks.cases import (AUTOCAST_DTYPES, MODES, OC20_CONFIG, TINY_CONFIG, AutocastModel,
                                             build_model, make_step, num_edges)
+from spinconv_train.benchmarks.census import op_census
 from spinconv_train.benchmarks.flops import is_spin_conv, module_spin_flops
 from spinconv_train.benchmarks.memory import measure_peak_memory
 from spinconv_train.benchmarks.structures import benchmark_batch, scaled_system, scaling_sizes
@@ -83,6 +85,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--memory-warmup", type=int, default=1,
                    help="steps run in the memory subprocess before the measured one")
     p.add_argument("--no-flops", action="store_true", help="skip the spin-convolution FLOP/s line")
+    p.add_argument("--census", action="store_true",
+                   help="count the ops each model dispatches per step (launches; host-synchronising kinds)")
     p.add_argument("--profile", action="store_true",
                    help="per-module forward times and top torch ops of our model for each mode")
     p.add_argument("--omp-wait-policy", choices=("passive", "active", "inherit"), default="passive",
@@ -304,6 +308,9 @@ def run_comparison(args: argparse.Namespace, device: torch.device, emit: Emitter
                 {k: ratio[k] for k in ("speedup", "memory_ratio") if k in ratio}
             )
         summary[f"{mode}_ms"] = {name: round(1000.0 * timings[name].median, 2) for name in names}
+        if args.census:
+            for name in names:
+                emit({"case": "census", "model": name, "mode": mode, **info, **op_census(steps[name])})
     if args.compare == "impl":
         emit(round_floats({"case": "agreement", **info, **output_agreement(models, batch)}))
     if not args.no_flops:

@@ -15,14 +15,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
 
 echo "== CUDA tests"
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/gpu tests/models/test_spinconv_autocast.py 2>&1 \
-    | tee "$OUT/gpu_tests.log" | tail -25
+timeout 120 python3 -m pytest -q -s -p no:cacheprovider tests/gpu tests/models/test_spinconv_autocast.py 2>&1 \
+    | tee "$OUT/gpu_tests.log" | grep -E "synchronising calls|passed|failed|Error|error" | tail -25
 
 compare=()
 if [ -n "$REFERENCE_ROOT" ]; then compare=(--compare reference --reference-root "$REFERENCE_ROOT"); fi
 echo "== force-centric, batch 8: ours (fp32, bf16 autocast) vs reference"
-timeout 150 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --autocast bf16 \
-    --repeats 10 --warmup 3 --output "$OUT/bench_force.jsonl" | grep -E '"case": "(ratio|flops)"' | cut -c1-400
+timeout 150 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --autocast bf16 --census \
+    --repeats 10 --warmup 3 --output "$OUT/bench_force.jsonl" | grep -E '"case": "(ratio|flops|census)"' | cut -c1-400
 echo "== force-centric, batch 8: ours unchunked with TF32 matmuls (as cuDNN convolutions) vs reference"
 timeout 100 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --chunk-elements none \
     --matmul-precision high --repeats 10 --warmup 3 --no-flops --output "$OUT/bench_force_tf32.jsonl" \

@@ -55,8 +55,11 @@ def test_scaling_and_schnet_tiny(tmp_path):
     assert scaling[1]["num_edges"] > scaling[0]["num_edges"]
     (fit,) = [r for r in lines if r["case"] == "scaling_fit"]
     assert fit["points"] == 2 and "loglog_slope" in fit
-    lines = _run(tmp_path, "--compare", "schnet", "--mode", "train", "--no-flops")
+    lines = _run(tmp_path, "--compare", "schnet", "--mode", "train", "--no-flops", "--census")
     assert {r["model"] for r in lines if r["case"] == "timing"} == {"spinconv", "schnet"}
+    census = {r["model"]: r for r in lines if r["case"] == "census"}
+    assert set(census) == {"spinconv", "schnet"} and all(r["mode"] == "train" for r in census.values())
+    assert all(0 < r["non_view_ops"] <= r["ops"] for r in census.values())
 
 
 def test_linear_fit_exact():

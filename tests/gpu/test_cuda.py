@@ -104,3 +104,28 @@ def test_benchmark_script_on_cuda(tmp_path):
     timings = [r for r in timings if r["case"] == "timing"]
     assert {r["model"] for r in timings} == {"spinconv", "spinconv_bf16"}
     assert all(r["device"].startswith("cuda") and r["peak_memory_mib"] is not None for r in timings)
+
+
+@pytest.mark.parametrize("estimator", ["random", "grad"])
+def test_cuda_forward_synchronises_only_for_the_graph(estimator):
+    """The host waits for the GPU only where it must: copying positions, cells and atom
+    counts to the host for the neighbour search, sending the graph's indices back in one
+    copy, and one check of the atomic numbers. Every synchronising call is listed in the
+    output (``pytest -s``), so a new one shows up with its line."""
+    import warnings
+
+    model = make_model(torch.float32, force_estimator=estimator).to(CUDA).eval()
+    batch = _batch().to(CUDA)
+    with torch.no_grad():
+        model(batch.clone())  # warm-up: caches and lazy initialisation
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model(batch.clone())
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [f"{os.path.basename(w.filename)}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+    print(f"\n{estimator}: {len(syncs)} synchronising calls: {syncs}")
+    assert len(syncs) <= 8, syncs

@@ -63,7 +63,7 @@ def test_chunked_model_equals_whole(kind, estimator):
 def test_chunk_sizes():
     model = make_model(torch.float64)  # "auto"
     assert model.chunk_spheres(torch.device("cpu")) == 2**22 // 288
-    assert model.chunk_spheres(torch.device("cuda")) == 2**26 // 288
+    assert model.chunk_spheres(torch.device("cuda")) == 2**27 // 288
     assert make_model(torch.float64, spin_conv_chunk_elements=None).chunk_spheres(torch.device("cpu")) is None
     with pytest.raises(ValueError, match="spin_conv_chunk_elements"):
         make_model(torch.float64, spin_conv_chunk_elements=0)

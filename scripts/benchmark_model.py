@@ -35,8 +35,8 @@ from spinconv_train.benchmarks.cases import (AUTOCAST_DTYPES, MODES, OC20_CONFIG
                                             build_model, make_step, num_edges)
 from spinconv_train.benchmarks.census import op_census
 from spinconv_train.benchmarks.flops import is_spin_conv, module_spin_flops
-from spinconv_train.benchmarks.memory import measure_peak_memory
-from spinconv_train.benchmarks.structures import benchmark_batch, scaled_system, scaling_sizes
+from spinconv_train.benchmarks.memory import make_batch, measure_peak_memory
+from spinconv_train.benchmarks.structures import scaled_system, scaling_sizes
 from spinconv_train.benchmarks.timing import (
     cuda_peak_during,
     dense_matmul_gflops,
@@ -75,6 +75,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--scaling", action="store_true", help="forward time/memory over 100..2000 atoms")
     p.add_argument("--scaling-sizes", type=int, nargs="+", default=None)
     p.add_argument("--batch-size", type=int, default=8, help="structures in the benchmark batch")
+    p.add_argument("--molecule", default=None,
+                   help="time copies of this ASE molecule (e.g. CH3CH2OH) instead of the slabs: small-system latency")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
@@ -258,16 +260,23 @@ def round_floats(record: Dict[str, Any]) -> Dict[str, Any]:
     return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in record.items()}
 
 
+def batch_spec_of(args: argparse.Namespace) -> Dict[str, Any]:
+    """The timed batch: ``--batch-size`` benchmark slabs, or copies of ``--molecule``."""
+    if args.molecule:
+        return {"type": "molecule", "name": args.molecule, "num_structures": args.batch_size}
+    return {"type": "benchmark", "num_structures": args.batch_size}
+
+
 def run_comparison(args: argparse.Namespace, device: torch.device, emit: Emitter, info: Dict[str, Any]) -> Dict[str, Any]:
     """Time every variant on every mode side by side; memory and FLOP/s lines; ratios."""
-    batch_spec = {"type": "benchmark", "num_structures": args.batch_size}
-    batch = benchmark_batch(args.batch_size).to(device)
+    batch_spec = batch_spec_of(args)
+    batch = make_batch({"batch": batch_spec}).to(device)
     variants = model_variants(args)
     models = {name: build(v, device) for name, v in variants.items()}
     edges = num_edges(batch.clone().cpu(), model_config(args))
     modes = MODES if "all" in args.mode else tuple(m for m in MODES if m in args.mode)
     names = list(variants)
-    summary: Dict[str, Any] = {"case": "summary", **info, "config": args.config,
+    summary: Dict[str, Any] = {"case": "summary", **info, "config": args.config, "batch": batch_spec,
                                "force_estimator": args.force_estimator, "num_structures": args.batch_size,
                                "num_atoms": int(batch.pos.shape[0]), "num_edges": edges, "ratios": {}}
     for mode in modes:
@@ -280,6 +289,7 @@ def run_comparison(args: argparse.Namespace, device: torch.device, emit: Emitter
             t = timings[name]
             record = {
                 "case": "timing", "model": name, "mode": mode, **info, "config": args.config,
+                "batch": args.molecule or "slabs",
                 "force_estimator": variants[name]["config"]["force_estimator"],
                 "impl": variants[name].get("impl"),
                 "params": sum(p.numel() for p in models[name].parameters()),
@@ -352,7 +362,7 @@ def run_profile(args: argparse.Namespace, device: torch.device, emit: Emitter, i
 
     variant = {"kind": "spinconv", "config": our_config(args), "impl": args.spin_conv_impl}
     model = build(variant, device)
-    batch = benchmark_batch(args.batch_size).to(device)
+    batch = make_batch({"batch": batch_spec_of(args)}).to(device)
     modes = MODES if "all" in args.mode else tuple(m for m in MODES if m in args.mode)
     for mode in modes:
         step = make_step(model, batch, mode)

@@ -18,15 +18,17 @@ from torch_geometric.data import Batch
 
 
 def make_batch(spec: Dict[str, Any]) -> Batch:
-    """The batch a spec names: the benchmark batch or a scaled single slab."""
-    from spinconv_train.benchmarks.structures import benchmark_batch, scaled_system
+    """The batch a spec names: the benchmark batch, a scaled single slab or molecules."""
+    from spinconv_train.benchmarks.structures import benchmark_batch, molecule_batch, scaled_system
 
     batch = spec.get("batch", {"type": "benchmark", "num_structures": 8})
     if batch["type"] == "benchmark":
         return benchmark_batch(int(batch.get("num_structures", 8)))
     if batch["type"] == "scaled":
         return scaled_system(int(batch["num_atoms"]))
-    raise ValueError(f"unknown batch type {batch['type']!r} in spec (use 'benchmark' or 'scaled')")
+    if batch["type"] == "molecule":
+        return molecule_batch(batch["name"], int(batch.get("num_structures", 1)))
+    raise ValueError(f"unknown batch type {batch['type']!r} in spec (use 'benchmark', 'scaled' or 'molecule')")
 
 
 def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:

@@ -4,7 +4,8 @@
 8 OC20-like slabs, fcc(111) 3x3x4 Pt plus a CO or OH adsorbate (38 atoms each),
 vacuum along z, periodic cell, bottom two layers fixed, positions rattled with a
 fixed seed. ``scaled_system`` builds larger periodic slabs (about 100 to 2000 atoms)
-for the linear-scaling check.
+for the linear-scaling check; ``molecule_batch`` copies of a small molecule (the
+per-step latency of molecular dynamics on MD17-sized systems).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 from ase import Atoms
-from ase.build import add_adsorbate, fcc111
+from ase.build import add_adsorbate, fcc111, molecule
 from torch_geometric.data import Batch, Data
 
 # Adsorbates placed on the slabs, cycled over the structures of a batch.
@@ -121,3 +122,26 @@ def scaled_system(num_atoms: int, metal: str = "Pt", seed: int = 0) -> Batch:
     a, b = cells[num_atoms]
     atoms = oc20_like_slab(metal=metal, adsorbate="", size=(a, b, 4), seed=seed)
     return Batch.from_data_list([atoms_to_data(atoms, sid=0, fid=0)])
+
+
+def molecule_batch(name: str, num_structures: int = 1, box_margin: float = 8.0, seed: int = 0) -> Batch:
+    """``num_structures`` rattled copies of ASE's molecule ``name`` (e.g. ``CH3CH2OH``,
+    ``C6H6``), each centred in a periodic cube with ``box_margin`` Å of vacuum on every
+    side: periodic models that expect a cell (as the reference does) see no image
+    neighbours within cutoffs below ``box_margin``, so it is the isolated molecule."""
+    if num_structures < 1:
+        raise ValueError(f"num_structures must be >= 1, got {num_structures}")
+    try:
+        base = molecule(name)
+    except KeyError:
+        raise ValueError(f"unknown molecule {name!r}: use a name of ase.collections.g2 (e.g. CH3CH2OH)") from None
+    data: List[Data] = []
+    for k in range(num_structures):
+        atoms = base.copy()
+        atoms.rattle(0.02, seed=seed + k)
+        extent = atoms.positions.max(axis=0) - atoms.positions.min(axis=0)
+        atoms.set_cell(np.full(3, float(extent.max()) + 2.0 * box_margin))
+        atoms.center()
+        atoms.pbc = True
+        data.append(atoms_to_data(atoms, sid=k, fid=0))
+    return Batch.from_data_list(data)

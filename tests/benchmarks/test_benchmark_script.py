@@ -120,3 +120,10 @@ def test_chunk_elements_option_reaches_our_model_only():
     assert "spin_conv_chunk_elements" not in script.our_config(script.parse_args([]))
     with pytest.raises(SystemExit):
         script.parse_args(["--chunk-elements", "lots"])
+
+
+def test_molecule_option_times_the_molecule(tmp_path):
+    lines = _run(tmp_path, "--molecule", "CH3CH2OH", "--mode", "forward", "--no-flops")
+    (timing,) = [r for r in lines if r["case"] == "timing"]
+    assert timing["batch"] == "CH3CH2OH" and timing["num_atoms"] == 9 and timing["num_edges"] == 72
+    assert lines[-1]["batch"] == {"type": "molecule", "name": "CH3CH2OH", "num_structures": 1}

@@ -56,3 +56,17 @@ def test_scaled_systems_sizes():
     assert bool(s.pbc.all())
     with pytest.raises(ValueError, match="num_atoms=123"):
         scaled_system(123)
+
+
+def test_molecule_batch_is_isolated_copies_in_a_periodic_box():
+    from spinconv_train.benchmarks.structures import molecule_batch
+    from spinconv_train.graph import radius_graph
+
+    batch = molecule_batch("CH3CH2OH", 2, box_margin=6.5)
+    assert batch.natoms.tolist() == [9, 9] and bool(batch.pbc.all())
+    # With the cutoff below the margin, no edge crosses the cell: the graph is the molecule's.
+    _, offsets = radius_graph(batch.pos, batch.batch, batch.natoms, batch.cell, batch.pbc, 6.0, 50)
+    assert offsets.numel() > 0 and float(offsets.abs().max()) == 0.0
+    assert not torch.equal(batch.pos[:9], batch.pos[9:])  # independently rattled copies
+    with pytest.raises(ValueError, match="unknown molecule 'nope'"):
+        molecule_batch("nope")

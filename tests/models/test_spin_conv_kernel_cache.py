@@ -120,3 +120,22 @@ def test_not_pickled_with_the_module():
         module.flat_kernel(torch.float32, torch.device("cpu"))
     assert module._kernel_cache is not None
     assert pickle.loads(pickle.dumps(module))._kernel_cache is None
+
+
+def test_energy_centric_inference_reuses_the_kernel_with_the_same_forces():
+    """Under no_grad the energy-centric model differentiates only with respect to the
+    positions: it serves the kept kernels, and its forces equal those of a pass that
+    builds them with autograd (training-style, weights requiring gradients)."""
+    model = make_model(dtype=torch.float64, force_estimator="grad").eval()
+    batch = to_batch([rattled_molecule()])
+    convs = [m for m in model.modules() if isinstance(m, GridSpinConv)]
+    with torch.no_grad():
+        first = model(batch.clone())
+        kept = [m._kernel_cache[2] for m in convs]
+        second = model(batch.clone())
+    assert all(m._kernel_cache[2] is k for m, k in zip(convs, kept))  # reused, not rebuilt
+    recorded = model(batch.clone())  # autograd on: kernels built with their graph
+    assert recorded["forces"].requires_grad or recorded["energy"].requires_grad
+    for key in ("energy", "forces"):
+        assert torch.equal(first[key], second[key])
+        assert torch.allclose(first[key], recorded[key].detach(), rtol=1e-12, atol=1e-12)

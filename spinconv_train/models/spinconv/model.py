@@ -7,6 +7,8 @@ positions is built.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
@@ -21,7 +23,7 @@ from .frames import edge_frames
 from .message import MessageBlock
 from .precision import geometry_precision
 from .projection import ChunkedSplatPlan, SplatPlan, make_splat_plans
-from .spin_conv import SPIN_CONV_IMPLS, SPIN_CONV_KINDS
+from .spin_conv import SPIN_CONV_IMPLS, SPIN_CONV_KINDS, frozen_weights
 
 FORCE_ESTIMATORS = ("grad", "random", "direct")
 # Grid values (spheres x lat x long x hidden) per chunk: a 16 MiB float32 grid keeps the
@@ -266,7 +268,9 @@ class SpinConv(nn.Module):
                 "torch.no_grad() instead (it turns autograd back on for the forces only)"
             )
         outer_grad = torch.is_grad_enabled()
-        with torch.set_grad_enabled(grad_forces or outer_grad):
+        # Called under no_grad, autograd runs for -dE/dpos only: no weight needs a gradient.
+        weights = frozen_weights() if grad_forces and not outer_grad else contextlib.nullcontext()
+        with torch.set_grad_enabled(grad_forces or outer_grad), weights:
             if grad_forces and not pos.requires_grad:
                 pos = pos.detach().requires_grad_(True)
             graph, x, frame_weight, env = self._backbone(data, pos, atomic_numbers)

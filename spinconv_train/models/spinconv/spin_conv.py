@@ -17,8 +17,11 @@ The spherical-harmonic kinds (``rotspharmwd``, ``spharm``, ``rotspharmroll``) li
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
+from collections.abc import Iterator
 from collections.abc import Callable
 
 import torch
@@ -28,11 +31,25 @@ from .activation import activate
 from .precision import autocast_state
 from .scratch import Scratch
 
-__all__ = ["SPHARM_KINDS", "SPIN_CONV_KINDS", "GridSpinConv", "build_spin_conv"]
+__all__ = ["SPHARM_KINDS", "SPIN_CONV_KINDS", "GridSpinConv", "build_spin_conv", "frozen_weights"]
 
 SPHARM_KINDS = ("rotspharmwd", "spharm", "rotspharmroll")
 SPIN_CONV_KINDS = ("fullconv",) + SPHARM_KINDS
 SPIN_CONV_IMPLS = ("fft", "conv")
+
+_WEIGHTS_FROZEN = contextvars.ContextVar("spin_conv_weights_frozen", default=False)
+
+
+@contextlib.contextmanager
+def frozen_weights() -> Iterator[None]:
+    """Within this context no gradient is wanted for the spin convolutions' weights, even
+    with autograd on (energy-centric forces = -dE/dpos at inference), so their kept
+    Fourier-domain kernels are used (see ``GridSpinConv.flat_kernel``)."""
+    token = _WEIGHTS_FROZEN.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_FROZEN.reset(token)
 
 
 @functools.lru_cache(maxsize=32)
@@ -161,8 +178,8 @@ class GridSpinConv(nn.Module):
     def flat_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
         """The Fourier-domain weights ``forward_flat`` uses (None for ``impl="conv"``).
 
-        When no gradient can flow to the weight (no autograd, or a frozen weight) the
-        matrix is kept and reused until the weight changes: rebuilding it took ~40% of a
+        When no gradient can flow to the weight (no autograd, a frozen weight, or inside
+        ``frozen_weights()``) the matrix is kept and reused until the weight changes: rebuilding it took ~40% of a
         small molecule's forward pass. A change is noticed through the weight's version
         counter (optimizer steps, ``load_state_dict``, EMA updates and any in-place edit
         of the parameter bump it) or its storage (``.to()``, ``.data = ...``); edits made
@@ -171,7 +188,7 @@ class GridSpinConv(nn.Module):
         if self.impl == "conv":
             return None
         weight = self.conv1.weight
-        if torch.is_grad_enabled() and weight.requires_grad:
+        if torch.is_grad_enabled() and weight.requires_grad and not _WEIGHTS_FROZEN.get():
             return self._build_flat_kernel(dtype, device)  # recorded: gradients reach the weight
         key = (
             dtype,

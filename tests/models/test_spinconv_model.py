@@ -20,7 +20,14 @@ from spinconv_train.models import SpinConv
 from spinconv_train.registry import MODELS
 
 KINDS = ["fullconv", "rotspharmwd", "spharm", "rotspharmroll"]
-VARIANTS = ["grad", "random"]  # energy-centric, force-centric
+VARIANTS = ["grad", "random", "edge"]  # energy-centric, force-centric (sphere head, edge head)
+
+
+def variant_kwargs(variant: str) -> dict:
+    """Model keywords of a test variant."""
+    if variant == "edge":
+        return {"force_estimator": "direct", "direct_force_head": "edge"}
+    return {"force_estimator": variant}
 
 OC20_CONFIG = {
     "hidden_channels": 32,
@@ -82,7 +89,7 @@ def _transformed_copies(atoms, seed: int):
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
 def test_invariance_and_equivariance(kind, variant, dtype, tol):
     skip_if_spharm_missing(kind)
-    model = make_model(dtype, force_estimator=variant, sphere_message=kind, output_message=kind, envelope=True)
+    model = make_model(dtype, **variant_kwargs(variant), sphere_message=kind, output_message=kind, envelope=True)
     atoms = slab_with_adsorbate(seed=2, size=(2, 2, 2))
     energy, forces = _predict(model, [atoms], dtype)
     fscale = float(forces.abs().max())
@@ -96,7 +103,7 @@ def test_invariance_and_equivariance(kind, variant, dtype, tol):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_molecule_invariance_without_cell(variant):
-    model = make_model(force_estimator=variant)
+    model = make_model(**variant_kwargs(variant))
     mol = rattled_molecule("CH3CH2OH", seed=1)
     energy, forces = _predict(model, [mol])
     rot = random_rotation(11).numpy()
@@ -144,17 +151,38 @@ def test_collinear_atoms_give_finite_gradients():
 
     line = Atoms("COCO", positions=[[0, 0, 0], [1.2, 0, 0], [2.4, 0, 0], [3.6, 0, 0]])
     for variant in VARIANTS:
-        model = make_model(force_estimator=variant)
+        model = make_model(**variant_kwargs(variant))
         model.train()
         out = model(to_batch([line]))
         assert torch.isfinite(out["energy"]).all() and torch.isfinite(out["forces"]).all()
         (out["energy"].sum() + out["forces"].square().sum()).backward()
         for name, p in model.named_parameters():
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        # forces of a linear molecule point along the line (energy-centric: by symmetry)
-        if variant == "grad":
+        # forces of a linear molecule point along the line (energy-centric: by symmetry;
+        # edge head: every edge lies on the line)
+        if variant in ("grad", "edge"):
             forces = out["forces"].detach()
             assert float(forces[:, 1:].abs().max()) < 1e-9 * float(forces.abs().max())
+
+
+def test_edge_force_head_gives_no_force_at_a_symmetric_site():
+    """Methane's carbon sits at a tetrahedral site: by symmetry its force is zero, which
+    the edge head gets exactly (equal strengths along four cancelling directions), with
+    no per-atom frame to be ill-posed there."""
+    from ase.build import molecule
+
+    methane = molecule("CH4")
+    model = make_model(**variant_kwargs("edge"))
+    forces = model(to_batch([methane]))["forces"].detach()
+    carbon = int(np.flatnonzero(methane.numbers == 6)[0])
+    scale = float(forces.abs().max())
+    assert scale > 1e-3
+    assert float(forces[carbon].abs().max()) < 1e-10 * scale
+    # each hydrogen is pushed along its C-H bond
+    bonds = torch.as_tensor(methane.positions - methane.positions[carbon])
+    for h in np.flatnonzero(methane.numbers == 1):
+        cross = torch.linalg.cross(forces[h], bonds[h])
+        assert float(cross.abs().max()) < 1e-10 * scale
 
 
 def test_force_centric_inference_is_bit_identical():
@@ -198,8 +226,8 @@ def _two_clusters(gap: float):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_envelope_makes_energy_continuous_at_cutoff(variant):
     cutoff = 3.5
-    smooth = make_model(force_estimator=variant, envelope=True, cutoff=cutoff)
-    paper = make_model(force_estimator=variant, envelope=False, cutoff=cutoff)
+    smooth = make_model(**variant_kwargs(variant), envelope=True, cutoff=cutoff)
+    paper = make_model(**variant_kwargs(variant), envelope=False, cutoff=cutoff)
     delta = 1e-5
     inside, outside = _two_clusters(cutoff - delta), _two_clusters(cutoff + delta)
     e_in, f_in = _predict(smooth, [inside])
@@ -214,7 +242,7 @@ def test_envelope_makes_energy_continuous_at_cutoff(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_batched_equals_per_structure(variant):
-    model = make_model(force_estimator=variant, envelope=True)
+    model = make_model(**variant_kwargs(variant), envelope=True)
     structures = [slab_with_adsorbate(seed=1), rattled_molecule("CH3CH2OH"), slab_with_adsorbate(seed=3, size=(2, 2, 2))]
     energy, forces = _predict(model, structures)
     start = 0
@@ -228,7 +256,7 @@ def test_batched_equals_per_structure(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_every_parameter_gets_a_gradient(variant, dtype):
-    model = make_model(dtype, force_estimator=variant, envelope=True)
+    model = make_model(dtype, **variant_kwargs(variant), envelope=True)
     model.train()
     out = model(to_batch([slab_with_adsorbate(seed=1), rattled_molecule()], dtype))
     assert out["energy"].dtype == dtype and out["forces"].dtype == dtype
@@ -295,8 +323,8 @@ def test_eval_under_no_grad_returns_plain_tensors():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_fft_and_conv_spin_convolutions_give_the_same_model(variant):
-    fft = make_model(force_estimator=variant, spin_conv_impl="fft")
-    conv = make_model(force_estimator=variant, spin_conv_impl="conv")
+    fft = make_model(**variant_kwargs(variant), spin_conv_impl="fft")
+    conv = make_model(**variant_kwargs(variant), spin_conv_impl="conv")
     conv.load_state_dict(fft.state_dict())
     atoms = slab_with_adsorbate(seed=7)
     e1, f1 = _predict(fft, [atoms])

@@ -75,3 +75,45 @@ class ForceHead(nn.Module):
         f = self.block2(self.act(h), element, element).view(num_atoms, 3)
         with geometry_precision(frames):
             return torch.einsum("na,nab->nb", f.to(frames.dtype), frames)
+
+
+class EdgeForceHead(nn.Module):
+    """(E, hidden) final edge messages -> (N, 3) forces as a sum over edge directions.
+
+    Each edge j->i gets an invariant scalar s_ij from its message (two embedding blocks,
+    conditioned on both elements) and F_i = sum_j s_ij u_ij, with u_ij the unit vector from
+    i to j (times the cutoff envelope when one is used). Exactly equivariant and
+    deterministic like ``ForceHead``, but needs no per-atom frame: at near-symmetric sites
+    the contributions cancel instead of depending on an ill-posed frame.
+    """
+
+    def __init__(
+        self,
+        hidden_channels: int,
+        mid_channels: int,
+        embedding_size: int,
+        max_num_elements: int,
+        act: Callable[[Tensor], Tensor],
+    ) -> None:
+        super().__init__()
+        self.act = act
+        self.block1 = EmbeddingBlock(hidden_channels, mid_channels, mid_channels, embedding_size, 8,
+                                     max_num_elements, act)
+        self.block2 = EmbeddingBlock(mid_channels, 1, mid_channels, embedding_size, 8, max_num_elements, act)
+
+    def forward(
+        self,
+        x: Tensor,
+        unit: Tensor,
+        edge_index: Tensor,
+        atomic_numbers: Tensor,
+        edge_scale: Tensor | None = None,
+    ) -> Tensor:
+        source, target = atomic_numbers[edge_index[0]], atomic_numbers[edge_index[1]]
+        strength = self.block2(self.act(self.block1(x, source, target)), source, target)  # (E, 1)
+        with geometry_precision(unit):
+            strength = strength.to(unit.dtype)
+            if edge_scale is not None:
+                strength = strength * edge_scale.unsqueeze(-1)
+            forces = unit.new_zeros(atomic_numbers.shape[0], 3)
+            return forces.index_add_(0, edge_index[1], strength * unit)

@@ -18,7 +18,7 @@ from .distance import DistanceBlock, GaussianBasis, cosine_weight, polynomial_en
 from .edges import EdgeGraph, build_edge_graph, check_atomic_numbers
 from .embedding import EmbeddingBlock, he_init_
 from .energy_head import EnergyHead
-from .force_head import ForceHead
+from .force_head import EdgeForceHead, ForceHead
 from .frames import edge_frames
 from .message import MessageBlock
 from .precision import geometry_precision
@@ -26,6 +26,7 @@ from .projection import ChunkedSplatPlan, SplatPlan, make_splat_plans
 from .spin_conv import SPIN_CONV_IMPLS, SPIN_CONV_KINDS, frozen_weights
 
 FORCE_ESTIMATORS = ("grad", "random", "direct")
+DIRECT_FORCE_HEADS = ("sphere", "edge")
 # Grid values (spheres x lat x long x hidden) per chunk: a 16 MiB float32 grid keeps the
 # projection, the DFT, the spin-convolution matmuls and the per-edge embedding blocks in
 # cache on CPUs (OC20 configuration, benchmark batch, 1 thread, CPU time: forward 5.1 s vs
@@ -49,7 +50,10 @@ class SpinConv(nn.Module):
     ``envelope_exponent``, ``spin_conv_impl`` ("fft" or "conv"), ``spin_conv_chunk_elements``
     (spheres are projected and convolved, and edge messages computed, in chunks of about this many grid values,
     spheres x lat x long x hidden: a cache-sized chunk is faster on CPU and bounds the
-    peak memory of inference; ``"auto"``: 2**22 on CPU, 2**26 on GPUs; ``None``: one chunk).
+    peak memory of inference; ``"auto"``: 2**22 on CPU, 2**27 on GPUs; ``None``: one chunk),
+    ``direct_force_head`` (force-centric models: ``"sphere"``, the paper's force block of
+    spin convolutions on per-atom spheres, or ``"edge"``, forces as sums of learned
+    strengths along the edge directions, see ``force_head.EdgeForceHead``).
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class SpinConv(nn.Module):
         envelope_exponent: int = 5,
         spin_conv_impl: str = "fft",
         spin_conv_chunk_elements: int | str | None = "auto",
+        direct_force_head: str = "sphere",
     ) -> None:
         super().__init__()
         if num_targets != 1:
@@ -97,6 +102,8 @@ class SpinConv(nn.Module):
         for key, kind in (("sphere_message", sphere_message), ("output_message", output_message)):
             if kind not in SPIN_CONV_KINDS:
                 raise ValueError(f"{key} must be one of {SPIN_CONV_KINDS}, got {kind!r}")
+        if direct_force_head not in DIRECT_FORCE_HEADS:
+            raise ValueError(f"direct_force_head must be one of {DIRECT_FORCE_HEADS}, got {direct_force_head!r}")
         if spin_conv_impl not in SPIN_CONV_IMPLS:
             raise ValueError(f"spin_conv_impl must be one of {SPIN_CONV_IMPLS}, got {spin_conv_impl!r}")
         lmax_value = None if lmax is None or lmax is False else int(lmax)
@@ -155,8 +162,11 @@ class SpinConv(nn.Module):
         self.energy_head = EnergyHead(
             hidden_channels, mid_hidden_channels, embedding_size, max_num_elements, max_num_neighbors, self.act
         )
-        self.force_head: ForceHead | None = None
-        if regress_forces and self.direct_forces:
+        self.force_head: ForceHead | EdgeForceHead | None = None
+        if regress_forces and self.direct_forces and direct_force_head == "edge":
+            self.force_head = EdgeForceHead(hidden_channels, mid_hidden_channels, embedding_size, max_num_elements,
+                                            self.act)
+        elif regress_forces and self.direct_forces:
             self.force_head = ForceHead(
                 hidden_channels,
                 mid_hidden_channels,
@@ -286,7 +296,10 @@ class SpinConv(nn.Module):
                         result = {key: value.detach() for key, value in result.items()}
                 else:
                     assert self.force_head is not None
-                    result["forces"] = self.force_head(
+                    if isinstance(self.force_head, EdgeForceHead):
+                        result["forces"] = self.force_head(x, graph.unit, graph.edge_index, atomic_numbers, env)
+                    else:
+                        result["forces"] = self.force_head(
                         x, graph.unit, graph.edge_index[1], frame_weight, atomic_numbers, env,
                         max_dst_per_chunk=self.chunk_spheres(pos.device),
                     )

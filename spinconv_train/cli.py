@@ -1,8 +1,8 @@
 """``python main.py --mode {train,validate,predict,run-relaxations} --config-yml F [...]``.
 
 Unrecognised ``--section.key=value`` arguments override config keys. Distributed runs are
-launched with ``torchrun`` (the loop reads RANK / WORLD_SIZE / LOCAL_RANK); the SLURM
-flags parse but are rejected until SLURM submission lands.
+launched with ``torchrun`` (the loop reads RANK / WORLD_SIZE / LOCAL_RANK) or submitted to
+SLURM with ``--submit`` (submitit; ``trainers/slurm.py``), which sets the same variables.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from spinconv_train.config import Config, ConfigError, load_config, write_text_a
 from spinconv_train.registry import RegistryError
 
 MODES = ("train", "validate", "predict", "run-relaxations")
-_NOT_YET = ("num_gpus", "submit", "num_nodes", "slurm_partition", "slurm_mem", "slurm_timeout")
+_SUBMIT_ONLY = ("num_gpus", "num_nodes", "slurm_partition", "slurm_mem", "slurm_timeout")
 
 
 class UsageError(ValueError):
@@ -35,35 +35,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", help="checkpoint.pt to resume (train) or to evaluate (validate, predict)")
     parser.add_argument("--identifier", default="", help="suffix of the run directory name")
     parser.add_argument("--run-dir", default="runs", help="parent folder of run directories (default runs/)")
+    parser.add_argument("--run-name", help="exact name of the new run directory under --run-dir "
+                        "(default: a timestamp, plus -IDENTIFIER)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config's `seed`)")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (CUDA only)")
     parser.add_argument("--debug", action="store_true", help="debug logging and autograd anomaly detection")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    dist = parser.add_argument_group("distributed / SLURM (SLURM submission comes in a later release)")
+    dist = parser.add_argument_group("distributed / SLURM")
     dist.add_argument("--distributed", action="store_true", help="assert a torchrun launch (RANK/WORLD_SIZE set)")
-    dist.add_argument("--num-gpus", type=int)
-    dist.add_argument("--submit", action="store_true")
-    dist.add_argument("--num-nodes", type=int)
-    dist.add_argument("--slurm-partition")
-    dist.add_argument("--slurm-mem", type=int)
-    dist.add_argument("--slurm-timeout", type=int)
+    dist.add_argument("--submit", action="store_true",
+                      help="submit this command as a SLURM job (submitit); requeued from the newest "
+                           "checkpoint when preempted or out of time")
+    dist.add_argument("--num-gpus", type=int, help="with --submit: GPUs per node, one process each")
+    dist.add_argument("--num-nodes", type=int, help="with --submit: nodes (default 1)")
+    dist.add_argument("--slurm-partition", help="with --submit: SLURM partition")
+    dist.add_argument("--slurm-mem", type=int, help="with --submit: memory per node in GB")
+    dist.add_argument("--slurm-timeout", type=float, help="with --submit: time limit in hours")
     return parser
 
 
 def check_flags(args: argparse.Namespace) -> None:
     """Reject flags whose feature has not landed yet, with what to do instead."""
-    used = [name for name in _NOT_YET if getattr(args, name) not in (None, False)]
-    if used:
+    used = [name for name in _SUBMIT_ONLY if getattr(args, name) is not None]
+    if used and not args.submit:
         flags = ", ".join("--" + n.replace("_", "-") for n in used)
-        raise UsageError(f"{flags}: SLURM submission and --num-gpus are not implemented yet (tracked in a later "
-                         "issue); launch distributed runs with `torchrun --nproc-per-node N main.py ...`")
+        raise UsageError(f"{flags}: these describe a SLURM job and need --submit; on this machine launch "
+                         "distributed runs with `torchrun --nproc-per-node N main.py ...`")
+    if args.submit and args.distributed:
+        raise UsageError("--submit and --distributed: a submitted job sets up its own processes (one per "
+                         "GPU from --num-gpus); leave out --distributed")
     if args.distributed and "WORLD_SIZE" not in os.environ:
         raise UsageError("--distributed: launch with `torchrun --nproc-per-node N main.py ...` "
                          "(RANK/WORLD_SIZE are not set)")
     if args.mode == "run-relaxations":
         if args.checkpoint is None:
             raise UsageError("--mode run-relaxations needs --checkpoint (a checkpoint.pt of a `trainer: forces` run)")
+    if args.run_name is not None and (not args.run_name or args.run_name in (".", "..")
+                                      or os.sep in args.run_name or "/" in args.run_name):
+        raise UsageError(f"--run-name {args.run_name!r}: give a plain folder name (no path separators)")
     if args.config_yml is None and args.checkpoint is None:
         raise UsageError("give --config-yml (and/or --checkpoint to resume or evaluate)")
 
@@ -89,7 +99,8 @@ def run(args: argparse.Namespace, config: Config) -> Dict[str, Dict[str, float]]
 
     if args.debug:
         torch.autograd.set_detect_anomaly(True)
-    options = RunOptions(run_dir=args.run_dir, identifier=args.identifier, checkpoint=args.checkpoint,
+    options = RunOptions(run_dir=args.run_dir, identifier=args.identifier, run_name=args.run_name,
+                         checkpoint=args.checkpoint,
                          amp=args.amp, cpu=args.cpu,
                          progress=not args.no_progress and sys.stderr.isatty())
     optim = config["optim"]
@@ -144,12 +155,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     from spinconv_train.datasets import DatasetError
     from spinconv_train.trainers.checkpoint import CheckpointError
     from spinconv_train.trainers.loop import NonFiniteLossError
+    from spinconv_train.trainers.session import RunDirectoryExistsError
 
     try:
         check_flags(args)
         config = resolve_config(args, overrides)
+        if args.submit:
+            from spinconv_train.trainers import slurm
+
+            try:
+                slurm.submit(args, sys.argv[1:] if argv is None else argv, config)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+            return 0
         run(args, config)
-    except (UsageError, ConfigError, RegistryError, CheckpointError, DatasetError) as err:
+    except (UsageError, ConfigError, RegistryError, CheckpointError, DatasetError, RunDirectoryExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:

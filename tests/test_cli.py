@@ -24,8 +24,8 @@ def test_parser_has_the_reference_flags():
 
 @pytest.mark.parametrize("flags,needle", [
     (["--mode", "run-relaxations", "--config-yml", "x.yml"], "--checkpoint"),
-    (["--mode", "train", "--config-yml", "x.yml", "--submit"], "--submit"),
-    (["--mode", "train", "--config-yml", "x.yml", "--num-gpus", "2"], "torchrun"),
+    (["--mode", "train", "--config-yml", "x.yml", "--submit", "--distributed"], "--submit and --distributed"),
+    (["--mode", "train", "--config-yml", "x.yml", "--num-gpus", "2"], "need --submit"),
     (["--mode", "train"], "--config-yml"),
     (["--mode", "validate", "--config-yml", "nope.yml"], "nope.yml"),
 ])

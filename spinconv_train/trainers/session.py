@@ -32,6 +32,7 @@ class RunOptions:
 
     run_dir: str = "runs"
     identifier: str = ""
+    run_name: Optional[str] = None  # exact folder name under run_dir (default: timestamp)
     checkpoint: Optional[str] = None
     amp: bool = False
     cpu: bool = False
@@ -105,10 +106,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class RunDirectoryExistsError(ValueError):
+    """``--run-name`` names a folder that already exists."""
+
+
 def make_run_dir(options: RunOptions, mode: str) -> str:
-    """``<run_dir>/<timestamp>[-<identifier>]`` (a new folder; rank 0 chooses the name)."""
+    """``<run_dir>/<timestamp>[-<identifier>]``, or ``<run_dir>/<run_name>`` when given
+    (a new folder; rank 0 creates it)."""
     name = None
-    if dist.is_main():
+    if dist.is_main() and options.run_name:
+        name = os.path.join(options.run_dir, options.run_name)
+        try:
+            os.makedirs(name)
+        except FileExistsError:
+            raise RunDirectoryExistsError(
+                f"--run-name {options.run_name!r}: {name!r} already exists; runs never write into an "
+                "existing run directory (resume with --checkpoint and a new name)") from None
+    elif dist.is_main():
         stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
         base = f"{stamp}-{options.identifier}" if options.identifier else stamp
         if mode != "train":

@@ -10,7 +10,8 @@ same for both launchers.
 Preemption and time limits: SLURM signals the job ``slurm_signal_delay_s`` before it kills
 it; submitit then calls :meth:`TrainingJob.checkpoint`, which resubmits the command with
 ``--checkpoint`` pointing at the newest ``checkpoint.pt`` of the run, and requeues the
-job. The resumed attempt writes to ``<run>-requeue<k>`` (runs never write into an existing
+job (after a time limit up to ``MAX_TIMEOUT_REQUEUES`` times; preemptions always). The
+resumed attempt writes to ``<run>-requeue<k>`` (runs never write into an existing
 directory), continuing from the saved step, sampler position and RNG state; work since the
 last checkpoint (``optim.checkpoint_every`` steps, or the last evaluation) is redone.
 """
@@ -36,6 +37,9 @@ _JOB_FLAGS: Dict[str, bool] = {"--run-name": True, "--checkpoint": True, "--run-
 # submitit's cluster choice; "local" runs the job as a local subprocess (tests, debugging).
 CLUSTER_ENV = "SPINCONV_SUBMITIT_CLUSTER"
 SIGNAL_DELAY_S = 120
+# Requeues after reaching the time limit (submitit's default of 3 ends a long training run
+# after three time limits; preemptions are not counted).
+MAX_TIMEOUT_REQUEUES = 50
 
 
 def strip_flags(argv: Sequence[str], flags: Dict[str, bool]) -> List[str]:
@@ -164,7 +168,8 @@ def submit(args: argparse.Namespace, argv: Sequence[str], config: Any) -> Any:
     resume = os.path.abspath(args.checkpoint) if args.checkpoint else None
     job = TrainingJob(job_argv, run_dir, run_name, resume_from=resume)
     folder = os.path.join(run_dir, "slurm", "%j")
-    executor = submitit.AutoExecutor(folder=folder, cluster=os.environ.get(CLUSTER_ENV) or None)
+    executor = submitit.AutoExecutor(folder=folder, cluster=os.environ.get(CLUSTER_ENV) or None,
+                                     slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES)
     executor.update_parameters(**executor_parameters(args, config, run_name))
     submitted = executor.submit(job)
     print(f"submitted job {submitted.job_id}: run directory {os.path.join(run_dir, run_name)}, "

@@ -1,0 +1,114 @@
+"""Molecular dynamics with a trained force model through ASE: NVE (velocity Verlet) or
+NVT (Langevin), with a per-step energy log.
+
+Energy-centric models (forces = -dE/dx) conserve the total energy in NVE; force-centric
+models are not conservative and heat up or cool down, which the log shows
+(``tests/relax/test_dynamics.py`` checks both). Caveat of the grid spin convolutions (the
+paper's model, and the reference's): the bilinear splat onto the sphere grid is continuous
+but has kinks, so the energy is only piecewise smooth and forces jump where a neighbour
+crosses a grid line (an untrained test model: 0.43 eV/Å within 1e-4 Å). Velocity Verlet
+then conserves energy to O(dt) rather than O(dt^2): about 0.2% of the kinetic energy over
+5 fs at 0.2 fs for ethanol at 300 K in that test.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+from ase import Atoms, units
+
+ENSEMBLES = ("nve", "langevin")
+
+
+@dataclass
+class MDLog:
+    """Energies (eV) and temperature (K) every ``interval`` steps, step 0 included."""
+
+    interval: int
+    steps: List[int] = field(default_factory=list)
+    potential: List[float] = field(default_factory=list)
+    kinetic: List[float] = field(default_factory=list)
+    temperature: List[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> np.ndarray:
+        return np.asarray(self.potential) + np.asarray(self.kinetic)
+
+    def max_energy_error(self) -> float:
+        """Largest |E_total(t) - E_total(0)| (eV): the NVE conservation error."""
+        total = self.total
+        return float(np.abs(total - total[0]).max()) if total.size else 0.0
+
+    def write_csv(self, path: str) -> None:
+        """``step,potential_ev,kinetic_ev,total_ev,temperature_k`` rows, written atomically."""
+        from spinconv_train.config import write_text_atomic
+
+        rows = ["step,potential_ev,kinetic_ev,total_ev,temperature_k"]
+        rows += [f"{s},{p:.8f},{k:.8f},{p + k:.8f},{t:.3f}" for s, p, k, t in
+                 zip(self.steps, self.potential, self.kinetic, self.temperature)]
+        write_text_atomic(path, "\n".join(rows) + "\n")
+
+
+def run_md(
+    atoms: Atoms,
+    steps: int,
+    timestep_fs: float,
+    ensemble: str = "nve",
+    temperature_k: Optional[float] = 300.0,
+    friction_per_fs: float = 0.01,
+    seed: int = 0,
+    interval: int = 1,
+    trajectory: Optional[str] = None,
+) -> MDLog:
+    """Integrate ``atoms`` (with a calculator attached) for ``steps`` steps.
+
+    Velocities are drawn from Maxwell-Boltzmann at ``temperature_k`` (``None``: keep the
+    atoms' momenta). ``trajectory``: an ASE ``.traj`` file of every ``interval``-th frame.
+    """
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.verlet import VelocityVerlet
+
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
+    if steps < 0 or timestep_fs <= 0 or interval < 1:
+        raise ValueError(f"need steps >= 0, timestep_fs > 0 and interval >= 1; got {steps}, {timestep_fs}, {interval}")
+    if atoms.calc is None:
+        raise ValueError("atoms have no calculator (attach a ModelCalculator)")
+    if temperature_k is not None:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=np.random.default_rng(seed))
+        Stationary(atoms)  # no drift of the centre of mass
+    dt = timestep_fs * units.fs
+    if ensemble == "nve":
+        dyn = VelocityVerlet(atoms, timestep=dt)
+    else:
+        if temperature_k is None:
+            raise ValueError("the langevin ensemble needs temperature_k")
+        dyn = Langevin(atoms, timestep=dt, temperature_K=temperature_k, friction=friction_per_fs / units.fs,
+                       fixcm=False, rng=np.random.default_rng(seed + 1))
+    log = MDLog(interval)
+
+    def record() -> None:
+        log.steps.append(dyn.nsteps)
+        log.potential.append(float(atoms.get_potential_energy()))
+        log.kinetic.append(float(atoms.get_kinetic_energy()))
+        log.temperature.append(float(atoms.get_temperature()))
+
+    dyn.attach(record, interval=interval)
+    writer = None
+    if trajectory:
+        from ase.io.trajectory import Trajectory
+
+        writer = Trajectory(trajectory, "w", atoms)
+        dyn.attach(writer.write, interval=interval)
+    start = time.perf_counter()
+    try:
+        dyn.run(steps)
+    finally:
+        log.seconds = time.perf_counter() - start
+        if writer is not None:
+            writer.close()
+    return log

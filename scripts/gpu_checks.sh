@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks in one go: the CUDA tests (tests/gpu), then side-by-side CUDA timings against
-# the reference (batch 8 as measured before, unchunked with TF32 matmuls, batch 32 with TF32
-# for both, energy-centric training). Usage:
+# the reference (batch 8 as measured before, with op counts; unchunked with TF32 matmuls;
+# batch 32 with TF32 for both; energy-centric training; one ethanol molecule). Usage:
 #   REFERENCE_ROOT=/path/to/ocp OUT=/tmp/gpu bash scripts/gpu_checks.sh
 # Each step has its own time limit so one slow step cannot hide the others' results; the
 # limits add up to under 10 minutes (one device call). RUN_SCALING=1 / RUN_PROFILE=1 add
@@ -21,20 +21,24 @@ timeout 120 python3 -m pytest -q -s -p no:cacheprovider tests/gpu tests/models/t
 compare=()
 if [ -n "$REFERENCE_ROOT" ]; then compare=(--compare reference --reference-root "$REFERENCE_ROOT"); fi
 echo "== force-centric, batch 8: ours (fp32, bf16 autocast) vs reference"
-timeout 150 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --autocast bf16 --census \
+timeout 130 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --autocast bf16 --census \
     --repeats 10 --warmup 3 --output "$OUT/bench_force.jsonl" | grep -E '"case": "(ratio|flops|census)"' | cut -c1-400
 echo "== force-centric, batch 8: ours unchunked with TF32 matmuls (as cuDNN convolutions) vs reference"
 timeout 100 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --chunk-elements none \
     --matmul-precision high --repeats 10 --warmup 3 --no-flops --output "$OUT/bench_force_tf32.jsonl" \
     | grep -E '"case": "ratio"' | cut -c1-400
 echo "== force-centric, batch 32, TF32 matmuls for both: ours vs reference"
-timeout 120 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --batch-size 32 \
+timeout 100 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --batch-size 32 \
     --matmul-precision high --repeats 5 --warmup 2 --no-flops --output "$OUT/bench_force_b32.jsonl" \
     | grep -E '"case": "ratio"' | cut -c1-400
 echo "== energy-centric (forces = -dE/dx): ours vs reference, training step"
 timeout 90 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --force-estimator grad \
     --mode forces train --repeats 6 --warmup 2 --no-flops --output "$OUT/bench_grad.jsonl" \
     | grep -E '"case": "ratio"' | cut -c1-400
+echo "== one ethanol molecule (launch-bound latency): ours vs reference"
+timeout 40 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --molecule CH3CH2OH --batch-size 1 \
+    --mode forward train --repeats 20 --warmup 3 --no-flops --no-memory --output "$OUT/bench_molecule.jsonl" \
+    | grep -E '"case": "ratio"' | cut -c1-300
 if [ -n "${RUN_SCALING:-}" ]; then
     echo "== scaling 100 -> 2000 atoms (forward)"
     timeout 90 python3 scripts/benchmark_model.py --device cuda --scaling --mode forward --no-flops \

@@ -5,11 +5,12 @@ The pair list is built from CSR offsets of the edges sorted by target: for every
 j->i, all edges into j. Its size is sum_j deg(j)^2, linear in the number of atoms for a
 bounded neighbour count; nothing here is (atoms x atoms).
 
-All integer work (neighbour search, capping, reverse edges, pairs, the neighbour check)
-runs on the host, where the neighbour search already is, and its results reach the
-model's device in one transfer: on a GPU nothing here waits for the device except that
-copy (``bincount``, ``repeat_interleave`` and ``.any()`` checks on CUDA tensors each
-synchronise the host with the GPU).
+The integer work that needs data-dependent sizes or checks (neighbour search, capping,
+reverse edges, degrees, the neighbour check, the number of pairs) runs on the host, where
+the neighbour search already is; its small per-edge results reach the model's device in
+one transfer, and the pair lists are built there with their size given, so on a GPU
+nothing here waits for the device except that copy (``bincount``, ``repeat_interleave``
+without an output size and ``.any()`` checks on CUDA tensors each synchronise).
 """
 from __future__ import annotations
 
@@ -93,11 +94,12 @@ def build_edge_graph(
             f"cutoff {cutoff} Å; SpinConv needs at least one neighbour per atom"
         )
     rev = reverse_edges(edge_index, shifts)
-    pair_src, pair_dst = _edge_pairs(edge_index, degree)
+    num_pairs = int(degree[edge_index[0]].sum())
+    # Only the small per-edge/per-atom arrays travel; the (pairs,) lists, ~30x larger, are
+    # built on the device, with their size known here so that nothing there waits.
+    edge_index, rev, degree, cell_offsets = _to_device(pos.device, edge_index, rev, degree, shifts.round().long())
+    pair_src, pair_dst = _edge_pairs(edge_index, degree, num_pairs)
     pair_is_reverse = pair_src == rev[pair_dst]
-    edge_index, rev, pair_src, pair_dst, pair_is_reverse, cell_offsets = _to_device(
-        pos.device, edge_index, rev, pair_src, pair_dst, pair_is_reverse, shifts.round().long()
-    )
     cell_offsets = cell_offsets.to(pos.dtype)
     vec = edge_vectors(pos, edge_index, cell_offsets, cell, batch)
     dist = vec.norm(dim=-1)
@@ -136,12 +138,14 @@ def edge_pairs(edge_index: Tensor, num_atoms: int) -> tuple[Tensor, Tensor]:
     return _edge_pairs(edge_index, torch.bincount(edge_index[1], minlength=num_atoms))
 
 
-def _edge_pairs(edge_index: Tensor, degree: Tensor) -> tuple[Tensor, Tensor]:
+def _edge_pairs(edge_index: Tensor, degree: Tensor, num_pairs: int | None = None) -> tuple[Tensor, Tensor]:
+    """``edge_pairs`` from the target degrees; ``num_pairs`` (sum of the sources' degrees),
+    when known, spares ``repeat_interleave`` reading the repeats back from a GPU."""
     src = edge_index[0]
     num_edges = src.numel()
     first = torch.cumsum(degree, 0) - degree
     per_edge = degree[src]
-    pair_dst = torch.repeat_interleave(torch.arange(num_edges, device=src.device), per_edge)
+    pair_dst = torch.repeat_interleave(torch.arange(num_edges, device=src.device), per_edge, output_size=num_pairs)
     start = torch.cumsum(per_edge, 0) - per_edge
     within = torch.arange(pair_dst.numel(), device=src.device) - start[pair_dst]
     pair_src = first[src[pair_dst]] + within

@@ -383,9 +383,10 @@ def cap_neighbors(
 def edge_vectors(pos: Tensor, edge_index: Tensor, cell_offsets: Tensor, cell: Tensor | None, batch: Tensor) -> Tensor:
     """Differentiable edge vectors ``pos[j] - pos[i] + cell_offsets @ cell[batch[i]]`` (E,3)."""
     src, dst = edge_index[0], edge_index[1]
-    vec = pos[src] - pos[dst]
+    # index_select, not pos[src]: its backward is deterministic on CPU (index_add_)
+    vec = pos.index_select(0, src) - pos.index_select(0, dst)
     if cell is not None and cell_offsets is not None and cell_offsets.numel() > 0:
         cell = cell.reshape(-1, 3, 3).to(pos.dtype)
-        shift = torch.bmm(cell_offsets.to(pos.dtype).unsqueeze(1), cell[batch[dst]]).squeeze(1)
+        shift = torch.bmm(cell_offsets.to(pos.dtype).unsqueeze(1), cell.index_select(0, batch.index_select(0, dst))).squeeze(1)
         vec = vec + shift
     return vec

@@ -121,7 +121,7 @@ class DimeNetPlusPlusModel(nn.Module):
             idx_kj, idx_ji = triplets(edge_index, num_nodes, reverse_edges(edge_index, offsets))
             j, i = edge_index[0], edge_index[1]
             dist = vec.norm(dim=-1)
-            v_ji, v_kj = vec[idx_ji], vec[idx_kj]  # i→j and j→k
+            v_ji, v_kj = vec.index_select(0, idx_ji), vec.index_select(0, idx_kj)  # i→j and j→k
             angle = torch.atan2(torch.cross(v_ji, v_kj, dim=1).norm(dim=-1), (v_ji * v_kj).sum(dim=-1))
             net = self.net
             rbf = net.rbf(dist)

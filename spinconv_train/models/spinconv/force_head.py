@@ -65,8 +65,8 @@ class ForceHead(nn.Module):
             axis = torch.arange(3, device=unit.device)
             src = torch.arange(num_edges, device=unit.device).repeat_interleave(3)
             dst = (3 * target).repeat_interleave(3) + axis.repeat(num_edges)
-            coords = torch.bmm(spheres[dst], unit[src].unsqueeze(-1)).squeeze(-1)
-            scale = None if splat_scale is None else splat_scale[src]
+            coords = torch.bmm(spheres.index_select(0, dst), unit.index_select(0, src).unsqueeze(-1)).squeeze(-1)
+            scale = None if splat_scale is None else splat_scale.index_select(0, src)
             plan = make_splat_plans(coords, src, dst, 3 * num_atoms, num_edges, self.lat, self.long, scale=scale,
                                     max_dst_per_chunk=max_dst_per_chunk)
         h = self.spinconvblock(x, plan)

@@ -84,8 +84,8 @@ def edge_frames(
     """
     num_edges = unit.shape[0]
     x = unit
-    u = unit[pair_src]
-    u_perp = u - pair_cos.unsqueeze(-1) * x[pair_dst]
+    u = unit.index_select(0, pair_src)  # (gathers by index_select: see model._edge_plan)
+    u_perp = u - pair_cos.unsqueeze(-1) * x.index_select(0, pair_dst)
     wu = pair_weight.unsqueeze(-1) * u_perp
     a1 = unit.new_zeros(num_edges, 3).index_add_(0, pair_dst, wu)
     a2 = unit.new_zeros(num_edges, 3).index_add_(0, pair_dst, pair_cos.unsqueeze(-1) * wu)
@@ -112,7 +112,7 @@ def atom_frames(unit: Tensor, weight: Tensor, target: Tensor, num_atoms: int) ->
     ez = torch.zeros_like(v1)
     ez[:, 2] = 1.0
     d1 = torch.where(ok1.unsqueeze(-1), v1 / n1.unsqueeze(-1), ez)
-    c = (unit * d1[target]).sum(-1, keepdim=True)
+    c = (unit * d1.index_select(0, target)).sum(-1, keepdim=True)
     v2 = zeros.index_add(0, target, c * wu)
     v2b = zeros.index_add(0, target, c * c * (1.0 - weight).unsqueeze(-1) * wu)
     v2 = v2 - (v2 * d1).sum(-1, keepdim=True) * d1

@@ -209,11 +209,15 @@ class SpinConv(nn.Module):
         """Frames of all edges and the splat plan of their neighbourhoods."""
         pair_src, pair_dst, is_reverse = graph.pair_src, graph.pair_dst, graph.pair_is_reverse
         unit = graph.unit
-        pair_cos = (unit[pair_src] * unit[pair_dst]).sum(-1)
-        pair_weight = torch.where(is_reverse, torch.zeros_like(pair_cos), frame_weight[pair_src])
+        # Gathers by index_select, not x[index]: its backward (index_add_) is deterministic
+        # on CPU, while advanced indexing's (index_put_ with accumulate) adds in a
+        # thread-dependent order (measured: two 2-thread training runs diverged at step 8).
+        unit_src, unit_dst = unit.index_select(0, pair_src), unit.index_select(0, pair_dst)
+        pair_cos = (unit_src * unit_dst).sum(-1)
+        pair_weight = torch.where(is_reverse, torch.zeros_like(pair_cos), frame_weight.index_select(0, pair_src))
         frames = edge_frames(unit, pair_src, pair_dst, pair_weight, pair_cos)
-        coords = torch.bmm(frames[pair_dst], unit[pair_src].unsqueeze(-1)).squeeze(-1)
-        scale = None if env is None else env[pair_src]
+        coords = torch.bmm(frames.index_select(0, pair_dst), unit_src.unsqueeze(-1)).squeeze(-1)
+        scale = None if env is None else env.index_select(0, pair_src)
         return make_splat_plans(
             coords,
             pair_src,

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Reject flags whose feature has not landed yet, with what to do instead."""
+    """Reject flag combinations that cannot run, saying what to do instead."""
     used = [name for name in _SUBMIT_ONLY if getattr(args, name) is not None]
     if used and not args.submit:
         flags = ", ".join("--" + n.replace("_", "-") for n in used)

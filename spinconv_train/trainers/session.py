@@ -106,6 +106,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def default_run_name(identifier: str, mode: str) -> str:
+    """``<timestamp>[-<identifier>][-<mode>]`` (no mode suffix for training runs)."""
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
+    base = f"{stamp}-{identifier}" if identifier else stamp
+    return base if mode == "train" else f"{base}-{mode}"
+
+
 class RunDirectoryExistsError(ValueError):
     """``--run-name`` names a folder that already exists."""
 
@@ -123,10 +130,7 @@ def make_run_dir(options: RunOptions, mode: str) -> str:
                 f"--run-name {options.run_name!r}: {name!r} already exists; runs never write into an "
                 "existing run directory (resume with --checkpoint and a new name)") from None
     elif dist.is_main():
-        stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
-        base = f"{stamp}-{options.identifier}" if options.identifier else stamp
-        if mode != "train":
-            base = f"{base}-{mode}"
+        base = default_run_name(options.identifier, mode)
         name = os.path.join(options.run_dir, base)
         suffix = 1
         while os.path.exists(name):

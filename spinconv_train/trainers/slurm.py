@@ -21,8 +21,7 @@ import argparse
 import logging
 import os
 import sys
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence
 
 logger = logging.getLogger(__name__)
@@ -109,11 +108,18 @@ class TrainingJob:
     run_name: str  # the first attempt's run directory name
     attempt: int = 0
     resume_from: Optional[str] = None  # checkpoint.pt the attempt starts from
-    history: List[str] = field(default_factory=list)  # run directory names of earlier attempts
 
     @property
     def attempt_name(self) -> str:
-        return self.run_name if self.attempt == 0 else f"{self.run_name}-requeue{self.attempt}"
+        return self._name(self.attempt)
+
+    @property
+    def history(self) -> List[str]:
+        """Run directory names of the earlier attempts."""
+        return [self._name(k) for k in range(self.attempt)]
+
+    def _name(self, attempt: int) -> str:
+        return self.run_name if attempt == 0 else f"{self.run_name}-requeue{attempt}"
 
     def command(self) -> List[str]:
         """The main.py arguments of this attempt."""
@@ -146,8 +152,7 @@ class TrainingJob:
         checkpoint, as the next attempt."""
         import submitit
 
-        following = replace(self, attempt=self.attempt + 1, resume_from=self.latest_checkpoint(),
-                            history=self.history + [self.attempt_name])
+        following = replace(self, attempt=self.attempt + 1, resume_from=self.latest_checkpoint())
         logger.warning("job interrupted: requeueing as %s (resuming from %s)", following.attempt_name,
                        following.resume_from or "scratch: no checkpoint yet")
         return submitit.helpers.DelayedSubmission(following)
@@ -157,9 +162,10 @@ def submit(args: argparse.Namespace, argv: Sequence[str], config: Any) -> Any:
     """Submit the command of ``argv`` (a ``--submit`` command line) and return the job."""
     import submitit
 
+    from spinconv_train.trainers.session import default_run_name
+
     run_dir = os.path.abspath(args.run_dir)
-    stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
-    run_name = args.run_name or (f"{stamp}-{args.identifier}" if args.identifier else stamp)
+    run_name = args.run_name or default_run_name(args.identifier, args.mode)
     if os.path.exists(os.path.join(run_dir, run_name)):
         raise ValueError(f"run directory {os.path.join(run_dir, run_name)!r} already exists")
     job_argv = strip_flags(argv, {**SUBMIT_FLAGS, **_JOB_FLAGS})

@@ -22,7 +22,7 @@ def test_pairs_are_all_edges_into_the_source_grouped_by_edge():
     got = list(zip(graph.pair_src.tolist(), graph.pair_dst.tolist()))
     assert sorted(got) == expected
     assert bool((graph.pair_dst[1:] >= graph.pair_dst[:-1]).all())  # the splat plan relies on it
-    pair_src, pair_dst = edge_pairs(graph.edge_index, batch.pos.shape[0])
+    pair_src, pair_dst = edge_pairs(graph.edge_index, torch.bincount(graph.edge_index[1], minlength=batch.pos.shape[0]))
     assert torch.equal(pair_src, graph.pair_src) and torch.equal(pair_dst, graph.pair_dst)
 
 

@@ -98,7 +98,7 @@ def build_edge_graph(
     # Only the small per-edge/per-atom arrays travel; the (pairs,) lists, ~30x larger, are
     # built on the device, with their size known here so that nothing there waits.
     edge_index, rev, degree, cell_offsets = _to_device(pos.device, edge_index, rev, degree, shifts.round().long())
-    pair_src, pair_dst = _edge_pairs(edge_index, degree, num_pairs)
+    pair_src, pair_dst = edge_pairs(edge_index, degree, num_pairs)
     pair_is_reverse = pair_src == rev[pair_dst]
     cell_offsets = cell_offsets.to(pos.dtype)
     vec = edge_vectors(pos, edge_index, cell_offsets, cell, batch)
@@ -129,18 +129,14 @@ def unpack_indices(flat: Tensor, like: tuple[Tensor, ...]) -> tuple[Tensor, ...]
     return tuple(out)
 
 
-def edge_pairs(edge_index: Tensor, num_atoms: int) -> tuple[Tensor, Tensor]:
+def edge_pairs(edge_index: Tensor, degree: Tensor, num_pairs: int | None = None) -> tuple[Tensor, Tensor]:
     """For every edge e = j->i, all edges e' = k->j into its source: (pair_src=e', pair_dst=e).
 
-    Requires ``edge_index`` sorted by target (as ``build_edge_graph`` returns it);
-    ``pair_dst`` is non-decreasing.
+    Requires ``edge_index`` sorted by target (as ``build_edge_graph`` returns it) and
+    ``degree`` its in-degrees (bincount of the targets); ``pair_dst`` is non-decreasing.
+    ``num_pairs`` (the sum of the sources' degrees), when known, spares
+    ``repeat_interleave`` reading the repeats back from a GPU.
     """
-    return _edge_pairs(edge_index, torch.bincount(edge_index[1], minlength=num_atoms))
-
-
-def _edge_pairs(edge_index: Tensor, degree: Tensor, num_pairs: int | None = None) -> tuple[Tensor, Tensor]:
-    """``edge_pairs`` from the target degrees; ``num_pairs`` (sum of the sources' degrees),
-    when known, spares ``repeat_interleave`` reading the repeats back from a GPU."""
     src = edge_index[0]
     num_edges = src.numel()
     first = torch.cumsum(degree, 0) - degree

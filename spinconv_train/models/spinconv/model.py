@@ -304,8 +304,8 @@ class SpinConv(nn.Module):
                         result["forces"] = self.force_head(x, graph.unit, graph.edge_index, atomic_numbers, env)
                     else:
                         result["forces"] = self.force_head(
-                        x, graph.unit, graph.edge_index[1], frame_weight, atomic_numbers, env,
-                        max_dst_per_chunk=self.chunk_spheres(pos.device),
-                    )
+                            x, graph.unit, graph.edge_index[1], frame_weight, atomic_numbers, env,
+                            max_dst_per_chunk=self.chunk_spheres(pos.device),
+                        )
         # Under autocast the heads may end in half precision: outputs take the positions' dtype.
         return {key: value.to(pos.dtype) for key, value in result.items()}

@@ -275,19 +275,21 @@ def make_splat_plans(
         ends = torch.cumsum(torch.bincount(chunk_of, minlength=num_chunks), 0).tolist()
     chunks, begin = [], 0
     for c, end in enumerate(ends):
-        if order is None:
-            def part(t: Tensor, b: int = begin, e: int = end) -> Tensor:
-                return t[b:e]
-        else:  # index_select: a deterministic backward on CPU (see model._edge_plan)
-            def part(t: Tensor, idx: Tensor = order[begin:end]) -> Tensor:
-                return t.index_select(0, idx)
+        idx = slice(begin, end) if order is None else order[begin:end]
         first = c * max_dst_per_chunk
         chunks.append(make_splat_plan(
-            part(coords), part(src), part(dst) - first, min(max_dst_per_chunk, num_dst - first), num_src, lat, long,
-            None if scale is None else part(scale), None if at_south_pole is None else part(at_south_pole),
+            _rows(coords, idx), _rows(src, idx), _rows(dst, idx) - first, min(max_dst_per_chunk, num_dst - first),
+            num_src, lat, long, None if scale is None else _rows(scale, idx),
+            None if at_south_pole is None else _rows(at_south_pole, idx),
         ))
         begin = end
     return ChunkedSplatPlan(chunks, num_dst)
+
+
+def _rows(t: Tensor, idx: slice | Tensor) -> Tensor:
+    """``t[idx]``; an index tensor by index_select (a deterministic backward on CPU, see
+    model._edge_plan)."""
+    return t[idx] if isinstance(idx, slice) else t.index_select(0, idx)
 
 
 def _csr(structure: CSRStructure, values: Tensor) -> Tensor:

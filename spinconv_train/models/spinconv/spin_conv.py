@@ -21,8 +21,7 @@ import contextlib
 import contextvars
 import functools
 import math
-from collections.abc import Iterator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -179,8 +178,8 @@ class GridSpinConv(nn.Module):
         """The Fourier-domain weights ``forward_flat`` uses (None for ``impl="conv"``).
 
         When no gradient can flow to the weight (no autograd, a frozen weight, or inside
-        ``frozen_weights()``) the matrix is kept and reused until the weight changes: rebuilding it took ~40% of a
-        small molecule's forward pass. A change is noticed through the weight's version
+        ``frozen_weights()``) the matrix is kept and reused until the weight changes:
+        rebuilding it took ~40% of a small molecule's forward pass. A change is noticed through the weight's version
         counter (optimizer steps, ``load_state_dict``, EMA updates and any in-place edit
         of the parameter bump it) or its storage (``.to()``, ``.data = ...``); edits made
         through ``weight.data`` bypass the counter, so call ``clear_kernel_cache`` after them.
@@ -199,12 +198,12 @@ class GridSpinConv(nn.Module):
             autocast_state(device.type),
         )
         cached = self._kernel_cache
-        # The kept detached view shares the weight's storage, so that storage cannot be
-        # freed and its address reused by another tensor while the entry exists.
-        if cached is not None and cached[0] == key and cached[1].data_ptr() == weight.data_ptr():
+        if cached is not None and cached[0] == key:
             return cached[2]
         with torch.no_grad():
             kernel = self._build_flat_kernel(dtype, device)
+        # The kept detached view shares the weight's storage, so that storage cannot be
+        # freed and its address (part of the key) reused by another tensor meanwhile.
         self._kernel_cache = (key, weight.detach(), kernel)
         return kernel
 
@@ -296,7 +295,7 @@ class GridSpinConv(nn.Module):
         out[0, 0] += (self.long * self.conv1.bias).to(out.dtype).view(groups, 1, out_g)
         # All rolls: (G num out_g, 2F) @ (2F, long), the transposed view costs no copy.
         y = _matmul(out.view(2 * num_freq, -1).T, idft, scratch, "rolls")
-        y = activate(self.act, y).view(groups, num, out_g, long).mean(dim=-1)  # y is a fresh temporary  # (G, num, out_g)
+        y = activate(self.act, y).view(groups, num, out_g, long).mean(dim=-1)  # (G, num, out_g); y is a temporary
         return y.permute(1, 0, 2).reshape(num, self.out_channels)
 
 

@@ -44,7 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ase.io import read
 
     from spinconv_train.relax import ModelCalculator
-    from spinconv_train.relax.dynamics import run_md
+    from spinconv_train.relax.dynamics import md_caveats, run_md
     from spinconv_train.trainers.checkpoint import CheckpointError
 
     try:
@@ -57,6 +57,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    caveats = md_caveats(atoms.calc.model)
+    for line in caveats:
+        print(f"note: {line}", file=sys.stderr)
     os.makedirs(args.output_dir, exist_ok=True)
     try:
         log = run_md(atoms, args.steps, args.timestep, args.ensemble, args.temperature, args.friction, args.seed,
@@ -70,6 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "ms_per_step": 1000.0 * log.seconds / max(args.steps, 1),
         "mean_temperature_k": float(sum(log.temperature) / len(log.temperature)),
         "max_total_energy_error_ev": log.max_energy_error(),
+        "model_caveats": caveats,
     }
     from spinconv_train.config import write_text_atomic
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from spinconv_testkit import random_rotation
 
@@ -25,8 +26,12 @@ def _project(coords, values, dst, num_dst, lat, long, **kw):
     return grid_from_flat(splat(values, plan), plan)
 
 
-def _dense_reference(coords, values, dst, num_dst, lat, long, scale=None, at_south_pole=None):
-    """Straightforward loop implementation of the bilinear splat with averaged pole rows."""
+def _smoothstep(u: float) -> float:
+    return u * u * (3 - 2 * u)
+
+
+def _dense_reference(coords, values, dst, num_dst, lat, long, scale=None, at_south_pole=None, interpolation="bilinear"):
+    """Straightforward loop implementation of the splat with averaged pole rows."""
     grid = torch.zeros(num_dst, values.shape[1], lat, long, dtype=values.dtype)
     for p in range(coords.shape[0]):
         x, y, z = coords[p].tolist()
@@ -40,6 +45,8 @@ def _dense_reference(coords, values, dst, num_dst, lat, long, scale=None, at_sou
         col = lam * long / (2 * math.pi)
         c0 = math.floor(col)
         s = col - c0
+        if interpolation == "smooth":
+            t, s = _smoothstep(t), _smoothstep(s)
         w = 1.0 if scale is None else float(scale[p])
         for r, wr in ((r0, 1 - t), (r0 + 1, t)):
             for c, wc in ((c0 % long, 1 - s), ((c0 + 1) % long, s)):
@@ -49,7 +56,8 @@ def _dense_reference(coords, values, dst, num_dst, lat, long, scale=None, at_sou
     return grid
 
 
-def test_grid_nodes_land_on_their_row_and_column():
+@pytest.mark.parametrize("interpolation", ["bilinear", "smooth"])
+def test_grid_nodes_land_on_their_row_and_column(interpolation):
     lat, long = 7, 10
     rows, cols = torch.meshgrid(torch.arange(1, lat - 1), torch.arange(long), indexing="ij")
     rows, cols = rows.reshape(-1), cols.reshape(-1)
@@ -58,14 +66,15 @@ def test_grid_nodes_land_on_their_row_and_column():
     coords = _unit(phi, lam)
     n = coords.shape[0]
     values = torch.ones(n, 1, dtype=torch.float64)
-    grid = _project(coords, values, torch.arange(n), n, lat, long)[:, 0]
+    grid = _project(coords, values, torch.arange(n), n, lat, long, interpolation=interpolation)[:, 0]
     for p in range(n):
         expected = torch.zeros(lat, long, dtype=torch.float64)
         expected[rows[p], cols[p]] = 1.0
         assert torch.allclose(grid[p], expected, atol=1e-12)
 
 
-def test_sparse_splat_equals_dense_reference_and_conserves_mass():
+@pytest.mark.parametrize("interpolation", ["bilinear", "smooth"])
+def test_sparse_splat_equals_dense_reference_and_conserves_mass(interpolation):
     torch.manual_seed(0)
     n, num_dst, lat, long = 60, 5, 6, 8
     coords = torch.nn.functional.normalize(torch.randn(n, 3, dtype=torch.float64), dim=-1)
@@ -76,20 +85,23 @@ def test_sparse_splat_equals_dense_reference_and_conserves_mass():
     values = torch.randn(n, 3, dtype=torch.float64)
     dst = torch.randint(0, num_dst, (n,))
     scale = torch.rand(n, dtype=torch.float64)
-    got = _project(coords, values, dst, num_dst, lat, long, scale=scale, at_south_pole=pole)
-    ref = _dense_reference(coords, values, dst, num_dst, lat, long, scale=scale, at_south_pole=pole)
+    got = _project(coords, values, dst, num_dst, lat, long, scale=scale, at_south_pole=pole,
+                   interpolation=interpolation)
+    ref = _dense_reference(coords, values, dst, num_dst, lat, long, scale=scale, at_south_pole=pole,
+                           interpolation=interpolation)
     assert torch.allclose(got, ref, atol=1e-12)
     total = torch.zeros(num_dst, 3, dtype=torch.float64).index_add_(0, dst, scale[:, None] * values)
     assert torch.allclose(got.sum(dim=(2, 3)), total, atol=1e-12)
     # the flagged point and the exact poles fill their pole rows uniformly
     only = _project(coords[[3, 4, 7]], torch.ones(3, 1, dtype=torch.float64), torch.tensor([0, 1, 2]), 3, lat, long,
-                    at_south_pole=torch.tensor([False, False, True]))[:, 0]
+                    at_south_pole=torch.tensor([False, False, True]), interpolation=interpolation)[:, 0]
     assert torch.allclose(only[0, -1], torch.full((long,), 1.0 / long, dtype=torch.float64))
     assert torch.allclose(only[1, 0], torch.full((long,), 1.0 / long, dtype=torch.float64))
     assert torch.allclose(only[2, 0], torch.full((long,), 1.0 / long, dtype=torch.float64))
 
 
-def test_rotation_about_pole_axis_is_a_roll():
+@pytest.mark.parametrize("interpolation", ["bilinear", "smooth"])
+def test_rotation_about_pole_axis_is_a_roll(interpolation):
     torch.manual_seed(1)
     lat, long = 5, 6
     coords = torch.nn.functional.normalize(torch.randn(40, 3, dtype=torch.float64), dim=-1)
@@ -97,12 +109,13 @@ def test_rotation_about_pole_axis_is_a_roll():
     dst = torch.randint(0, 4, (40,))
     a = 2 * math.pi / long
     rot = torch.tensor([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]], dtype=torch.float64)
-    g1 = _project(coords, values, dst, 4, lat, long)
-    g2 = _project(coords @ rot.T, values, dst, 4, lat, long)
+    g1 = _project(coords, values, dst, 4, lat, long, interpolation=interpolation)
+    g2 = _project(coords @ rot.T, values, dst, 4, lat, long, interpolation=interpolation)
     assert torch.allclose(g2, torch.roll(g1, 1, dims=-1), atol=1e-12)
 
 
-def test_splat_gradients_including_second_order():
+@pytest.mark.parametrize("interpolation", ["bilinear", "smooth"])
+def test_splat_gradients_including_second_order(interpolation):
     torch.manual_seed(2)
     n, lat, long = 6, 3, 4
     base = torch.nn.functional.normalize(torch.randn(n, 3, dtype=torch.float64), dim=-1)
@@ -113,13 +126,58 @@ def test_splat_gradients_including_second_order():
 
     def fn(coords, values):
         unit = torch.nn.functional.normalize(coords, dim=-1)
-        plan = make_splat_plan(unit, src, dst, 2, 4, lat, long, at_south_pole=pole)
+        plan = make_splat_plan(unit, src, dst, 2, 4, lat, long, at_south_pole=pole, interpolation=interpolation)
         return grid_from_flat(splat(values, plan), plan)
 
     coords = base.clone().requires_grad_(True)
     values = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(fn, (coords, values))
     assert torch.autograd.gradgradcheck(fn, (coords, values))
+
+
+def _grid_velocity(path, u: float, lat: int, long: int, interpolation: str) -> torch.Tensor:
+    """d grid / du for one point moving along ``path(u)`` (unit frame coordinates)."""
+    u = torch.tensor(u, dtype=torch.float64, requires_grad=True)
+    one = torch.zeros(1, dtype=torch.long)
+
+    def grid_of(u):
+        return _project(path(u).unsqueeze(0), torch.ones(1, 1, dtype=torch.float64), one, 1, lat, long,
+                        interpolation=interpolation)
+
+    return torch.autograd.functional.jacobian(grid_of, u)
+
+
+@pytest.mark.parametrize("where", ["grid line", "pole"])
+def test_smooth_interpolation_is_continuously_differentiable(where):
+    """Crossing a column line, or passing through the north pole on a meridian, the smooth
+    splat's derivative is continuous (the difference across shrinks with the step); the
+    bilinear splat's jumps (a kink: what makes forces jump)."""
+    lat, long = 6, 8
+    if where == "grid line":  # longitude runs through column 3 at u = 0, latitude 0.3
+        def path(u):
+            lon = 2 * math.pi * 3 / long + u
+            return _unit(torch.tensor(0.3, dtype=torch.float64), lon)
+    else:  # a great circle through the north pole (x axis): x = cos u, y = sin u cos a, z = sin u sin a
+        def path(u):
+            a = 0.7
+            return torch.stack([torch.cos(u), torch.sin(u) * math.cos(a), torch.sin(u) * math.sin(a)])
+    for interpolation, continuous in (("smooth", True), ("bilinear", False)):
+        jumps = []
+        for eps in (1e-3, 1e-5):
+            left = _grid_velocity(path, -eps, lat, long, interpolation)
+            right = _grid_velocity(path, eps, lat, long, interpolation)
+            jumps.append(float((right - left).abs().max()))
+        if continuous:
+            assert jumps[1] < 1e-3 and jumps[1] < 0.05 * jumps[0], (where, jumps)
+        else:
+            assert jumps[1] > 0.1, (where, jumps)
+
+
+def test_unknown_interpolation_is_named():
+    coords = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="cubic"):
+        make_splat_plan(coords, torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long), 1, 1, 4, 4,
+                        interpolation="cubic")
 
 
 def test_edge_frames_are_orthonormal_and_equivariant():

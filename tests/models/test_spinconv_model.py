@@ -20,14 +20,17 @@ from spinconv_train.models import SpinConv
 from spinconv_train.registry import MODELS
 
 KINDS = ["fullconv", "rotspharmwd", "spharm", "rotspharmroll"]
-VARIANTS = ["grad", "random", "edge"]  # energy-centric, force-centric (sphere head, edge head)
+# energy-centric, force-centric (sphere head, edge head); "-smooth": C1 sphere interpolation
+VARIANTS = ["grad", "random", "edge", "grad-smooth", "random-smooth"]
 
 
 def variant_kwargs(variant: str) -> dict:
     """Model keywords of a test variant."""
-    if variant == "edge":
-        return {"force_estimator": "direct", "direct_force_head": "edge"}
-    return {"force_estimator": variant}
+    name, _, interpolation = variant.partition("-")
+    kwargs = {"sphere_interpolation": interpolation} if interpolation else {}
+    if name == "edge":
+        return {"force_estimator": "direct", "direct_force_head": "edge", **kwargs}
+    return {"force_estimator": name, **kwargs}
 
 OC20_CONFIG = {
     "hidden_channels": 32,
@@ -131,9 +134,9 @@ def _central_difference(model, atoms, atom: int, axis: int, h: float = 5e-7) -> 
     return -(values[1] - values[0]) / (2.0 * h)
 
 
-@pytest.mark.parametrize("envelope", [False, True])
-def test_energy_centric_forces_are_exact_gradient(envelope):
-    model = make_model(force_estimator="grad", envelope=envelope, cutoff=4.0)
+@pytest.mark.parametrize("envelope,interpolation", [(False, "bilinear"), (True, "bilinear"), (True, "smooth")])
+def test_energy_centric_forces_are_exact_gradient(envelope, interpolation):
+    model = make_model(force_estimator="grad", envelope=envelope, cutoff=4.0, sphere_interpolation=interpolation)
     atoms = slab_with_adsorbate(seed=4, adsorbate="CO", rattle=0.1)
     _, forces = _predict(model, [atoms])
     scale = float(forces.abs().max())
@@ -143,6 +146,33 @@ def test_energy_centric_forces_are_exact_gradient(envelope):
         for axis in range(3):
             fd = _central_difference(model, atoms, atom, axis)
             assert abs(fd - float(forces[atom, axis])) <= 1e-6 * scale, (atom, axis)
+
+
+def _forces_along_path(model, atoms, atom: int, length: float, steps: int) -> np.ndarray:
+    """Forces (steps + 1, N, 3) while ``atom`` moves by ``length`` Å along x."""
+    frames = []
+    for i in range(steps + 1):
+        pos = atoms.positions.copy()
+        pos[atom, 0] += length * i / steps
+        frames.append(to_data(atoms, pos=pos))
+    with torch.no_grad():
+        out = [model(Batch.from_data_list(frames[i:i + 50]))["forces"] for i in range(0, steps + 1, 50)]
+    return torch.cat(out).view(steps + 1, len(atoms), 3).numpy()
+
+
+def test_smooth_interpolation_gives_continuous_forces():
+    """Moving an atom 0.02 Å in 400 steps: with the bilinear splat the forces jump where a
+    neighbour crosses a grid line (the largest change per step is hundreds of times the
+    typical one); with smooth interpolation they change by about the same small amount at
+    every step."""
+    atoms = rattled_molecule("CH3CH2OH", seed=0)
+    ratios = {}
+    for interpolation in ("bilinear", "smooth"):
+        model = make_model(force_estimator="grad", envelope=True, cutoff=5.0, sphere_interpolation=interpolation)
+        forces = _forces_along_path(model, atoms, 0, 0.02, 400)
+        change = np.abs(np.diff(forces, axis=0)).max(axis=(1, 2))
+        ratios[interpolation] = float(change.max() / np.median(change))
+    assert ratios["bilinear"] > 50 and ratios["smooth"] < 3, ratios
 
 
 def test_collinear_atoms_give_finite_gradients():
@@ -160,7 +190,7 @@ def test_collinear_atoms_give_finite_gradients():
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
         # forces of a linear molecule point along the line (energy-centric: by symmetry;
         # edge head: every edge lies on the line)
-        if variant in ("grad", "edge"):
+        if variant.partition("-")[0] in ("grad", "edge"):
             forces = out["forces"].detach()
             assert float(forces[:, 1:].abs().max()) < 1e-9 * float(forces.abs().max())
 

@@ -39,9 +39,11 @@ class ForceHead(nn.Module):
         act: Callable[[Tensor], Tensor],
         lmax: int | None,
         impl: str,
+        interpolation: str = "bilinear",
     ) -> None:
         super().__init__()
         self.lat, self.long = lat, long
+        self.interpolation = interpolation
         self.act = act
         self.spinconvblock = SpinConvBlock(hidden_channels, mid_channels, lat, long, kind, act, lmax, impl)
         self.block1 = EmbeddingBlock(mid_channels, mid_channels, mid_channels, embedding_size, 8, max_num_elements, act)
@@ -68,7 +70,7 @@ class ForceHead(nn.Module):
             coords = torch.bmm(spheres.index_select(0, dst), unit.index_select(0, src).unsqueeze(-1)).squeeze(-1)
             scale = None if splat_scale is None else splat_scale.index_select(0, src)
             plan = make_splat_plans(coords, src, dst, 3 * num_atoms, num_edges, self.lat, self.long, scale=scale,
-                                    max_dst_per_chunk=max_dst_per_chunk)
+                                    max_dst_per_chunk=max_dst_per_chunk, interpolation=self.interpolation)
         h = self.spinconvblock(x, plan)
         element = atomic_numbers.repeat_interleave(3)
         h = self.block1(h, element, element)

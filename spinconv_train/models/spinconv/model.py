@@ -22,7 +22,7 @@ from .force_head import EdgeForceHead, ForceHead
 from .frames import edge_frames
 from .message import MessageBlock
 from .precision import geometry_precision
-from .projection import ChunkedSplatPlan, SplatPlan, make_splat_plans
+from .projection import SPHERE_INTERPOLATIONS, ChunkedSplatPlan, SplatPlan, make_splat_plans
 from .spin_conv import SPIN_CONV_IMPLS, SPIN_CONV_KINDS, frozen_weights
 
 FORCE_ESTIMATORS = ("grad", "random", "direct")
@@ -53,7 +53,11 @@ class SpinConv(nn.Module):
     peak memory of inference; ``"auto"``: 2**22 on CPU, 2**27 on GPUs; ``None``: one chunk),
     ``direct_force_head`` (force-centric models: ``"sphere"``, the paper's force block of
     spin convolutions on per-atom spheres, or ``"edge"``, forces as sums of learned
-    strengths along the edge directions, see ``force_head.EdgeForceHead``).
+    strengths along the edge directions, see ``force_head.EdgeForceHead``),
+    ``sphere_interpolation`` (``"bilinear"``, the paper's splat onto the sphere grid, or
+    ``"smooth"``: same corners, C1 weights, so energies are C1 in the positions and forces
+    have no jumps where a neighbour crosses a grid line; see ``projection.py``; use it with
+    ``envelope: true`` for molecular dynamics).
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class SpinConv(nn.Module):
         spin_conv_impl: str = "fft",
         spin_conv_chunk_elements: int | str | None = "auto",
         direct_force_head: str = "sphere",
+        sphere_interpolation: str = "bilinear",
     ) -> None:
         super().__init__()
         if num_targets != 1:
@@ -106,6 +111,10 @@ class SpinConv(nn.Module):
             raise ValueError(f"direct_force_head must be one of {DIRECT_FORCE_HEADS}, got {direct_force_head!r}")
         if spin_conv_impl not in SPIN_CONV_IMPLS:
             raise ValueError(f"spin_conv_impl must be one of {SPIN_CONV_IMPLS}, got {spin_conv_impl!r}")
+        if sphere_interpolation not in SPHERE_INTERPOLATIONS:
+            raise ValueError(
+                f"sphere_interpolation must be one of {SPHERE_INTERPOLATIONS}, got {sphere_interpolation!r}"
+            )
         lmax_value = None if lmax is None or lmax is False else int(lmax)
 
         self.use_pbc = use_pbc
@@ -120,6 +129,7 @@ class SpinConv(nn.Module):
         self.direct_forces = force_estimator != "grad"
         self.envelope = bool(envelope)
         self.envelope_exponent = int(envelope_exponent)
+        self.sphere_interpolation = sphere_interpolation
         self.act = SiLU()  # nn.SiLU with a memory-lean second derivative (activation.py)
         if not (spin_conv_chunk_elements is None or spin_conv_chunk_elements == "auto"
                 or (isinstance(spin_conv_chunk_elements, int) and spin_conv_chunk_elements > 0)):
@@ -178,6 +188,7 @@ class SpinConv(nn.Module):
                 self.act,
                 lmax_value,
                 spin_conv_impl,
+                sphere_interpolation,
             )
 
         if regress_forces and not self.direct_forces:  # training differentiates forces = -dE/dx
@@ -230,6 +241,7 @@ class SpinConv(nn.Module):
             at_south_pole=is_reverse,
             max_dst_per_chunk=self.chunk_spheres(unit.device),
             dst_sorted=True,  # the pairs are grouped by their (increasing) pair_dst
+            interpolation=self.sphere_interpolation,
         )
 
     def _backbone(self, data, pos: Tensor, atomic_numbers: Tensor) -> tuple[EdgeGraph, Tensor, Tensor, Tensor | None]:

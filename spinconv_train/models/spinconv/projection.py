@@ -5,6 +5,15 @@ longitude 2 pi k / long; a unit vector with frame coordinates (x, y, z) has lati
 asin(x) and longitude atan2(z, y). Values are splatted bilinearly: linearly between the
 two nearest rows and circularly-linearly between the two nearest columns.
 
+Interpolation. ``"bilinear"`` (the paper's) weights the two rows by (1 - t, t) and the
+two columns by (1 - s, s), t and s the fractional grid coordinates: continuous, but with
+kinks where a point crosses a grid line, so an energy built on it has forces that jump
+there. ``"smooth"`` passes t and s through smoothstep(u) = 3u^2 - 2u^3 first: the same
+four corners, weights still non-negative and summing to one, equal at grid points, but
+continuously differentiable across grid lines; near a pole the weight off the pole row is
+then O(rho^2) in the distance rho from the pole, so the splat is C1 there too. Energies
+become C1 functions of the positions (continuous forces; NVE conserves energy to O(dt^2)).
+
 Poles. The two pole rows are single points of the sphere, so each pole row is replaced
 by its mean over longitude (what lands there is spread equally over the row). This keeps
 the splat continuous when a point approaches a pole and makes the pole rows roll
@@ -37,6 +46,7 @@ from .scratch import Scratch
 __all__ = [
     "ChunkedSplatPlan",
     "SplatPlan",
+    "SPHERE_INTERPOLATIONS",
     "grid_from_flat",
     "make_splat_plan",
     "make_splat_plans",
@@ -44,6 +54,14 @@ __all__ = [
     "splat",
     "splat_dtype",
 ]
+
+
+SPHERE_INTERPOLATIONS = ("bilinear", "smooth")
+
+
+def _smoothstep(u: Tensor) -> Tensor:
+    """3u^2 - 2u^3 for u in [0, 1]: C1, with zero slope at both ends."""
+    return u * u * (3.0 - 2.0 * u)
 
 
 @dataclass
@@ -149,17 +167,21 @@ def make_splat_plan(
     long: int,
     scale: Tensor | None = None,
     at_south_pole: Tensor | None = None,
+    interpolation: str = "bilinear",
 ) -> SplatPlan:
-    """Bilinear splat plan for P points with frame coordinates ``coords`` (P,3).
+    """Splat plan (four grid corners per point) for P points with frame coordinates ``coords`` (P,3).
 
     Args:
         src: (P,) index of the value splatted by each point (< num_src).
         dst: (P,) index of the destination sphere of each point (< num_dst).
         scale: optional (P,) factor on every weight (e.g. a cutoff envelope).
         at_south_pole: optional (P,) bool, points that are exactly the south pole.
+        interpolation: ``"bilinear"`` or ``"smooth"`` corner weights (module docstring).
     """
     if lat < 2 or long < 1:
         raise ValueError(f"sphere grid needs lat >= 2 and long >= 1, got lat={lat}, long={long}")
+    if interpolation not in SPHERE_INTERPOLATIONS:
+        raise ValueError(f"sphere interpolation must be one of {SPHERE_INTERPOLATIONS}, got {interpolation!r}")
     device = coords.device
     num = src.numel()
     phi, lam = sphere_angles(coords, at_south_pole)
@@ -171,6 +193,8 @@ def make_splat_plan(
     s = col - c_floor
     r0 = r0f.long()
     c0 = torch.remainder(c_floor.long(), long)
+    if interpolation == "smooth":
+        t, s = _smoothstep(t), _smoothstep(s)
     weight = torch.stack([(1 - t) * (1 - s), (1 - t) * s, t * (1 - s), t * s])  # corners A, B, C, D
     if scale is not None:
         weight = weight * scale.unsqueeze(0)
@@ -252,6 +276,7 @@ def make_splat_plans(
     at_south_pole: Tensor | None = None,
     max_dst_per_chunk: int | None = None,
     dst_sorted: bool = False,
+    interpolation: str = "bilinear",
 ) -> SplatPlan | ChunkedSplatPlan:
     """``make_splat_plan``, split into chunks of at most ``max_dst_per_chunk`` spheres.
 
@@ -261,7 +286,7 @@ def make_splat_plans(
     so every chunk's points are a contiguous slice (no sort, no gathers).
     """
     if max_dst_per_chunk is None or num_dst <= max_dst_per_chunk:
-        return make_splat_plan(coords, src, dst, num_dst, num_src, lat, long, scale, at_south_pole)
+        return make_splat_plan(coords, src, dst, num_dst, num_src, lat, long, scale, at_south_pole, interpolation)
     if max_dst_per_chunk < 1:
         raise ValueError(f"max_dst_per_chunk must be >= 1, got {max_dst_per_chunk}")
     num_chunks = -(-num_dst // max_dst_per_chunk)
@@ -280,7 +305,7 @@ def make_splat_plans(
         chunks.append(make_splat_plan(
             _rows(coords, idx), _rows(src, idx), _rows(dst, idx) - first, min(max_dst_per_chunk, num_dst - first),
             num_src, lat, long, None if scale is None else _rows(scale, idx),
-            None if at_south_pole is None else _rows(at_south_pole, idx),
+            None if at_south_pole is None else _rows(at_south_pole, idx), interpolation,
         ))
         begin = end
     return ChunkedSplatPlan(chunks, num_dst)

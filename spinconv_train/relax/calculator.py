@@ -7,7 +7,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from spinconv_train.relax.convert import atoms_to_batch
 from spinconv_train.trainers.checkpoint import CheckpointError
@@ -26,7 +27,9 @@ def require_forces_task(task: Any, trainer: str, source: str) -> None:
 
 
 class ModelCalculator(Calculator):
-    """Energy (eV) and forces (eV/Å) of ``atoms`` from ``model`` and its task's target state.
+    """Energy (eV), forces (eV/Å) and, for energy-centric SpinConv models on periodic
+    structures, the stress (eV/Å^3, ASE's Voigt order and sign) of ``atoms`` from ``model``
+    and its task's target state.
 
     ``task.denormalize`` turns the model's normalised outputs into the training data's
     units (element references added back), as ``--mode predict`` does. Forces are the
@@ -35,14 +38,17 @@ class ModelCalculator(Calculator):
     the positions at every call.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, model: torch.nn.Module, task: Any, device: Optional[torch.device] = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model = model
         self.task = task
-        self.device = device if device is not None else next(model.parameters(), torch.empty(0)).device
+        first = next(model.parameters(), torch.empty(0))
+        self.device = device if device is not None else first.device
+        # positions and cell in the model's precision (float64 models get unrounded inputs)
+        self.dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
         self.evaluations = 0
 
     @classmethod
@@ -54,10 +60,15 @@ class ModelCalculator(Calculator):
     def calculate(self, atoms: Optional[Atoms] = None, properties: Sequence[str] = ("energy",),
                   system_changes: Sequence[str] = all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        batch = atoms_to_batch(self.atoms, self.device)
+        batch = atoms_to_batch(self.atoms, self.device, self.dtype)
         self.model.eval()
+        want_stress = "stress" in properties
+        if want_stress and not _supports_stress(self.model):
+            raise PropertyNotImplementedError(
+                f"stress needs an energy-centric SpinConv (force_estimator: grad); this model is "
+                f"{type(self.model).__name__} with force_estimator={getattr(self.model, 'force_estimator', None)!r}")
         with torch.no_grad():  # gradient-force models enable autograd inside their forward
-            out = self.model(batch)
+            out = self.model(batch, stress=True) if want_stress else self.model(batch)
         if "forces" not in out:
             raise NotAForceModelError(f"model {type(self.model).__name__} returned no 'forces' "
                                       "(was it built with regress_forces: false?)")
@@ -66,6 +77,13 @@ class ModelCalculator(Calculator):
         energy = float(pred["energy"].reshape(-1)[0])
         self.results = {"energy": energy, "free_energy": energy,
                         "forces": pred["forces"].cpu().numpy().astype(np.float64).reshape(len(self.atoms), 3)}
+        if want_stress:
+            self.results["stress"] = full_3x3_to_voigt_6_stress(pred["stress"].reshape(3, 3).cpu().numpy())
+
+
+def _supports_stress(model: torch.nn.Module) -> bool:
+    """Whether ``model(batch, stress=True)`` is defined: an energy-centric SpinConv."""
+    return getattr(model, "force_estimator", None) == "grad" and getattr(model, "regress_forces", False)
 
 
 def load_force_model(path: str, device: torch.device, use_ema: bool = True) -> tuple:

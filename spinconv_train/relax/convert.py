@@ -43,9 +43,15 @@ def record_to_atoms(data: Any, source: str = "", index: Optional[int] = None) ->
     return atoms
 
 
-def atoms_to_batch(atoms: Atoms, device: torch.device) -> Any:
-    """A one-structure batch of ``atoms`` (the dataset's field layout) on ``device``."""
-    return collate([atoms_to_data(atoms, sid=0)]).to(device)
+def atoms_to_batch(atoms: Atoms, device: torch.device, dtype: torch.dtype = torch.float32) -> Any:
+    """A one-structure batch of ``atoms`` (the dataset's field layout) on ``device``, with
+    positions and cell in ``dtype`` (taken from the Atoms' float64 values, so a float64
+    model sees them unrounded)."""
+    data = atoms_to_data(atoms, sid=0)
+    if dtype != data.pos.dtype:
+        data.pos = torch.tensor(atoms.get_positions(), dtype=dtype)
+        data.cell = torch.tensor(np.asarray(atoms.get_cell()), dtype=dtype).reshape(1, 3, 3)
+    return collate([data]).to(device)
 
 
 def free_atoms(atoms: Atoms) -> np.ndarray:

@@ -54,12 +54,17 @@ class ForcesTask:
                 + self.force_coef * scalar_loss(self.loss_force, pred_f, target_f))
 
     def denormalize(self, out: Mapping[str, Tensor], batch: Any) -> Dict[str, Tensor]:
-        """Model outputs in eV and eV/Å (energy float64 with element references added back)."""
-        energy = self.targets.normalizer.denorm(out["energy"].detach().reshape(-1).double())
+        """Model outputs in eV and eV/Å (energy float64 with element references added back);
+        a "stress" output (eV/Å^3) is scaled like the energy it is the strain derivative of."""
+        norm = self.targets.normalizer
+        energy = norm.denorm(out["energy"].detach().reshape(-1).double())
         reference = self.targets.reference(batch)
         if reference is not None:
             energy = energy + reference
-        return {"energy": energy, "forces": self.targets.normalizer.denorm_forces(out["forces"].detach().double())}
+        result = {"energy": energy, "forces": norm.denorm_forces(out["forces"].detach().double())}
+        if "stress" in out:
+            result["stress"] = out["stress"].detach().double() * norm.std.reshape(-1)[0]
+        return result
 
     def update_metrics(self, acc: ev.MetricAccumulator, pred: Mapping[str, Tensor], batch: Any) -> None:
         target_e = batch.y.reshape(-1).double()

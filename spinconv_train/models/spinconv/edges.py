@@ -63,11 +63,16 @@ def build_edge_graph(
     max_neighbors: int,
     use_pbc: bool,
     otf_graph: bool,
+    cell: Tensor | None = None,
 ) -> EdgeGraph:
-    """Edges of ``data`` (a torch_geometric Batch) with vectors computed from ``pos``."""
+    """Edges of ``data`` (a torch_geometric Batch) with vectors computed from ``pos`` and
+    the lattice ``cell`` (default ``data.cell``; a strained copy for the stress)."""
     batch = data.batch
     num_atoms = pos.shape[0]
-    cell: Tensor | None = getattr(data, "cell", None) if use_pbc else None
+    if cell is None:
+        cell = getattr(data, "cell", None)
+    if not use_pbc:
+        cell = None
     if cell is not None:
         cell = cell.reshape(-1, 3, 3).to(pos.dtype)
     precomputed = getattr(data, "edge_index", None)
@@ -80,7 +85,8 @@ def build_edge_graph(
         if offsets is None or not use_pbc:
             offsets = pos.new_zeros(precomputed.shape[1], 3)
         offsets = offsets.to(pos.dtype)
-        dist = edge_vectors(pos.detach(), precomputed, offsets, cell, batch).norm(dim=-1).to(host)
+        search_cell = None if cell is None else cell.detach()
+        dist = edge_vectors(pos.detach(), precomputed, offsets, search_cell, batch).norm(dim=-1).to(host)
         precomputed, offsets = precomputed.to(host), offsets.to(host)
         inside = (dist < cutoff) & (dist > 0)
         edge_index, shifts = cap_neighbors(precomputed[:, inside], offsets[inside], dist[inside], num_atoms, max_neighbors)

@@ -39,6 +39,15 @@ AUTO_CHUNK_ELEMENTS_CPU = 2**22
 AUTO_CHUNK_ELEMENTS_GPU = 2**27
 
 
+def apply_strain(pos: Tensor, cell: Tensor, strain: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+    """Positions and cells deformed by the symmetric part of ``strain`` (B,3,3):
+    r -> r (1 + e), cell rows a -> a (1 + e). At strain 0 both are unchanged, and the
+    gradient of an energy with respect to ``strain`` is its strain derivative."""
+    sym = 0.5 * (strain + strain.transpose(1, 2))
+    pos = pos + torch.bmm(pos.unsqueeze(1), sym.index_select(0, batch)).squeeze(1)
+    return pos, cell + torch.bmm(cell, sym)
+
+
 @MODELS.register("spinconv")
 class SpinConv(nn.Module):
     """SpinConv with the reference implementation's keyword names (OC20 configs load as is).
@@ -244,10 +253,13 @@ class SpinConv(nn.Module):
             interpolation=self.sphere_interpolation,
         )
 
-    def _backbone(self, data, pos: Tensor, atomic_numbers: Tensor) -> tuple[EdgeGraph, Tensor, Tensor, Tensor | None]:
+    def _backbone(
+        self, data, pos: Tensor, atomic_numbers: Tensor, cell: Tensor | None = None
+    ) -> tuple[EdgeGraph, Tensor, Tensor, Tensor | None]:
         """Graph, final edge messages (E, hidden), frame weights and envelope (or None)."""
         with geometry_precision(pos):  # graph, frames and sphere coordinates never in half precision
-            graph = build_edge_graph(data, pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph)
+            graph = build_edge_graph(data, pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph,
+                                     cell)
             frame_weight, env = self._radial_weights(graph.dist)
             plan = self._edge_plan(graph, pos.shape[0], frame_weight, env)
         src_el = atomic_numbers[graph.edge_index[0]]
@@ -276,8 +288,29 @@ class SpinConv(nn.Module):
                  for i in range(0, dist.shape[0], chunk)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    def forward(self, data) -> dict[str, Tensor]:
-        """``data``: a torch_geometric Batch; returns {"energy": (B,), "forces": (N,3)}."""
+    def _check_stress_input(self, data, grad_forces: bool) -> Tensor:
+        """The batch's (B,3,3) cells, after checking that a stress is defined for them."""
+        if not (self.regress_forces and grad_forces):
+            raise ValueError("stress is the strain derivative of the energy: it needs an energy-centric "
+                             f"model (force_estimator: grad), this one has force_estimator={self.force_estimator!r}")
+        cell = getattr(data, "cell", None)
+        if not self.use_pbc or cell is None:
+            raise ValueError("stress needs periodic structures (use_pbc: true and a cell per structure)")
+        cell = cell.reshape(-1, 3, 3).to(data.pos.dtype)
+        volume = torch.linalg.det(cell).abs()
+        if bool((volume < 1e-6).any()):
+            index = int((volume < 1e-6).nonzero()[0])
+            raise ValueError(f"stress needs a cell with a volume; structure {index} of the batch has "
+                             f"volume {float(volume[index]):.3g} Å^3")
+        return cell
+
+    def forward(self, data, stress: bool = False) -> dict[str, Tensor]:
+        """``data``: a torch_geometric Batch; returns {"energy": (B,), "forces": (N,3)}.
+
+        ``stress=True`` (energy-centric, periodic structures) adds "stress": (B,3,3), the
+        derivative of the energy with respect to a symmetric strain of positions and cell,
+        divided by the cell volume (ASE's convention; energy units per Å^3).
+        """
         pos = data.pos
         atomic_numbers = data.atomic_numbers.long()
         batch = data.batch
@@ -293,21 +326,29 @@ class SpinConv(nn.Module):
                 "autograd, which torch.inference_mode() switches off; call it under "
                 "torch.no_grad() instead (it turns autograd back on for the forces only)"
             )
+        if stress:
+            strained_cell = self._check_stress_input(data, grad_forces)
         outer_grad = torch.is_grad_enabled()
         # Called under no_grad, autograd runs for -dE/dpos only: no weight needs a gradient.
         weights = frozen_weights() if grad_forces and not outer_grad else contextlib.nullcontext()
         with torch.set_grad_enabled(grad_forces or outer_grad), weights:
             if grad_forces and not pos.requires_grad:
                 pos = pos.detach().requires_grad_(True)
-            graph, x, frame_weight, env = self._backbone(data, pos, atomic_numbers)
+            positions, cell = pos, None
+            if stress:
+                strain = torch.zeros_like(strained_cell, requires_grad=True)
+                positions, cell = apply_strain(pos, strained_cell, strain, batch)
+            graph, x, frame_weight, env = self._backbone(data, positions, atomic_numbers, cell)
             energy = self.energy_head(x, graph.edge_index[1], atomic_numbers, batch, num_structures, env)
             result = {"energy": energy}
             if self.regress_forces:
                 if grad_forces:
-                    (grad,) = torch.autograd.grad(
-                        energy.sum(), pos, create_graph=self.training and outer_grad
-                    )
-                    result["forces"] = -grad
+                    inputs = (pos, strain) if stress else (pos,)
+                    grads = torch.autograd.grad(energy.sum(), inputs, create_graph=self.training and outer_grad)
+                    result["forces"] = -grads[0]
+                    if stress:
+                        volume = torch.linalg.det(strained_cell).abs()
+                        result["stress"] = grads[1] / volume.view(-1, 1, 1)
                     if not outer_grad:  # called under no_grad: return plain tensors
                         result = {key: value.detach() for key, value in result.items()}
                 else:

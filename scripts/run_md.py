@@ -6,7 +6,8 @@
 
 ``--structure`` is any file ASE reads (its last frame), or ``--molecule NAME`` one of ASE's
 g2 molecules. Writes ``md.traj`` (every ``--interval``-th frame), ``md.csv`` (energies,
-temperature) and ``summary.json`` (steps, ms per step, NVE energy error) into
+temperature, volume, conserved energy) and ``summary.json`` (steps, ms per step, energy
+errors) into
 ``--output-dir``. Energy-centric models conserve energy in NVE; see
 ``spinconv_train/relax/dynamics.py`` for the grid projection's caveat.
 """
@@ -25,11 +26,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--structure", help="a structure file ASE can read (last frame used)")
     source.add_argument("--molecule", help="an ASE g2 molecule name, e.g. CH3CH2OH")
-    p.add_argument("--ensemble", choices=("nve", "langevin"), default="nve")
+    p.add_argument("--ensemble", choices=("nve", "langevin", "npt"), default="nve",
+                   help="npt: isotropic MTK barostat + thermostat (needs a periodic cell and an energy-centric model)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
     p.add_argument("--temperature", type=float, default=300.0, help="K: initial velocities and thermostat")
     p.add_argument("--friction", type=float, default=0.01, help="Langevin friction per fs")
+    p.add_argument("--pressure", type=float, default=1.0, help="bar (npt)")
+    p.add_argument("--thermostat-fs", type=float, default=None, help="npt thermostat damping time (default 100 steps)")
+    p.add_argument("--barostat-fs", type=float, default=None, help="npt barostat damping time (default 1000 steps)")
     p.add_argument("--interval", type=int, default=10, help="log and trajectory every N steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -63,7 +68,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     try:
         log = run_md(atoms, args.steps, args.timestep, args.ensemble, args.temperature, args.friction, args.seed,
-                     args.interval, trajectory=os.path.join(args.output_dir, "md.traj"))
+                     args.interval, trajectory=os.path.join(args.output_dir, "md.traj"), pressure_bar=args.pressure,
+                     thermostat_fs=args.thermostat_fs, barostat_fs=args.barostat_fs)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -73,6 +79,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "ms_per_step": 1000.0 * log.seconds / max(args.steps, 1),
         "mean_temperature_k": float(sum(log.temperature) / len(log.temperature)),
         "max_total_energy_error_ev": log.max_energy_error(),
+        "max_conserved_energy_error_ev": log.max_conserved_error(),
+        "final_volume_a3": log.volume[-1] if log.volume else 0.0,
         "model_caveats": caveats,
     }
     from spinconv_train.config import write_text_atomic

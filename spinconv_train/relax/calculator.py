@@ -49,6 +49,8 @@ class ModelCalculator(Calculator):
         self.device = device if device is not None else first.device
         # positions and cell in the model's precision (float64 models get unrounded inputs)
         self.dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
+        if not _supports_stress(model):  # ASE then refuses get_stress() before calling the model
+            self.implemented_properties = [p for p in self.implemented_properties if p != "stress"]
         self.evaluations = 0
 
     @classmethod

@@ -1,5 +1,5 @@
-"""Molecular dynamics with a trained force model through ASE: NVE (velocity Verlet) or
-NVT (Langevin), with a per-step energy log.
+"""Molecular dynamics with a trained force model through ASE: NVE (velocity Verlet), NVT
+(Langevin) or NPT (isotropic MTK; needs the stress), with a per-step energy log.
 
 Energy-centric models (forces = -dE/dx) conserve the total energy in NVE; force-centric
 models are not conservative and heat up or cool down, which the log shows
@@ -23,18 +23,23 @@ from typing import List, Optional
 import numpy as np
 from ase import Atoms, units
 
-ENSEMBLES = ("nve", "langevin")
+ENSEMBLES = ("nve", "langevin", "npt")
 
 
 @dataclass
 class MDLog:
-    """Energies (eV) and temperature (K) every ``interval`` steps, step 0 included."""
+    """Energies (eV), temperature (K) and cell volume (Å^3, 0 without a cell) every
+    ``interval`` steps, step 0 included; ``conserved``: the quantity the integrator
+    conserves (NVE: the total energy; NPT: ASE's MTK conserved energy; Langevin: the
+    total energy, which it does not conserve)."""
 
     interval: int
     steps: List[int] = field(default_factory=list)
     potential: List[float] = field(default_factory=list)
     kinetic: List[float] = field(default_factory=list)
     temperature: List[float] = field(default_factory=list)
+    volume: List[float] = field(default_factory=list)
+    conserved: List[float] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -46,13 +51,19 @@ class MDLog:
         total = self.total
         return float(np.abs(total - total[0]).max()) if total.size else 0.0
 
+    def max_conserved_error(self) -> float:
+        """Largest drift (eV) of the integrator's conserved quantity (``conserved``)."""
+        conserved = np.asarray(self.conserved)
+        return float(np.abs(conserved - conserved[0]).max()) if conserved.size else 0.0
+
     def write_csv(self, path: str) -> None:
-        """``step,potential_ev,kinetic_ev,total_ev,temperature_k`` rows, written atomically."""
+        """``step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,conserved_ev`` rows,
+        written atomically."""
         from spinconv_train.config import write_text_atomic
 
-        rows = ["step,potential_ev,kinetic_ev,total_ev,temperature_k"]
-        rows += [f"{s},{p:.8f},{k:.8f},{p + k:.8f},{t:.3f}" for s, p, k, t in
-                 zip(self.steps, self.potential, self.kinetic, self.temperature)]
+        rows = ["step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,conserved_ev"]
+        rows += [f"{s},{p:.8f},{k:.8f},{p + k:.8f},{t:.3f},{v:.6f},{c:.8f}" for s, p, k, t, v, c in
+                 zip(self.steps, self.potential, self.kinetic, self.temperature, self.volume, self.conserved)]
         write_text_atomic(path, "\n".join(rows) + "\n")
 
 
@@ -82,13 +93,21 @@ def run_md(
     seed: int = 0,
     interval: int = 1,
     trajectory: Optional[str] = None,
+    pressure_bar: float = 1.0,
+    thermostat_fs: Optional[float] = None,
+    barostat_fs: Optional[float] = None,
 ) -> MDLog:
     """Integrate ``atoms`` (with a calculator attached) for ``steps`` steps.
 
     Velocities are drawn from Maxwell-Boltzmann at ``temperature_k`` (``None``: keep the
     atoms' momenta). ``trajectory``: an ASE ``.traj`` file of every ``interval``-th frame.
+    ``npt``: ASE's isotropic MTK integrator (Nose-Hoover chains for the temperature and the
+    cell volume) at ``pressure_bar``, damping times ``thermostat_fs`` (default 100 steps)
+    and ``barostat_fs`` (default 1000 steps); it needs a periodic cell and a calculator with
+    the stress (an energy-centric SpinConv).
     """
     from ase.md.langevin import Langevin
+    from ase.md.nose_hoover_chain import IsotropicMTKNPT
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.md.verlet import VelocityVerlet
 
@@ -98,12 +117,25 @@ def run_md(
         raise ValueError(f"need steps >= 0, timestep_fs > 0 and interval >= 1; got {steps}, {timestep_fs}, {interval}")
     if atoms.calc is None:
         raise ValueError("atoms have no calculator (attach a ModelCalculator)")
+    if ensemble == "npt":
+        if not atoms.pbc.all() or atoms.cell.volume < 1e-6:
+            raise ValueError("the npt ensemble needs a structure periodic in all three directions with a cell")
+        if temperature_k is None:
+            raise ValueError("the npt ensemble needs temperature_k")
+        if "stress" not in getattr(atoms.calc, "implemented_properties", ()):
+            raise ValueError("the npt ensemble needs a calculator that computes the stress (an energy-centric "
+                             "SpinConv, force_estimator: grad)")
     if temperature_k is not None:
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=np.random.default_rng(seed))
         Stationary(atoms)  # no drift of the centre of mass
     dt = timestep_fs * units.fs
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=dt)
+    elif ensemble == "npt":
+        tdamp = (100 * timestep_fs if thermostat_fs is None else thermostat_fs) * units.fs
+        pdamp = (1000 * timestep_fs if barostat_fs is None else barostat_fs) * units.fs
+        dyn = IsotropicMTKNPT(atoms, timestep=dt, temperature_K=temperature_k, pressure_au=pressure_bar * units.bar,
+                              tdamp=tdamp, pdamp=pdamp)
     else:
         if temperature_k is None:
             raise ValueError("the langevin ensemble needs temperature_k")
@@ -116,6 +148,9 @@ def run_md(
         log.potential.append(float(atoms.get_potential_energy()))
         log.kinetic.append(float(atoms.get_kinetic_energy()))
         log.temperature.append(float(atoms.get_temperature()))
+        log.volume.append(float(atoms.cell.volume) if atoms.pbc.any() else 0.0)
+        conserved = dyn.get_conserved_energy() if ensemble == "npt" else log.potential[-1] + log.kinetic[-1]
+        log.conserved.append(float(conserved))
 
     dyn.attach(record, interval=interval)
     writer = None

@@ -86,5 +86,5 @@ def test_stress_is_refused_where_undefined():
     with pytest.raises(ValueError, match="volume"):
         _smooth_model()(to_batch([molecule]), stress=True)
     atoms.calc = _calculator(make_model(force_estimator="random"))
-    with pytest.raises(PropertyNotImplementedError, match="energy-centric"):
+    with pytest.raises(PropertyNotImplementedError, match="stress"):
         atoms.get_stress()

@@ -29,10 +29,12 @@ def main(argv=None) -> None:
     parser.add_argument("--graph-cutoff", type=float, default=None,
                         help="also store each record's radius graph with this cutoff (Å)")
     parser.add_argument("--max-neighbors", type=int, default=40, help="neighbour cap of the stored graph")
+    parser.add_argument("--stress", action="store_true",
+                        help="also store each frame's stress (every frame must have one) to train on it")
     args = parser.parse_args(argv)
     graph = None if args.graph_cutoff is None else (args.graph_cutoff, args.max_neighbors)
     print(json.dumps(preprocess_ef(args.inputs, args.out, args.num_shards, args.workers, args.ref_energies,
-                                   graph=graph)))
+                                   graph=graph, stress=args.stress)))
 
 
 if __name__ == "__main__":

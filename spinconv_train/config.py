@@ -107,6 +107,8 @@ SCHEMA: Dict[str, Any] = {
         "force_coefficient": (NUM, 30.0),
         "loss_energy": ((str,), "mae"),
         "loss_force": ((str,), "mae"),
+        "stress_coefficient": (NUM, 0.0),
+        "loss_stress": ((str,), "mae"),
         "clip_grad_norm": (NUM + (None,), None),
         "ema_decay": (NUM + (None,), None),
         "eval_max_batches": ((int, None), None),
@@ -343,7 +345,7 @@ _SCHEDULERS = ("constant", "step", "cosine", "reducelronplateau", "plateau")
 def _check_values(config: Config) -> None:
     """Checks of values that the types alone do not catch."""
     optim = config["optim"]
-    for key in ("loss_energy", "loss_force"):
+    for key in ("loss_energy", "loss_force", "loss_stress"):
         if optim[key].lower() not in _LOSSES:
             raise config.fail(f"optim.{key}", f"unknown loss {optim[key]!r}; known: {', '.join(_LOSSES)}")
     if optim["optimizer"].lower() not in _OPTIMIZERS:

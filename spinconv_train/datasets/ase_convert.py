@@ -44,13 +44,15 @@ def atoms_to_data(
     refs: Optional[RefTable] = None,
     source: str = "",
     index: Optional[int] = None,
+    stress: Optional[np.ndarray] = None,
 ) -> Data:
     """A ``Data`` record from ``atoms`` with OC20 dtypes.
 
     ``pos``/``cell``/``force`` float32, ``atomic_numbers`` float32 (as OC20 files),
     ``natoms`` (1,) long, ``tags`` long from ``atoms.get_tags()``, ``fixed`` from
     ``FixAtoms``, ``pbc`` (1,3) from the Atoms. ``energy`` becomes ``y`` (minus the summed ``refs`` when given).
-    Rejects NaN energies/forces/positions, naming ``source``/``index``.
+    ``stress`` (eV/Å^3, ASE's sign; Voigt (6,) or (3,3)) becomes ``stress`` (1,3,3) float32.
+    Rejects NaN energies/forces/positions/stresses, naming ``source``/``index``.
     """
     n = len(atoms)
     pos = np.asarray(atoms.get_positions(), dtype=np.float64)
@@ -81,7 +83,32 @@ def atoms_to_data(
         if not np.isfinite(forces).all():
             raise DatasetError("forces contain NaN or infinite values", source, index, "force")
         data.force = torch.tensor(forces, dtype=torch.float32)
+    if stress is not None:
+        data.stress = torch.tensor(stress_matrix(stress, source, index), dtype=torch.float32).reshape(1, 3, 3)
     return data
+
+
+def stress_matrix(stress: np.ndarray, source: str = "", index: Optional[int] = None) -> np.ndarray:
+    """A (3,3) stress from ASE's Voigt order (xx, yy, zz, yz, xz, xy) or a (3,3) array."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    stress = np.asarray(stress, dtype=np.float64)
+    if stress.shape == (6,):
+        stress = voigt_6_to_full_3x3_stress(stress)
+    if stress.shape != (3, 3):
+        raise DatasetError(f"expected a Voigt (6,) or (3, 3) stress, got shape {stress.shape}", source, index, "stress")
+    if not np.isfinite(stress).all():
+        raise DatasetError("stress contains NaN or infinite values", source, index, "stress")
+    return stress
+
+
+def frame_stress(atoms: Atoms) -> Optional[np.ndarray]:
+    """The stress stored with a periodic frame (its calculator's results), or None."""
+    results = getattr(atoms.calc, "results", None) or {}
+    stress = results.get("stress")
+    if stress is None or not atoms.pbc.all():
+        return None
+    return np.asarray(stress, dtype=np.float64)
 
 
 def read_frames(path: str):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .ase_convert import atoms_to_data, frame_results, load_refs, read_frames
+from .ase_convert import atoms_to_data, frame_results, frame_stress, load_refs, read_frames
 from .errors import DatasetError
 from .lmdb_io import LmdbWriter, save_npz_atomic
 from .records import validate_structure
@@ -18,7 +18,7 @@ from .transforms import RadiusGraph
 
 def _write_shard(job: tuple) -> List[int]:
     """Convert the files of one shard and write its LMDB; returns natoms per record."""
-    shard, files, path, refs, progress, graph = job
+    shard, files, path, refs, progress, graph, with_stress = job
     transform = None if graph is None else RadiusGraph(*graph)
     natoms = []
     with LmdbWriter(path) as writer:
@@ -26,7 +26,14 @@ def _write_shard(job: tuple) -> List[int]:
             for fid, atoms in enumerate(read_frames(name)):
                 energy, forces = frame_results(atoms, name, fid)
                 sid = atoms.info.get("sid", file_index)
-                data = atoms_to_data(atoms, energy, forces, sid=sid, fid=fid, refs=refs, source=name, index=fid)
+                stress = None
+                if with_stress:
+                    stress = frame_stress(atoms)
+                    if stress is None:
+                        raise DatasetError("frame has no stored stress (or is not periodic in all directions); "
+                                           "preprocessing with stress needs it for every frame", name, fid, "stress")
+                data = atoms_to_data(atoms, energy, forces, sid=sid, fid=fid, refs=refs, source=name, index=fid,
+                                     stress=stress)
                 validate_structure(data, name, fid, ("y", "force"))
                 writer.append(data if transform is None else transform(data))
                 natoms.append(len(atoms))
@@ -41,6 +48,7 @@ def preprocess_ef(
     refs=None,
     progress: bool = True,
     graph: Optional[Tuple[float, int]] = None,
+    stress: bool = False,
 ) -> Dict[str, int]:
     """Write S2EF shards ``out/data.XXXX.lmdb`` and ``out/metadata.npz`` from ASE files.
 
@@ -48,7 +56,8 @@ def preprocess_ef(
     (``edge_index``, ``cell_offsets``, as OC20's preprocessed files can), so that loading
     needs no graph construction; the records grow ~20x (1500 edges for a 38-atom slab).
 
-    Every frame needs stored energy and forces. ``refs``: element reference energies
+    Every frame needs stored energy and forces (and with ``stress=True`` a stored stress,
+    kept as ``stress`` (1,3,3) eV/Å^3 for training on it). ``refs``: element reference energies
     (dict or JSON path; keys symbols or Z) subtracted from ``y``. Files keep their order;
     shard ``k`` holds a contiguous block of them, written by one worker process.
     ``sid`` is the frame's ``atoms.info["sid"]`` if set, else the file's position in
@@ -66,8 +75,8 @@ def preprocess_ef(
     numbered = list(enumerate(inputs))
     os.makedirs(out, exist_ok=True)
     graph = None if graph is None else (float(graph[0]), int(graph[1]))
-    jobs = [(k, numbered[bounds[k]:bounds[k + 1]], os.path.join(out, f"data.{k:04d}.lmdb"), refs, progress, graph)
-            for k in range(num_shards)]
+    jobs = [(k, numbered[bounds[k]:bounds[k + 1]], os.path.join(out, f"data.{k:04d}.lmdb"), refs, progress, graph,
+             bool(stress)) for k in range(num_shards)]
     if workers > 1 and num_shards > 1:
         with mp.get_context().Pool(min(int(workers), num_shards)) as pool:
             per_shard = pool.map(_write_shard, jobs)

@@ -84,8 +84,8 @@ class ModelCalculator(Calculator):
 
 
 def _supports_stress(model: torch.nn.Module) -> bool:
-    """Whether ``model(batch, stress=True)`` is defined: an energy-centric SpinConv."""
-    return getattr(model, "force_estimator", None) == "grad" and getattr(model, "regress_forces", False)
+    """Whether ``model(batch, stress=True)`` is defined (an energy-centric, periodic SpinConv)."""
+    return bool(getattr(model, "supports_stress", False))
 
 
 def load_force_model(path: str, device: torch.device, use_ema: bool = True) -> tuple:

@@ -49,9 +49,17 @@ def build_model(config: Config) -> torch.nn.Module:
     if "regress_forces" in params and "regress_forces" not in section:
         section["regress_forces"] = task_cls.regress_forces
     try:
-        return cls(**section)
+        model = cls(**section)
     except (TypeError, ValueError) as err:
         raise config.fail("model", f"cannot build model {name!r}: {err}") from None
+    if config["optim"]["stress_coefficient"] > 0:
+        if not getattr(task_cls, "regress_forces", False):
+            raise config.fail("optim.stress_coefficient", f"stress is trained by the forces trainer, not "
+                              f"{config['trainer']!r}")
+        if not getattr(model, "supports_stress", False):
+            raise config.fail("optim.stress_coefficient", f"model {name!r} does not compute the stress; use "
+                              "an energy-centric SpinConv (force_estimator: grad, use_pbc: true)")
+    return model
 
 
 def build_dataset(config: Config, split: str) -> Dataset:

@@ -34,6 +34,10 @@ class EnergyTask:
         self.loss_kind = optim["loss_energy"].lower()
         self.default_metric = "energy_mae" if self.num_targets == 1 else "mean_mae"
 
+    def model_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of every model call (none)."""
+        return {}
+
     def metric_names(self) -> List[str]:
         names = [f"{label}_mae" for label in self.labels]
         if len(self.labels) == 1:

@@ -14,7 +14,8 @@ from spinconv_train.trainers.targets import TargetState, free_mask, scalar_loss,
 
 @TRAINERS.register("forces", "s2ef")
 class ForcesTask:
-    """Energy (``y``) and forces (``force``); force loss and metrics on free atoms."""
+    """Energy (``y``) and forces (``force``); force loss and metrics on free atoms; with
+    ``optim.stress_coefficient > 0`` also the stress (``stress``, (B,3,3) eV/Å^3)."""
 
     default_metric = "forces_mae"
     energy_field = "y"
@@ -29,10 +30,21 @@ class ForcesTask:
         self.loss_force = optim["loss_force"].lower()
         self.energy_coef = float(optim["energy_coefficient"])
         self.force_coef = float(optim["force_coefficient"])
+        self.stress_coef = float(optim.get("stress_coefficient") or 0.0)
+        self.loss_stress = str(optim.get("loss_stress") or "mae").lower()
+
+    @property
+    def trains_stress(self) -> bool:
+        return self.stress_coef > 0
+
+    def model_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of every model call: the stress when it is trained."""
+        return {"stress": True} if self.trains_stress else {}
 
     def metric_names(self) -> List[str]:
-        return ["energy_mae", "forces_mae", "forces_cos", "forces_magnitude",
-                "energy_within_threshold", "energy_force_within_threshold"]
+        names = ["energy_mae", "forces_mae", "forces_cos", "forces_magnitude",
+                 "energy_within_threshold", "energy_force_within_threshold"]
+        return names + ["stress_mae"] if self.trains_stress else names
 
     def referenced_target(self, batch: Any) -> Tensor:
         """Energy (B,) float64 minus element references (before normalising)."""
@@ -50,8 +62,22 @@ class ForcesTask:
         mask = free_mask(batch, self.train_free)
         pred_f = out["forces"][mask]
         target_f = norm.norm_forces(batch.force[mask].to(pred_f.dtype))
-        return (self.energy_coef * scalar_loss(self.loss_energy, pred_e, target_e)
+        loss = (self.energy_coef * scalar_loss(self.loss_energy, pred_e, target_e)
                 + self.force_coef * scalar_loss(self.loss_force, pred_f, target_f))
+        if self.trains_stress:
+            pred_s = out["stress"].reshape(-1, 9)
+            target_s = (self.stress_target(batch) / norm.std.reshape(-1)[0]).reshape(-1, 9).to(pred_s.dtype)
+            loss = loss + self.stress_coef * scalar_loss(self.loss_stress, pred_s, target_s)
+        return loss
+
+    @staticmethod
+    def stress_target(batch: Any) -> Tensor:
+        """The batch's stresses (B,3,3) float64, or a clear error when the records have none."""
+        stress = getattr(batch, "stress", None)
+        if stress is None:
+            raise KeyError("optim.stress_coefficient > 0 needs records with a 'stress' field "
+                           "(scripts/preprocess_ef.py --stress)")
+        return stress.reshape(-1, 3, 3).double()
 
     def denormalize(self, out: Mapping[str, Tensor], batch: Any) -> Dict[str, Tensor]:
         """Model outputs in eV and eV/Å (energy float64 with element references added back);
@@ -77,13 +103,19 @@ class ForcesTask:
         acc.add("forces_magnitude", ev.forces_magnitude(pred["forces"], target_f, mask))
         acc.add("energy_force_within_threshold", ev.energy_force_within_threshold(
             pred["energy"], target_e, pred["forces"], target_f, mask, batch.batch))
+        if self.trains_stress:
+            error = (pred["stress"].reshape(-1, 9) - self.stress_target(batch).reshape(-1, 9)).abs()
+            acc.add("stress_mae", (float(error.sum()), float(error.numel())))
 
     def prediction_arrays(self, pred: Mapping[str, Tensor], batch: Any) -> Dict[str, Any]:
         """Ids, energies, free-atom forces and free-atom counts of one batch."""
         mask = free_mask(batch, self.eval_free)
         counts = torch.zeros(int(batch.natoms.numel()), dtype=torch.long, device=mask.device)
         counts.index_add_(0, batch.batch, mask.long())
-        return {"ids": structure_ids(batch),
-                "energy": pred["energy"].cpu().numpy().astype(np.float32),
-                "forces": pred["forces"][mask].cpu().numpy().astype(np.float32),
-                "natoms": counts.cpu().numpy()}
+        arrays = {"ids": structure_ids(batch),
+                  "energy": pred["energy"].cpu().numpy().astype(np.float32),
+                  "forces": pred["forces"][mask].cpu().numpy().astype(np.float32),
+                  "natoms": counts.cpu().numpy()}
+        if "stress" in pred:
+            arrays["stress"] = pred["stress"].reshape(-1, 3, 3).cpu().numpy().astype(np.float32)
+        return arrays

@@ -54,7 +54,7 @@ def train_step(session: Session, batch: Any) -> Dict[str, torch.Tensor]:
     model, optimizer = session.train_model, session.optimizer
     model.train()
     with torch.autocast(device_type=session.device.type, enabled=session.amp):
-        out = model(batch)
+        out = model(batch, **session.task.model_kwargs())
         loss = session.task.loss(out, batch)
     _check_finite(session, loss, batch)
     optimizer.zero_grad(set_to_none=True)
@@ -94,7 +94,7 @@ def evaluate(session: Session, loader: DataLoader, desc: str = "validating") -> 
             if limit is not None and i >= limit:
                 break
             batch = batch.to(session.device)
-            out = model(batch)
+            out = model(batch, **session.task.model_kwargs())
             loss = session.task.loss(out, batch)
             n = int(batch.natoms.numel())
             acc.add("loss", (float(loss) * n, float(n)))
@@ -212,15 +212,16 @@ def _train_line(session: Session, total: int, steps_per_epoch: int, metrics: Map
 
 @torch.no_grad()
 def predict(session: Session, loader: DataLoader, path: str) -> str:
-    """Write ``predictions.npz`` (ids, float32 energy, free-atom forces, natoms, chunk_idx)
-    for every structure of ``loader`` (labels not needed); return its path."""
+    """Write ``predictions.npz`` (ids, float32 energy, free-atom forces, natoms, chunk_idx;
+    stress (B,3,3) when the model is trained on it) for every structure of ``loader`` (labels not needed); return its path."""
     model = session.eval_model
     model.eval()
     parts: Dict[str, List[Any]] = {}
     with torch.random.fork_rng(devices=[]):
         for batch in tqdm(loader, desc="predicting", disable=not _progress(session), leave=False):
             batch = batch.to(session.device)
-            arrays = session.task.prediction_arrays(session.task.denormalize(model(batch), batch), batch)
+            out = model(batch, **session.task.model_kwargs())
+            arrays = session.task.prediction_arrays(session.task.denormalize(out, batch), batch)
             for key, value in arrays.items():
                 parts.setdefault(key, []).append(value)
     gathered = dist.gather_objects(parts)
@@ -231,7 +232,7 @@ def predict(session: Session, loader: DataLoader, path: str) -> str:
         for key, chunks in rank_parts.items():
             merged.setdefault(key, []).extend(chunks)
     out = {"ids": np.array([i for chunk in merged.get("ids", []) for i in chunk], dtype=str)}
-    for key in ("energy", "forces", "natoms"):
+    for key in ("energy", "forces", "natoms", "stress"):
         if key in merged:
             out[key] = np.concatenate(merged[key])
     if "forces" in out:

@@ -66,6 +66,19 @@ def test_stress_is_symmetric_and_rotates_with_the_structure():
     assert torch.allclose(model(to_batch([atoms]))["forces"], out["forces"], atol=1e-12)
 
 
+def test_stress_is_differentiable_in_the_weights_in_training():
+    """Training on stresses needs d(stress)/d(weights): the strain gradient is built with
+    create_graph in training mode."""
+    model = _smooth_model()
+    model.train()
+    out = model(to_batch([_crystal()]), stress=True)
+    assert out["stress"].requires_grad
+    out["stress"].square().sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
 def test_cell_relaxation_lowers_energy_and_stress():
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS

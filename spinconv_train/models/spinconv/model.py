@@ -206,6 +206,11 @@ class SpinConv(nn.Module):
                     module.recompute_for_second_order = True
 
     @property
+    def supports_stress(self) -> bool:
+        """Whether ``forward(batch, stress=True)`` is defined: energy-centric and periodic."""
+        return self.regress_forces and not self.direct_forces and self.use_pbc
+
+    @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

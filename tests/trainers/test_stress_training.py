@@ -1,0 +1,119 @@
+"""Training on stresses: ASE frames with stored stresses -> LMDB (``--stress``) -> the forces
+trainer with ``optim.stress_coefficient`` -> ``stress_mae`` and predicted stresses."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.build import molecule as build_molecule
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from ase.stress import voigt_6_to_full_3x3_stress
+from trainers.trainer_testing import only_run_dir, read_jsonl, write_config
+
+from spinconv_train.cli import main
+from spinconv_train.datasets import DatasetError, LmdbDataset
+from spinconv_train.datasets.preprocess import preprocess_ef
+
+TINY_SPINCONV = {"name": "spinconv", "hidden_channels": 8, "mid_hidden_channels": 16, "num_interactions": 1,
+                 "num_basis_functions": 16, "sphere_size_lat": 5, "sphere_size_long": 6, "cutoff": 4.0,
+                 "max_num_neighbors": 30, "embedding_size": 8, "otf_graph": True, "use_pbc": True,
+                 "force_estimator": "grad", "envelope": True, "sphere_interpolation": "smooth"}
+
+
+def _strained_crystals(n: int, seed: int):
+    """Rattled, randomly strained 4-atom Cu cells with EMT energies, forces and stresses."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        strain = np.eye(3) + rng.normal(0.0, 0.03, (3, 3))
+        atoms.set_cell(atoms.cell.array @ (0.5 * (strain + strain.T)), scale_atoms=True)
+        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+        atoms.calc = EMT()
+        results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
+                   "stress": atoms.get_stress()}
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        frames.append(atoms)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def stress_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stress")
+    paths = {}
+    for split, (n, seed) in {"train": (12, 0), "val": (4, 1)}.items():
+        source = str(root / f"{split}.extxyz")
+        write(source, _strained_crystals(n, seed))
+        preprocess_ef([source], str(root / split), stress=True, progress=False)
+        paths[split] = str(root / split)
+    return root, paths
+
+
+def test_preprocessing_keeps_the_stress(stress_data, tmp_path):
+    root, paths = stress_data
+    frames = _strained_crystals(12, 0)
+    record = LmdbDataset({"src": paths["train"]})[3]
+    expected = voigt_6_to_full_3x3_stress(frames[3].calc.results["stress"])
+    assert record.stress.shape == (1, 3, 3)
+    assert np.allclose(record.stress[0].numpy(), expected, atol=1e-6)
+    molecule = tmp_path / "molecule.extxyz"
+    mol = build_molecule("H2O")
+    mol.calc = SinglePointCalculator(mol, energy=0.0, forces=np.zeros((3, 3)))
+    write(str(molecule), [mol])
+    with pytest.raises(DatasetError, match="stress"):
+        preprocess_ef([str(molecule)], str(tmp_path / "out"), stress=True, progress=False)
+
+
+def _config(paths, **optim):
+    base_optim = {"batch_size": 4, "eval_batch_size": 4, "lr_initial": 1e-2, "max_epochs": None, "max_steps": 60,
+                  "eval_every": 60, "optimizer": "Adam", "energy_coefficient": 0.0, "force_coefficient": 0.0,
+                  "stress_coefficient": 100.0, "loss_stress": "mse"}
+    base_optim.update(optim)
+    return {"trainer": "forces", "seed": 0,
+            "dataset": {"train": {"src": paths["train"]}, "val": {"src": paths["val"]}},
+            "task": {"dataset": "lmdb", "metric": "stress_mae"}, "model": dict(TINY_SPINCONV), "optim": base_optim,
+            "logger": {"backends": [], "print_every": 10, "progress_bar": False}}
+
+
+def test_training_on_stress_lowers_the_stress_error_and_predicts_it(stress_data, tmp_path):
+    """Trained on the stress alone (energy and force coefficients 0) for 60 steps, the
+    stress error falls (measured 0.0195 -> 0.0052 eV/Å^3), and the forces, never in the
+    loss, are learned with it (0.44 -> 0.05 eV/Å): they derive from the same energy."""
+    _, paths = stress_data
+    runs = tmp_path / "runs"
+    assert main(["--mode", "train", "--config-yml", write_config(tmp_path, _config(paths)), "--run-dir", str(runs),
+                 "--no-progress"]) == 0
+    run = only_run_dir(runs)
+    rows = read_jsonl(run, "val")
+    first, last = rows[0]["stress_mae"], rows[-1]["stress_mae"]
+    assert np.isfinite(last) and last < 0.5 * first, (first, last)
+    assert rows[-1]["forces_mae"] < 0.5 * rows[0]["forces_mae"]
+    assert main(["--mode", "predict", "--checkpoint", os.path.join(run, "best_checkpoint.pt"),
+                 "--run-dir", str(tmp_path / "pred"), "--dataset.test.src", paths["val"], "--no-progress"]) == 0
+    predictions = np.load(os.path.join(only_run_dir(tmp_path / "pred"), "predictions.npz"))
+    assert predictions["stress"].shape == (4, 3, 3)
+    targets = np.stack([r.stress[0].numpy() for r in LmdbDataset({"src": paths["val"]})])
+    assert np.abs(predictions["stress"] - targets).mean() == pytest.approx(last, rel=1e-3)
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"model": {"force_estimator": "random"}}, "does not compute the stress"),
+    ({"trainer": "energy"}, "forces trainer"),
+])
+def test_stress_training_needs_an_energy_centric_model(stress_data, tmp_path, capsys, change, match):
+    _, paths = stress_data
+    config = _config(paths)
+    for key, value in change.items():
+        if isinstance(value, dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    config["task"].pop("metric")
+    assert main(["--mode", "train", "--config-yml", write_config(tmp_path, config), "--run-dir", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.stress_coefficient" in err and match in err, err

@@ -173,6 +173,27 @@ def test_smooth_interpolation_is_continuously_differentiable(where):
             assert jumps[1] > 0.1, (where, jumps)
 
 
+def test_sorting_and_counting_build_the_same_structure():
+    """The accelerator path (one sort of the 4 P entries) and the CPU path (counting) give
+    identical CSR structures, entry order included, so both devices sum alike."""
+    from spinconv_train.models.spinconv import projection
+
+    torch.manual_seed(5)
+    n, num_dst, lat, long = 500, 7, 6, 8
+    coords = torch.nn.functional.normalize(torch.randn(n, 3, dtype=torch.float64), dim=-1)
+    coords[:4] = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, 0, -1.0]], dtype=torch.float64)
+    dst = torch.randint(0, num_dst, (n,))
+    phi, lam = projection.sphere_angles(coords)
+    r0 = torch.floor((phi + 0.5 * math.pi) * ((lat - 1) / math.pi)).clamp(0, lat - 2).long()
+    c0 = torch.remainder(torch.floor(lam * (long / (2 * math.pi))).long(), long)
+    c1 = torch.remainder(c0 + 1, long)
+    rows = torch.stack([(c0 * num_dst + dst) * lat + r0, (c1 * num_dst + dst) * lat + r0,
+                        (c0 * num_dst + dst) * lat + r0 + 1, (c1 * num_dst + dst) * lat + r0 + 1])
+    crow_s, take_s = projection._structure_by_sorting(rows, long * num_dst * lat)
+    crow_c, take_c = projection._structure_by_counting(rows, c0, r0, dst, num_dst, lat, long)
+    assert torch.equal(crow_s, crow_c) and torch.equal(take_s, take_c)
+
+
 def test_unknown_interpolation_is_named():
     coords = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
     with pytest.raises(ValueError, match="cubic"):

@@ -62,7 +62,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    caveats = md_caveats(atoms.calc.model)
+    caveats = md_caveats(atoms.calc.model, atoms)
     for line in caveats:
         print(f"note: {line}", file=sys.stderr)
     os.makedirs(args.output_dir, exist_ok=True)

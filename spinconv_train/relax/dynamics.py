@@ -67,9 +67,10 @@ class MDLog:
         write_text_atomic(path, "\n".join(rows) + "\n")
 
 
-def md_caveats(model: object) -> List[str]:
+def md_caveats(model: object, atoms: Optional[Atoms] = None) -> List[str]:
     """What keeps ``model``'s forces from conserving energy smoothly in NVE, one line each
-    (empty for an energy-centric SpinConv with the envelope and smooth interpolation)."""
+    (empty for an energy-centric SpinConv with the envelope and smooth interpolation, and,
+    given ``atoms``, a neighbour cap that does not bind on them)."""
     caveats = []
     if getattr(model, "direct_forces", False):
         caveats.append("force-centric model: its forces are not the gradient of its energy, so NVE "
@@ -80,6 +81,15 @@ def md_caveats(model: object) -> List[str]:
     if getattr(model, "sphere_interpolation", "smooth") == "bilinear":
         caveats.append("bilinear sphere interpolation: forces jump where a neighbour crosses a grid "
                        "line, NVE energy error O(dt) (train with sphere_interpolation: smooth)")
+    cap, cutoff = getattr(model, "max_num_neighbors", None), getattr(model, "cutoff", None)
+    if atoms is not None and cap is not None and cutoff is not None and len(atoms) > 1:
+        from ase.neighborlist import neighbor_list
+
+        counts = np.bincount(neighbor_list("i", atoms, float(cutoff)), minlength=len(atoms))
+        if counts.max() > cap:
+            caveats.append(f"neighbour cap binds: atom {int(counts.argmax())} has {int(counts.max())} neighbours "
+                           f"within {cutoff:g} Å, max_num_neighbors is {cap}, so the energy jumps when the "
+                           "nearest neighbours change")
     return caveats
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.build import add_adsorbate, fcc111, molecule
+from ase.build import add_adsorbate, bulk, fcc111, molecule
 from torch_geometric.data import Batch, Data
 
 SPHARM_MODULE = "spinconv_train.models.spinconv.spin_conv_spharm"
@@ -34,6 +34,16 @@ def slab_with_adsorbate(seed: int = 0, size=(2, 2, 3), adsorbate: str = "CO", ra
     slab.pbc = True
     slab.rattle(rattle, seed=seed)
     return slab
+
+
+def distorted_crystal(seed: int = 1) -> Atoms:
+    """A rattled 8-atom fcc Cu/Au/Ni cell with a non-orthorhombic, periodic cell."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1)
+    atoms.set_chemical_symbols(["Cu", "Cu", "Au", "Cu", "Cu", "Ni", "Cu", "Cu"])
+    atoms.rattle(0.05, seed=seed)
+    atoms.set_cell(atoms.cell.array + np.array([[0.0, 0.1, 0.0], [0.05, 0.0, 0.0], [0.0, 0.0, 0.1]]),
+                   scale_atoms=True)
+    return atoms
 
 
 def rattled_molecule(name: str = "CH3CH2OH", seed: int = 0, rattle: float = 0.05) -> Atoms:

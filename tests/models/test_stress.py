@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk
 from ase.calculators.fd import calculate_numerical_stress
 from ase.calculators.calculator import PropertyNotImplementedError
-from spinconv_testkit import make_model, random_rotation, rattled_molecule, to_batch
+from spinconv_testkit import distorted_crystal, make_model, random_rotation, rattled_molecule, to_batch
 
 from spinconv_train.modules.normalizer import Normalizer
 from spinconv_train.relax import ModelCalculator
@@ -18,15 +17,6 @@ from spinconv_train.trainers.targets import TargetState
 
 FORCES_TASK = {"train_on_free_atoms": True, "eval_on_free_atoms": True}
 FORCES_OPTIM = {"loss_energy": "mae", "loss_force": "mae", "energy_coefficient": 1, "force_coefficient": 1}
-
-
-def _crystal(seed: int = 1):
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1)
-    atoms.set_chemical_symbols(["Cu", "Cu", "Au", "Cu", "Cu", "Ni", "Cu", "Cu"])
-    atoms.rattle(0.05, seed=seed)
-    atoms.set_cell(atoms.cell.array + np.array([[0.0, 0.1, 0.0], [0.05, 0.0, 0.0], [0.0, 0.0, 0.1]]),
-                   scale_atoms=True)  # not orthorhombic
-    return atoms
 
 
 def _smooth_model(**kw):
@@ -41,7 +31,7 @@ def _calculator(model, std: float = 1.0, mean: float = 0.0) -> ModelCalculator:
 def test_stress_matches_finite_differences_of_the_energy():
     """ASE strains the cell by +-d in each Voigt component and differentiates the
     calculator's energy; the normaliser's std (2.5 eV here) scales both."""
-    atoms = _crystal()
+    atoms = distorted_crystal()
     atoms.calc = _calculator(_smooth_model(), std=2.5, mean=-3.0)
     stress = atoms.get_stress()
     numerical = calculate_numerical_stress(atoms, eps=1e-5)
@@ -52,7 +42,7 @@ def test_stress_matches_finite_differences_of_the_energy():
 
 def test_stress_is_symmetric_and_rotates_with_the_structure():
     model = _smooth_model()
-    atoms = _crystal(seed=3)
+    atoms = distorted_crystal(seed=3)
     out = model(to_batch([atoms]), stress=True)
     sigma = out["stress"].detach()[0]
     assert torch.allclose(sigma, sigma.T, atol=1e-12)
@@ -71,7 +61,7 @@ def test_stress_is_differentiable_in_the_weights_in_training():
     create_graph in training mode."""
     model = _smooth_model()
     model.train()
-    out = model(to_batch([_crystal()]), stress=True)
+    out = model(to_batch([distorted_crystal()]), stress=True)
     assert out["stress"].requires_grad
     out["stress"].square().sum().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -83,7 +73,7 @@ def test_cell_relaxation_lowers_energy_and_stress():
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
 
-    atoms = _crystal()
+    atoms = distorted_crystal()
     atoms.calc = _calculator(_smooth_model())
     before_e, before_s = atoms.get_potential_energy(), np.abs(atoms.get_stress()).max()
     BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=1e-3, steps=15)
@@ -92,7 +82,7 @@ def test_cell_relaxation_lowers_energy_and_stress():
 
 
 def test_stress_is_refused_where_undefined():
-    atoms = _crystal()
+    atoms = distorted_crystal()
     with pytest.raises(ValueError, match="force_estimator"):
         make_model(force_estimator="random")(to_batch([atoms]), stress=True)
     molecule = rattled_molecule("CH3CH2OH")

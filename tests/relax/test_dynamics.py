@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.spinconv_testkit import make_model, rattled_molecule
+from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule
 from spinconv_train.relax import ModelCalculator
 from spinconv_train.relax.dynamics import md_caveats, run_md
 
@@ -57,6 +57,14 @@ def test_md_caveats_name_what_breaks_conservation():
     paper = make_model(torch.float64, force_estimator="random", envelope=False)
     caveats = md_caveats(paper)
     assert len(caveats) == 3 and "force-centric" in caveats[0] and "envelope" in caveats[1] and "bilinear" in caveats[2]
+    from ase.build import bulk
+
+    crystal = bulk("Cu", "fcc", a=3.6) * (2, 2, 2)  # 12 neighbours within 3 Å, 18 within 3.7 Å
+    assert md_caveats(smooth, crystal) == []  # the test model: cutoff 3.5 Å, cap 100
+    capped = make_model(torch.float64, force_estimator="grad", envelope=True, sphere_interpolation="smooth",
+                        cutoff=3.7, max_num_neighbors=12)
+    (line,) = md_caveats(capped, crystal)
+    assert "cap binds" in line and "18 neighbours" in line
 
 
 def test_npt_conserves_the_mtk_energy_to_second_order():
@@ -65,12 +73,12 @@ def test_npt_conserves_the_mtk_energy_to_second_order():
     (measured 0.0132 / 0.0032 / 0.00083 eV at 0.4 / 0.2 / 0.1 fs over 4 fs), which holds
     only if the stress is the strain derivative of the energy: the same run with the
     stress scaled by 1.5 drifts by 3 eV at both steps."""
-    from models.test_stress import _calculator, _crystal, _smooth_model
-
     errors = []
     for dt in (0.2, 0.1):
-        atoms = _crystal()
-        atoms.calc = _calculator(_smooth_model())
+        atoms = distorted_crystal()
+        model = make_model(torch.float64, force_estimator="grad", envelope=True, sphere_interpolation="smooth",
+                           cutoff=4.0)
+        atoms.calc = ModelCalculator(model, _RawOutputs())
         log = run_md(atoms, int(round(4.0 / dt)), dt, "npt", temperature_k=300.0, barostat_fs=200.0,
                      thermostat_fs=20.0)
         assert abs(log.volume[-1] - log.volume[0]) > 1.0  # the barostat acts
@@ -83,9 +91,7 @@ def test_npt_needs_a_cell_and_a_stress():
     molecule.calc = ModelCalculator(make_model(torch.float64, force_estimator="grad"), _RawOutputs())
     with pytest.raises(ValueError, match="periodic"):
         run_md(molecule, 1, 0.5, "npt")
-    from models.test_stress import _crystal
-
-    crystal = _crystal()
+    crystal = distorted_crystal()
     crystal.calc = ModelCalculator(make_model(torch.float64, force_estimator="random"), _RawOutputs())
     with pytest.raises(ValueError, match="stress"):
         run_md(crystal, 1, 0.5, "npt")

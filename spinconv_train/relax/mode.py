@@ -58,6 +58,9 @@ def run_relaxations(config: Config, options: Any) -> Dict[str, float]:
     source = f"checkpoint {options.checkpoint!r}" if options.checkpoint else config.origin("trainer")
     require_forces_task(build.task_class(config), config["trainer"], source)
     dataset = build_relax_dataset(config, settings)
+    if settings.options.relax_cell and not getattr(build.build_model(config), "supports_stress", False):
+        raise config.fail("task.relax_opt.relax_cell", "relaxing the cell needs the stress, which only an "
+                          "energy-centric SpinConv (force_estimator: grad, use_pbc: true) computes")
     session = open_session(config, options, "run-relaxations")
     try:
         calculator = ModelCalculator(session.eval_model, session.task, session.device)

@@ -13,7 +13,8 @@ def result_arrays(results: Sequence[RelaxResult]) -> Dict[str, np.ndarray]:
     """Arrays of ``relaxations.npz``: ``sid`` (int64, or str when any sid is not an
     integer), ``index`` (dataset index), ``energy`` (float64, eV), ``positions``
     (sum natoms × 3, float32, Å), ``natoms``, ``steps`` (int64), ``converged`` (bool),
-    ``fmax`` (float32, eV/Å, final largest free-atom force norm)."""
+    ``fmax`` (float32, eV/Å, final largest free-atom force norm), ``cell`` (float64,
+    systems × 3 × 3, Å: the final cell, changed only by ``relax_cell``)."""
     sids = [r.sid for r in results]
     integer = all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sids)
     return {
@@ -26,6 +27,8 @@ def result_arrays(results: Sequence[RelaxResult]) -> Dict[str, np.ndarray]:
         "steps": np.array([r.steps for r in results], dtype=np.int64),
         "converged": np.array([r.converged for r in results], dtype=bool),
         "fmax": np.array([r.fmax for r in results], dtype=np.float32),
+        "cell": (np.stack([r.cell for r in results]).astype(np.float64) if results
+                 else np.zeros((0, 3, 3), dtype=np.float64)),
     }
 
 

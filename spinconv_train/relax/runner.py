@@ -41,9 +41,16 @@ class RelaxResult:
 
 
 def make_optimizer(atoms: Atoms, options: RelaxOptions, trajectory: Optional[str] = None) -> ase.optimize.optimize.Optimizer:
-    """The ASE optimiser named by ``options`` on ``atoms`` (no log output)."""
+    """The ASE optimiser named by ``options`` on ``atoms`` (no log output); with
+    ``options.relax_cell`` it moves the cell too (ASE's ``FrechetCellFilter``: the
+    convergence test then covers the stress times the volume as well)."""
     cls = getattr(ase.optimize, OPTIMIZERS[options.name][0])
-    return cls(atoms, logfile=None, trajectory=trajectory, maxstep=options.maxstep, **options.extra)
+    target = atoms
+    if options.relax_cell:
+        from ase.filters import FrechetCellFilter
+
+        target = FrechetCellFilter(atoms)
+    return cls(target, logfile=None, trajectory=trajectory, maxstep=options.maxstep, **options.extra)
 
 
 def relax_atoms(atoms: Atoms, options: RelaxOptions, trajectory: Optional[str] = None) -> tuple:

@@ -6,7 +6,8 @@ Layout (as the reference's configs)::
     task:
       relax_dataset: {src: data/oc20_mini/is2re/val_id}   # any dataset config; name: lmdb default
       relax_opt: {name: lbfgs, fmax: 0.05, steps: 200, maxstep: 0.04,
-                  memory: 50, damping: 1.0, alpha: 70.0}   # optimiser-specific keys optional
+                  memory: 50, damping: 1.0, alpha: 70.0,   # optimiser-specific keys optional
+                  relax_cell: false}                       # true: cell too (needs the stress)
       write_trajectories: false                             # one ASE .traj per system when true
 """
 from __future__ import annotations
@@ -46,6 +47,7 @@ class RelaxOptions:
     steps: int = 200
     maxstep: float = 0.04
     extra: Dict[str, float] = field(default_factory=dict)
+    relax_cell: bool = False
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any], where: str = "task.relax_opt") -> "RelaxOptions":
@@ -57,10 +59,14 @@ class RelaxOptions:
             raise OptionError(f"{where}.name", f"unknown optimiser {section.get('name')!r}; "
                              f"known: {', '.join(OPTIMIZERS)}")
         own = OPTIMIZERS[name][1]
+        relax_cell = section.get("relax_cell", False)
+        if not isinstance(relax_cell, bool):
+            raise OptionError(f"{where}.relax_cell", f"must be true or false, got {relax_cell!r}")
+        section = {key: value for key, value in section.items() if key != "relax_cell"}
         unknown = sorted(set(section) - set(COMMON_KEYS) - set(own))
         if unknown:
             raise OptionError(f"{where}.{unknown[0]}", f"unknown for optimiser {name!r}; known keys: "
-                             f"{', '.join(sorted(set(COMMON_KEYS) | set(own)))}")
+                             f"{', '.join(sorted(set(COMMON_KEYS) | set(own) | {'relax_cell'}))}")
         values = {key: section.get(key, default) for key, default in {**COMMON_KEYS, **own}.items() if key != "name"}
         for key, value in values.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -71,7 +77,7 @@ class RelaxOptions:
         if name == "lbfgs":
             extra["memory"] = int(extra["memory"])
         return cls(name=name, fmax=float(values["fmax"]), steps=int(values["steps"]),
-                   maxstep=float(values["maxstep"]), extra=extra)
+                   maxstep=float(values["maxstep"]), extra=extra, relax_cell=relax_cell)
 
 
 @dataclass

@@ -34,6 +34,8 @@ def _fails(capsys, tmp_path, *args) -> str:
     ({"name": "fire", "memory": 10}, ["task.relax_opt.memory", "'fire'", "dt"]),
     ({"fmax": -0.05}, ["task.relax_opt.fmax", "positive"]),
     ({"steps": 2.5}, ["task.relax_opt.steps", "integer"]),
+    ({"relax_cell": "yes"}, ["task.relax_opt.relax_cell", "true or false"]),
+    ({"relax_cell": True}, ["task.relax_opt.relax_cell", "needs the stress"]),  # the checkpoint is SchNet
 ])
 def test_bad_optimiser_settings(relax_opt, needles, force_checkpoint, s2ef_data, is2re_data, tmp_path, capsys):
     path = _config_file(tmp_path, s2ef_data, {"src": is2re_data["val"]}, **relax_opt)

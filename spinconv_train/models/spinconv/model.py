@@ -332,7 +332,7 @@ class SpinConv(nn.Module):
                 "torch.no_grad() instead (it turns autograd back on for the forces only)"
             )
         if stress:
-            strained_cell = self._check_stress_input(data, grad_forces)
+            cells = self._check_stress_input(data, grad_forces)
         outer_grad = torch.is_grad_enabled()
         # Called under no_grad, autograd runs for -dE/dpos only: no weight needs a gradient.
         weights = frozen_weights() if grad_forces and not outer_grad else contextlib.nullcontext()
@@ -341,8 +341,8 @@ class SpinConv(nn.Module):
                 pos = pos.detach().requires_grad_(True)
             positions, cell = pos, None
             if stress:
-                strain = torch.zeros_like(strained_cell, requires_grad=True)
-                positions, cell = apply_strain(pos, strained_cell, strain, batch)
+                strain = torch.zeros_like(cells, requires_grad=True)
+                positions, cell = apply_strain(pos, cells, strain, batch)
             graph, x, frame_weight, env = self._backbone(data, positions, atomic_numbers, cell)
             energy = self.energy_head(x, graph.edge_index[1], atomic_numbers, batch, num_structures, env)
             result = {"energy": energy}
@@ -352,7 +352,7 @@ class SpinConv(nn.Module):
                     grads = torch.autograd.grad(energy.sum(), inputs, create_graph=self.training and outer_grad)
                     result["forces"] = -grads[0]
                     if stress:
-                        volume = torch.linalg.det(strained_cell).abs()
+                        volume = torch.linalg.det(cells).abs()
                         result["stress"] = grads[1] / volume.view(-1, 1, 1)
                     if not outer_grad:  # called under no_grad: return plain tensors
                         result = {key: value.detach() for key, value in result.items()}

@@ -355,6 +355,9 @@ def _check_values(config: Config) -> None:
                           "constant, step, cosine, ReduceLROnPlateau")
     if optim["mode"] is not None and optim["mode"] not in ("min", "max"):
         raise config.fail("optim.mode", f"must be 'min' or 'max', got {optim['mode']!r}")
+    for key in ("energy_coefficient", "force_coefficient", "stress_coefficient"):
+        if not optim[key] >= 0:
+            raise config.fail(f"optim.{key}", f"must be >= 0, got {optim[key]}")
     for key in ("batch_size",):
         if optim[key] < 1:
             raise config.fail(f"optim.{key}", f"must be >= 1, got {optim[key]}")

@@ -76,6 +76,13 @@ def test_bool_is_not_an_int(base_files):
         load_config(main, ["--optim.batch_size=true"])
 
 
+@pytest.mark.parametrize("key", ["energy_coefficient", "force_coefficient", "stress_coefficient"])
+def test_negative_loss_coefficient_is_refused(base_files, key):
+    _, main = base_files
+    with pytest.raises(ConfigError, match=f"optim.{key}.*>= 0"):
+        load_config(main, [f"--optim.{key}=-1"])
+
+
 def test_include_cycle_and_missing_include(tmp_path):
     write(tmp_path / "a.yml", "includes: [b.yml]\n")
     write(tmp_path / "b.yml", "includes: [a.yml]\n")

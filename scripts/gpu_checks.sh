@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU checks in one go: the CUDA tests (tests/gpu), then side-by-side CUDA timings against
-# the reference (batch 8 as measured before, with op counts; unchunked with TF32 matmuls;
+# GPU checks in one go: the decisive side-by-side timing first (batch 8 against the
+# reference, with op counts), then the CUDA tests (tests/gpu), then more timings (unchunked with TF32 matmuls;
 # batch 32 with TF32 for both; energy-centric training; one ethanol molecule). Usage:
 #   REFERENCE_ROOT=/path/to/ocp OUT=/tmp/gpu bash scripts/gpu_checks.sh
 # Each step has its own time limit so one slow step cannot hide the others' results; the
@@ -14,15 +14,15 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
 
-echo "== CUDA tests"
-timeout 120 python3 -m pytest -q -s -p no:cacheprovider tests/gpu tests/models/test_spinconv_autocast.py 2>&1 \
-    | tee "$OUT/gpu_tests.log" | grep -E "synchronising calls|passed|failed|Error|error" | tail -25
-
 compare=()
 if [ -n "$REFERENCE_ROOT" ]; then compare=(--compare reference --reference-root "$REFERENCE_ROOT"); fi
 echo "== force-centric, batch 8: ours (fp32, bf16 autocast) vs reference"
 timeout 130 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --autocast bf16 --census \
     --repeats 10 --warmup 3 --output "$OUT/bench_force.jsonl" | grep -E '"case": "(ratio|flops|census)"' | cut -c1-400
+echo "== CUDA tests"
+timeout 120 python3 -m pytest -q -s -p no:cacheprovider tests/gpu tests/models/test_spinconv_autocast.py 2>&1 \
+    | tee "$OUT/gpu_tests.log" | grep -E "synchronising calls|passed|failed|Error|error" | tail -25
+
 echo "== force-centric, batch 8: ours unchunked with TF32 matmuls (as cuDNN convolutions) vs reference"
 timeout 100 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --chunk-elements none \
     --matmul-precision high --repeats 10 --warmup 3 --no-flops --output "$OUT/bench_force_tf32.jsonl" \

@@ -72,9 +72,15 @@ def build_dataset(config: Config, split: str) -> Dataset:
     except KeyError as err:
         raise config.fail("task.dataset", str(err)) from None
     try:
-        return cls(section)
+        dataset = cls(section)
     except (ValueError, KeyError, TypeError) as err:
         raise config.fail(f"dataset.{split}", f"{type(err).__name__}: {err}") from None
+    if split != "test" and config["optim"]["stress_coefficient"] > 0 and len(dataset) > 0 \
+            and getattr(dataset[0], "stress", None) is None:
+        raise config.fail(f"dataset.{split}", f"optim.stress_coefficient > 0 needs records with a 'stress' "
+                          f"field, and the first record of {section.get('src')!r} has none (write the LMDB "
+                          "with scripts/preprocess_ef.py --stress)")
+    return dataset
 
 
 def dataset_natoms(dataset: Dataset) -> np.ndarray:

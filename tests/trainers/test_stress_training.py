@@ -143,6 +143,17 @@ def test_relaxations_move_the_cell_with_relax_cell(stress_data, stress_run, tmp_
         assert after < 0.08 and after < 0.1 * before, (i, before, after)  # measured 1.05-4.6 -> 0.017-0.062
 
 
+def test_stress_training_needs_records_with_stress(tmp_path, capsys):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    src = os.path.join(root, "data", "oc20_mini", "s2ef", "val_id")
+    config = _config({"train": src, "val": src})
+    assert main(["--mode", "train", "--config-yml", write_config(tmp_path, config), "--run-dir", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.train" in err and "'stress'" in err and "--stress" in err, err
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("change,match", [
     ({"model": {"force_estimator": "random"}}, "does not compute the stress"),
     ({"trainer": "energy"}, "forces trainer"),

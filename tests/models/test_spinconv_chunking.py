@@ -37,13 +37,14 @@ def test_chunked_plans_cover_the_same_rows():
         assert torch.allclose(splat(values, a), splat(values, b), atol=1e-12)
 
 
-@pytest.mark.parametrize("estimator", ["random", "grad"])
+@pytest.mark.parametrize("estimator,interpolation", [("random", "bilinear"), ("grad", "bilinear"),
+                                                     ("random", "smooth"), ("grad", "smooth")])
 @pytest.mark.parametrize("kind", ["fullconv", "rotspharmwd"])
-def test_chunked_model_equals_whole(kind, estimator):
+def test_chunked_model_equals_whole(kind, estimator, interpolation):
     lmax = 2 if kind != "fullconv" else False
     batch = to_batch([slab_with_adsorbate(1, size=(2, 2, 2), adsorbate="O")], torch.float64)
     models = [make_model(torch.float64, sphere_message=kind, output_message=kind, lmax=lmax, force_estimator=estimator,
-                         spin_conv_chunk_elements=chunk)
+                         spin_conv_chunk_elements=chunk, sphere_interpolation=interpolation)
               for chunk in (None, 288 * 17)]  # 8 hidden x 6 x 6 = 288 per sphere: chunks of 17 spheres
     assert models[1].chunk_spheres(torch.device("cpu")) == 17
     with torch.no_grad():

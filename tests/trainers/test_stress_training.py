@@ -143,6 +143,34 @@ def test_relaxations_move_the_cell_with_relax_cell(stress_data, stress_run, tmp_
         assert after < 0.08 and after < 0.1 * before, (i, before, after)  # measured 1.05-4.6 -> 0.017-0.062
 
 
+def test_npt_md_script_with_a_stress_model(stress_data, stress_run, tmp_path):
+    """``scripts/run_md.py --ensemble npt`` end to end on a trained energy-centric model."""
+    import importlib.util
+    import json
+
+    from ase.io import read
+
+    from spinconv_train.relax import record_to_atoms
+
+    _, paths = stress_data
+    run, _ = stress_run
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location("run_md_script", os.path.join(root, "scripts", "run_md.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    structure = str(tmp_path / "cell.extxyz")
+    write(structure, record_to_atoms(LmdbDataset({"src": paths["val"]})[0]))
+    out = tmp_path / "md"
+    assert script.main(["--checkpoint", os.path.join(run, "best_checkpoint.pt"), "--structure", structure,
+                        "--ensemble", "npt", "--steps", "6", "--interval", "2", "--timestep", "1.0",
+                        "--pressure", "1000", "--output-dir", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_caveats"] == []  # energy-centric, envelope, smooth, cap 30 > 18 neighbours
+    assert summary["final_volume_a3"] > 0 and len(read(str(out / "md.traj"), index=":")) == 4
+    rows = (out / "md.csv").read_text().splitlines()
+    assert rows[0].endswith("volume_a3,conserved_ev") and len(rows) == 5
+
+
 def test_stress_training_needs_records_with_stress(tmp_path, capsys):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     src = os.path.join(root, "data", "oc20_mini", "s2ef", "val_id")

@@ -19,6 +19,8 @@ import os
 import sys
 from typing import List, Optional
 
+import numpy as np
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,6 +83,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "max_total_energy_error_ev": log.max_energy_error(),
         "max_conserved_energy_error_ev": log.max_conserved_error(),
         "final_volume_a3": log.volume[-1] if log.volume else 0.0,
+        "mean_pressure_bar": float(np.nanmean(log.pressure)) if log.pressure and not np.isnan(log.pressure).all()
+        else None,
         "model_caveats": caveats,
     }
     from spinconv_train.config import write_text_atomic

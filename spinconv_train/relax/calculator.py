@@ -64,7 +64,11 @@ class ModelCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         batch = atoms_to_batch(self.atoms, self.device, self.dtype)
         self.model.eval()
-        want_stress = "stress" in properties
+        # The stress costs little next to the forces (one more input of the same backward),
+        # so it is computed whenever defined: a later get_stress() (cell filters, the MD
+        # log's pressure) then needs no second model call.
+        want_stress = "stress" in properties or (
+            _supports_stress(self.model) and bool(self.atoms.pbc.all()) and self.atoms.cell.volume > 1e-6)
         if want_stress and not _supports_stress(self.model):
             raise PropertyNotImplementedError(
                 f"stress needs an energy-centric SpinConv (force_estimator: grad); this model is "

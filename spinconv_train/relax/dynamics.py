@@ -28,7 +28,8 @@ ENSEMBLES = ("nve", "langevin", "npt")
 
 @dataclass
 class MDLog:
-    """Energies (eV), temperature (K) and cell volume (Å^3, 0 without a cell) every
+    """Energies (eV), temperature (K), cell volume (Å^3, 0 without a cell) and pressure
+    (bar, virial plus ideal-gas part; NaN where the calculator gives no stress) every
     ``interval`` steps, step 0 included; ``conserved``: the quantity the integrator
     conserves (NVE: the total energy; NPT: ASE's MTK conserved energy; Langevin: the
     total energy, which it does not conserve)."""
@@ -39,6 +40,7 @@ class MDLog:
     kinetic: List[float] = field(default_factory=list)
     temperature: List[float] = field(default_factory=list)
     volume: List[float] = field(default_factory=list)
+    pressure: List[float] = field(default_factory=list)
     conserved: List[float] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -57,13 +59,14 @@ class MDLog:
         return float(np.abs(conserved - conserved[0]).max()) if conserved.size else 0.0
 
     def write_csv(self, path: str) -> None:
-        """``step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,conserved_ev`` rows,
-        written atomically."""
+        """``step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,pressure_bar,
+        conserved_ev`` rows, written atomically."""
         from spinconv_train.config import write_text_atomic
 
-        rows = ["step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,conserved_ev"]
-        rows += [f"{s},{p:.8f},{k:.8f},{p + k:.8f},{t:.3f},{v:.6f},{c:.8f}" for s, p, k, t, v, c in
-                 zip(self.steps, self.potential, self.kinetic, self.temperature, self.volume, self.conserved)]
+        rows = ["step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,pressure_bar,conserved_ev"]
+        rows += [f"{s},{p:.8f},{k:.8f},{p + k:.8f},{t:.3f},{v:.6f},{b:.3f},{c:.8f}" for s, p, k, t, v, b, c in
+                 zip(self.steps, self.potential, self.kinetic, self.temperature, self.volume, self.pressure,
+                     self.conserved)]
         write_text_atomic(path, "\n".join(rows) + "\n")
 
 
@@ -91,6 +94,14 @@ def md_caveats(model: object, atoms: Optional[Atoms] = None) -> List[str]:
                            f"within {cutoff:g} Å, max_num_neighbors is {cap}, so the energy jumps when the "
                            "nearest neighbours change")
     return caveats
+
+
+def _pressure_bar(atoms: Atoms, with_stress: bool) -> float:
+    """-trace(stress)/3 in bar, the ideal-gas (kinetic) part included; NaN without a stress."""
+    if not with_stress:
+        return float("nan")
+    stress = atoms.get_stress(voigt=True, include_ideal_gas=True)
+    return float(-stress[:3].mean() / units.bar)
 
 
 def run_md(
@@ -152,6 +163,7 @@ def run_md(
         dyn = Langevin(atoms, timestep=dt, temperature_K=temperature_k, friction=friction_per_fs / units.fs,
                        fixcm=False, rng=np.random.default_rng(seed + 1))
     log = MDLog(interval)
+    with_stress = atoms.pbc.all() and "stress" in getattr(atoms.calc, "implemented_properties", ())
 
     def record() -> None:
         log.steps.append(dyn.nsteps)
@@ -159,6 +171,7 @@ def run_md(
         log.kinetic.append(float(atoms.get_kinetic_energy()))
         log.temperature.append(float(atoms.get_temperature()))
         log.volume.append(float(atoms.cell.volume) if atoms.pbc.any() else 0.0)
+        log.pressure.append(_pressure_bar(atoms, with_stress))
         conserved = dyn.get_conserved_energy() if ensemble == "npt" else log.potential[-1] + log.kinetic[-1]
         log.conserved.append(float(conserved))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ase import units
 
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule
 from spinconv_train.relax import ModelCalculator
@@ -82,8 +83,25 @@ def test_npt_conserves_the_mtk_energy_to_second_order():
         log = run_md(atoms, int(round(4.0 / dt)), dt, "npt", temperature_k=300.0, barostat_fs=200.0,
                      thermostat_fs=20.0)
         assert abs(log.volume[-1] - log.volume[0]) > 1.0  # the barostat acts
+        assert np.isfinite(log.pressure).all()
         errors.append(log.max_conserved_error())
     assert errors[0] / errors[1] > 3.3 and errors[1] < 0.01 * log.max_energy_error(), errors
+
+
+def test_pressure_is_logged_without_extra_model_calls():
+    """On a periodic cell the calculator computes the stress with the forces, so logging the
+    pressure every step costs no second model call; molecules log NaN."""
+    crystal = distorted_crystal()
+    model = make_model(torch.float64, force_estimator="grad", envelope=True, sphere_interpolation="smooth", cutoff=4.0)
+    crystal.calc = ModelCalculator(model, _RawOutputs())
+    log = run_md(crystal, 4, 0.2, "nve", temperature_k=300.0)
+    assert crystal.calc.evaluations == 5 and np.isfinite(log.pressure).all()
+    # the logged pressure: -trace(virial stress + ideal gas)/3
+    expected = -crystal.get_stress(include_ideal_gas=True)[:3].mean() / units.bar
+    assert log.pressure[-1] == pytest.approx(expected)
+    molecule = rattled_molecule("CH3CH2OH")
+    molecule.calc = ModelCalculator(model, _RawOutputs())
+    assert np.isnan(run_md(molecule, 1, 0.2, "nve").pressure).all()
 
 
 def test_npt_needs_a_cell_and_a_stress():

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .frames import smoothstep
 from .scratch import Scratch
 
 __all__ = [
@@ -59,11 +60,6 @@ __all__ = [
 
 
 SPHERE_INTERPOLATIONS = ("bilinear", "smooth")
-
-
-def _smoothstep(u: Tensor) -> Tensor:
-    """3u^2 - 2u^3 for u in [0, 1]: C1, with zero slope at both ends."""
-    return u * u * (3.0 - 2.0 * u)
 
 
 @dataclass
@@ -195,7 +191,7 @@ def make_splat_plan(
     r0 = r0f.long()
     c0 = torch.remainder(c_floor.long(), long)
     if interpolation == "smooth":
-        t, s = _smoothstep(t), _smoothstep(s)
+        t, s = smoothstep(t), smoothstep(s)
     weight = torch.stack([(1 - t) * (1 - s), (1 - t) * s, t * (1 - s), t * s])  # corners A, B, C, D
     if scale is not None:
         weight = weight * scale.unsqueeze(0)

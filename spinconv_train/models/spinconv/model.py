@@ -293,8 +293,9 @@ class SpinConv(nn.Module):
                  for i in range(0, dist.shape[0], chunk)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    def _check_stress_input(self, data, grad_forces: bool) -> Tensor:
-        """The batch's (B,3,3) cells, after checking that a stress is defined for them."""
+    def _check_stress_input(self, data, grad_forces: bool) -> tuple[Tensor, Tensor]:
+        """The batch's (B,3,3) cells and (B,) volumes, after checking that a stress is
+        defined for them."""
         if not (self.regress_forces and grad_forces):
             raise ValueError("stress is the strain derivative of the energy: it needs an energy-centric "
                              f"model (force_estimator: grad), this one has force_estimator={self.force_estimator!r}")
@@ -307,7 +308,7 @@ class SpinConv(nn.Module):
             index = int((volume < 1e-6).nonzero()[0])
             raise ValueError(f"stress needs a cell with a volume; structure {index} of the batch has "
                              f"volume {float(volume[index]):.3g} Å^3")
-        return cell
+        return cell, volume
 
     def forward(self, data, stress: bool = False) -> dict[str, Tensor]:
         """``data``: a torch_geometric Batch; returns {"energy": (B,), "forces": (N,3)}.
@@ -332,7 +333,7 @@ class SpinConv(nn.Module):
                 "torch.no_grad() instead (it turns autograd back on for the forces only)"
             )
         if stress:
-            cells = self._check_stress_input(data, grad_forces)
+            cells, volume = self._check_stress_input(data, grad_forces)
         outer_grad = torch.is_grad_enabled()
         # Called under no_grad, autograd runs for -dE/dpos only: no weight needs a gradient.
         weights = frozen_weights() if grad_forces and not outer_grad else contextlib.nullcontext()
@@ -352,7 +353,6 @@ class SpinConv(nn.Module):
                     grads = torch.autograd.grad(energy.sum(), inputs, create_graph=self.training and outer_grad)
                     result["forces"] = -grads[0]
                     if stress:
-                        volume = torch.linalg.det(cells).abs()
                         result["stress"] = grads[1] / volume.view(-1, 1, 1)
                     if not outer_grad:  # called under no_grad: return plain tensors
                         result = {key: value.detach() for key, value in result.items()}

@@ -45,6 +45,13 @@ class Normalizer:
     def denorm_forces(self, f: torch.Tensor) -> torch.Tensor:
         return f * self.force_std
 
+    def norm_stress(self, s: torch.Tensor) -> torch.Tensor:
+        """A stress is the strain derivative of the energy: scaled by the energy's std."""
+        return s / self.std.reshape(-1)[0].to(s)
+
+    def denorm_stress(self, s: torch.Tensor) -> torch.Tensor:
+        return s * self.std.reshape(-1)[0].to(s)
+
     def state_dict(self) -> Dict[str, Any]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "force_std": self.force_std}
 

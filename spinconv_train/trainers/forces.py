@@ -66,7 +66,7 @@ class ForcesTask:
                 + self.force_coef * scalar_loss(self.loss_force, pred_f, target_f))
         if self.trains_stress:
             pred_s = out["stress"].reshape(-1, 9)
-            target_s = (self.stress_target(batch) / norm.std.reshape(-1)[0]).reshape(-1, 9).to(pred_s.dtype)
+            target_s = norm.norm_stress(self.stress_target(batch)).reshape(-1, 9).to(pred_s.dtype)
             loss = loss + self.stress_coef * scalar_loss(self.loss_stress, pred_s, target_s)
         return loss
 
@@ -89,7 +89,7 @@ class ForcesTask:
             energy = energy + reference
         result = {"energy": energy, "forces": norm.denorm_forces(out["forces"].detach().double())}
         if "stress" in out:
-            result["stress"] = out["stress"].detach().double() * norm.std.reshape(-1)[0]
+            result["stress"] = norm.denorm_stress(out["stress"].detach().double())
         return result
 
     def update_metrics(self, acc: ev.MetricAccumulator, pred: Mapping[str, Tensor], batch: Any) -> None:

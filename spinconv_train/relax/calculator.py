@@ -49,7 +49,8 @@ class ModelCalculator(Calculator):
         self.device = device if device is not None else first.device
         # positions and cell in the model's precision (float64 models get unrounded inputs)
         self.dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
-        if not _supports_stress(model):  # ASE then refuses get_stress() before calling the model
+        self.supports_stress = bool(getattr(model, "supports_stress", False))  # energy-centric, periodic
+        if not self.supports_stress:  # ASE then refuses get_stress() before calling the model
             self.implemented_properties = [p for p in self.implemented_properties if p != "stress"]
         self.evaluations = 0
 
@@ -68,8 +69,8 @@ class ModelCalculator(Calculator):
         # so it is computed whenever defined: a later get_stress() (cell filters, the MD
         # log's pressure) then needs no second model call.
         want_stress = "stress" in properties or (
-            _supports_stress(self.model) and bool(self.atoms.pbc.all()) and self.atoms.cell.volume > 1e-6)
-        if want_stress and not _supports_stress(self.model):
+            self.supports_stress and bool(self.atoms.pbc.all()) and self.atoms.cell.volume > 1e-6)
+        if want_stress and not self.supports_stress:
             raise PropertyNotImplementedError(
                 f"stress needs an energy-centric SpinConv (force_estimator: grad); this model is "
                 f"{type(self.model).__name__} with force_estimator={getattr(self.model, 'force_estimator', None)!r}")
@@ -85,11 +86,6 @@ class ModelCalculator(Calculator):
                         "forces": pred["forces"].cpu().numpy().astype(np.float64).reshape(len(self.atoms), 3)}
         if want_stress:
             self.results["stress"] = full_3x3_to_voigt_6_stress(pred["stress"].reshape(3, 3).cpu().numpy())
-
-
-def _supports_stress(model: torch.nn.Module) -> bool:
-    """Whether ``model(batch, stress=True)`` is defined (an energy-centric, periodic SpinConv)."""
-    return bool(getattr(model, "supports_stress", False))
 
 
 def load_force_model(path: str, device: torch.device, use_ema: bool = True) -> tuple:

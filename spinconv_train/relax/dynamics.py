@@ -138,12 +138,13 @@ def run_md(
         raise ValueError(f"need steps >= 0, timestep_fs > 0 and interval >= 1; got {steps}, {timestep_fs}, {interval}")
     if atoms.calc is None:
         raise ValueError("atoms have no calculator (attach a ModelCalculator)")
+    calc_stress = "stress" in getattr(atoms.calc, "implemented_properties", ())
     if ensemble == "npt":
         if not atoms.pbc.all() or atoms.cell.volume < 1e-6:
             raise ValueError("the npt ensemble needs a structure periodic in all three directions with a cell")
         if temperature_k is None:
             raise ValueError("the npt ensemble needs temperature_k")
-        if "stress" not in getattr(atoms.calc, "implemented_properties", ()):
+        if not calc_stress:
             raise ValueError("the npt ensemble needs a calculator that computes the stress (an energy-centric "
                              "SpinConv, force_estimator: grad)")
     if temperature_k is not None:
@@ -163,7 +164,7 @@ def run_md(
         dyn = Langevin(atoms, timestep=dt, temperature_K=temperature_k, friction=friction_per_fs / units.fs,
                        fixcm=False, rng=np.random.default_rng(seed + 1))
     log = MDLog(interval)
-    with_stress = atoms.pbc.all() and "stress" in getattr(atoms.calc, "implemented_properties", ())
+    with_stress = bool(atoms.pbc.all()) and calc_stress
 
     def record() -> None:
         log.steps.append(dyn.nsteps)

@@ -1,22 +1,16 @@
 """scripts/paper_tables.py: our run directories' metrics next to the paper's numbers."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 
 import pytest
+from trainers.trainer_testing import load_script
 
 from spinconv_train.benchmarks.paper import PAPER_ROWS, RunMetricsError, paper_table, run_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("paper_tables", os.path.join(ROOT, "scripts", "paper_tables.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("paper_tables")
 
 
 def test_metrics_from_each_kind_of_run_directory(tmp_path):

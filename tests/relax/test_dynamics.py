@@ -8,6 +8,7 @@ import torch
 from ase import units
 
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule
+from trainers.trainer_testing import load_script
 from spinconv_train.relax import ModelCalculator
 from spinconv_train.relax.dynamics import md_caveats, run_md
 
@@ -148,19 +149,14 @@ def test_bad_arguments_are_named():
 
 
 def test_run_md_script_on_a_checkpoint(force_checkpoint, s2ef_data, tmp_path):
-    import importlib.util
     import json
-    import os
 
     from ase.io import read, write
 
     from spinconv_train.datasets import LmdbDataset
     from spinconv_train.relax import record_to_atoms
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    spec = importlib.util.spec_from_file_location("run_md_script", os.path.join(root, "scripts", "run_md.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("run_md")
     structure = str(tmp_path / "slab.xyz")
     write(structure, record_to_atoms(LmdbDataset({"src": s2ef_data["train"]})[0]))
     out = tmp_path / "md"

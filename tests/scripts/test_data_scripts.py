@@ -16,17 +16,12 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.io import write
 
+from trainers.trainer_testing import load_script
+
 from spinconv_train.datasets import DatasetError, LmdbDataset
 from spinconv_train.datasets.preprocess import preprocess_ef, preprocess_relaxed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_script(name, *args):

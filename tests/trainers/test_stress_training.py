@@ -12,7 +12,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from ase.stress import voigt_6_to_full_3x3_stress
-from trainers.trainer_testing import only_run_dir, read_jsonl, write_config
+from trainers.trainer_testing import ROOT, load_script, only_run_dir, read_jsonl, write_config
 
 from spinconv_train.cli import main
 from spinconv_train.datasets import DatasetError, LmdbDataset
@@ -145,7 +145,6 @@ def test_relaxations_move_the_cell_with_relax_cell(stress_data, stress_run, tmp_
 
 def test_npt_md_script_with_a_stress_model(stress_data, stress_run, tmp_path):
     """``scripts/run_md.py --ensemble npt`` end to end on a trained energy-centric model."""
-    import importlib.util
     import json
 
     from ase.io import read
@@ -154,10 +153,7 @@ def test_npt_md_script_with_a_stress_model(stress_data, stress_run, tmp_path):
 
     _, paths = stress_data
     run, _ = stress_run
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    spec = importlib.util.spec_from_file_location("run_md_script", os.path.join(root, "scripts", "run_md.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("run_md")
     structure = str(tmp_path / "cell.extxyz")
     write(structure, record_to_atoms(LmdbDataset({"src": paths["val"]})[0]))
     out = tmp_path / "md"
@@ -173,8 +169,7 @@ def test_npt_md_script_with_a_stress_model(stress_data, stress_run, tmp_path):
 
 
 def test_stress_training_needs_records_with_stress(tmp_path, capsys):
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    src = os.path.join(root, "data", "oc20_mini", "s2ef", "val_id")
+    src = os.path.join(ROOT, "data", "oc20_mini", "s2ef", "val_id")
     config = _config({"train": src, "val": src})
     assert main(["--mode", "train", "--config-yml", write_config(tmp_path, config), "--run-dir", str(tmp_path / "r"),
                  "--no-progress"]) == 2

@@ -104,3 +104,16 @@ def only_run_dir(parent) -> str:
     runs = sorted(os.listdir(str(parent)))
     assert len(runs) == 1, runs
     return os.path.join(str(parent), runs[0])
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_script(name: str) -> Any:
+    """``scripts/<name>.py`` imported as a module (its ``main`` callable in-process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -45,6 +45,7 @@ def atoms_to_data(
     source: str = "",
     index: Optional[int] = None,
     stress: Optional[np.ndarray] = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Data:
     """A ``Data`` record from ``atoms`` with OC20 dtypes.
 
@@ -52,6 +53,7 @@ def atoms_to_data(
     ``natoms`` (1,) long, ``tags`` long from ``atoms.get_tags()``, ``fixed`` from
     ``FixAtoms``, ``pbc`` (1,3) from the Atoms. ``energy`` becomes ``y`` (minus the summed ``refs`` when given).
     ``stress`` (eV/Å^3, ASE's sign; Voigt (6,) or (3,3)) becomes ``stress`` (1,3,3) float32.
+    ``dtype``: of ``pos`` and ``cell`` (float64 for a float64 model; files keep float32).
     Rejects NaN energies/forces/positions/stresses, naming ``source``/``index``.
     """
     n = len(atoms)
@@ -59,8 +61,8 @@ def atoms_to_data(
     if not np.isfinite(pos).all():
         raise DatasetError("positions contain NaN or infinite values", source, index, "pos")
     data = Data(
-        pos=torch.tensor(pos, dtype=torch.float32),
-        cell=torch.tensor(np.asarray(atoms.get_cell()), dtype=torch.float32).reshape(1, 3, 3),
+        pos=torch.tensor(pos, dtype=dtype),
+        cell=torch.tensor(np.asarray(atoms.get_cell()), dtype=dtype).reshape(1, 3, 3),
         atomic_numbers=torch.tensor(atoms.get_atomic_numbers(), dtype=torch.float32),
         natoms=torch.tensor([n], dtype=torch.long),
         tags=torch.tensor(atoms.get_tags(), dtype=torch.long),

@@ -47,11 +47,7 @@ def atoms_to_batch(atoms: Atoms, device: torch.device, dtype: torch.dtype = torc
     """A one-structure batch of ``atoms`` (the dataset's field layout) on ``device``, with
     positions and cell in ``dtype`` (taken from the Atoms' float64 values, so a float64
     model sees them unrounded)."""
-    data = atoms_to_data(atoms, sid=0)
-    if dtype != data.pos.dtype:
-        data.pos = torch.tensor(atoms.get_positions(), dtype=dtype)
-        data.cell = torch.tensor(np.asarray(atoms.get_cell()), dtype=dtype).reshape(1, 3, 3)
-    return collate([data]).to(device)
+    return collate([atoms_to_data(atoms, sid=0, dtype=dtype)]).to(device)
 
 
 def free_atoms(atoms: Atoms) -> np.ndarray:

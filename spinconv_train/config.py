@@ -113,6 +113,13 @@ SCHEMA: Dict[str, Any] = {
         "ema_decay": (NUM + (None,), None),
         "eval_max_batches": ((int, None), None),
     },
+    # Start a training run from a trained checkpoint's weights (spinconv_train/trainers/finetune.py).
+    "finetune": {
+        "checkpoint": ((str, None), None),
+        "weights": ((str,), "auto"),
+        "targets": ((str,), "checkpoint"),
+        "freeze": ((list,), []),
+    },
     "logger": {
         "backends": ((list,), []),
         "project": ((str,), "spinconv_train"),
@@ -365,9 +372,24 @@ def _check_values(config: Config) -> None:
         raise config.fail("optim.max_epochs", "set optim.max_epochs or optim.max_steps")
     if "name" not in config.get("model", {}) or not config["model"]["name"]:
         raise config.fail("model.name", "missing: name the model (e.g. spinconv, schnet)")
+    _check_finetune(config)
     for split, value in config["dataset"].items():
         if "src" not in value:
             raise config.fail(f"dataset.{split}", "missing key 'src' (the data path)")
+
+
+FINETUNE_WEIGHTS = ("auto", "ema", "model")
+FINETUNE_TARGETS = ("checkpoint", "fit")
+
+
+def _check_finetune(config: Config) -> None:
+    section = config["finetune"]
+    for key, known in (("weights", FINETUNE_WEIGHTS), ("targets", FINETUNE_TARGETS)):
+        if section[key] not in known:
+            raise config.fail(f"finetune.{key}", f"must be one of {', '.join(known)}; got {section[key]!r}")
+    bad = [p for p in section["freeze"] if not isinstance(p, str) or not p]
+    if bad:
+        raise config.fail("finetune.freeze", f"must list parameter-name prefixes (strings); got {bad!r}")
 
 
 # `src` values that name a source other than a path (the qm9 dataset's installed package).

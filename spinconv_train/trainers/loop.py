@@ -139,7 +139,7 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
     """Train to ``optim.max_steps`` / ``max_epochs``; evaluate every ``eval_every`` steps (or
     each epoch) and at the end, writing ``checkpoint.pt`` and ``best_checkpoint.pt``.
 
-    Returns the untrained (new runs only) and final validation metrics.
+    Returns the untrained (or, fine-tuning, pretrained; new runs only) and final validation metrics.
     """
     optim, log_cfg = session.config["optim"], session.config["logger"]
     steps_per_epoch = len(train_loader)
@@ -150,11 +150,11 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
     sampler = train_loader.batch_sampler
     if val_loader is None:
         logger.warning("no dataset.val split: no validation metrics, best checkpoint or plateau schedule")
+    start = "pretrained" if session.config["finetune"]["checkpoint"] else "untrained"
     if session.step == 0 and val_loader is not None:
-        session.history["untrained"] = evaluate(session, val_loader, "validating (untrained)")
-        session.loggers.log(session.history["untrained"], 0, "val", 0)
-        _announce(session, "untrained model, validation metrics:\n" + format_table(
-            {"untrained": session.history["untrained"]}))
+        session.history[start] = evaluate(session, val_loader, f"validating ({start})")
+        session.loggers.log(session.history[start], 0, "val", 0)
+        _announce(session, f"{start} model, validation metrics:\n" + format_table({start: session.history[start]}))
     eval_every, ckpt_every = optim["eval_every"], optim["checkpoint_every"]
     print_every = max(1, int(log_cfg["print_every"]))
     window = MetricAccumulator([*session.task.metric_names(), "loss"])
@@ -193,7 +193,7 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
                 break
     bar.close()
     if dist.is_main() and "trained" in session.history:
-        rows = {k: session.history[k] for k in ("untrained", "trained") if k in session.history}
+        rows = {k: session.history[k] for k in ("untrained", "pretrained", "trained") if k in session.history}
         print("validation metrics:\n" + format_table(rows), flush=True)
     return session.history
 

@@ -21,6 +21,7 @@ from spinconv_train.modules.scheduler import LRScheduler
 from spinconv_train.trainers import build
 from spinconv_train.trainers import checkpoint as ckpt
 from spinconv_train.trainers import distributed as dist
+from spinconv_train.trainers import finetune
 from spinconv_train.trainers.targets import TargetState
 
 logger = logging.getLogger(__name__)
@@ -151,14 +152,19 @@ def open_session(config: Config, options: RunOptions, mode: str, train_dataset: 
     if payload is None and mode != "train":
         raise ckpt.CheckpointError(f"--mode {mode} needs --checkpoint (a checkpoint.pt of a trained run)")
     model = build.build_model(config)
+    targets: Optional[TargetState] = None
     if payload is not None:
         ckpt.load_model_state(model, payload, options.checkpoint, config["model"])
         targets = TargetState.from_state_dict(payload["targets"])
-    else:
+    elif mode == "train" and config["finetune"]["checkpoint"]:
+        targets = finetune.load_pretrained(model, config)
+    if targets is None:
         if train_dataset is None:
             train_dataset = build.build_dataset(config, "train")
         targets = build.fit_target_state(build.task_class(config), config, train_dataset,
                                          options.progress and dist.is_main())
+    if mode == "train":
+        finetune.freeze(model, config["finetune"]["freeze"], config)
     model.to(device)
     task = build.build_task(config, targets)
     run_dir = make_run_dir(options, mode)
@@ -179,7 +185,7 @@ def _add_training_state(session: Session, payload: Optional[Dict[str, Any]]) -> 
     config, model = session.config, session.model
     optim = config["optim"]
     session.amp = build.warn_amp_on_cpu(session.options.amp, session.device)
-    session.optimizer = build_optimizer(model.parameters(), optim)
+    session.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
     if optim["ema_decay"]:
         session.ema = build_ema(model, float(optim["ema_decay"]))
     session.scaler = torch.amp.GradScaler("cuda") if session.amp else None

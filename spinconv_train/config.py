@@ -112,6 +112,10 @@ SCHEMA: Dict[str, Any] = {
         "clip_grad_norm": (NUM + (None,), None),
         "ema_decay": (NUM + (None,), None),
         "eval_max_batches": ((int, None), None),
+        # Early stopping, checked at each validation: stop after this many validations without a
+        # new best monitored metric, or once the learning rate has fallen below min_lr.
+        "early_stopping_patience": ((int, None), None),
+        "min_lr": (NUM + (None,), None),
     },
     # Start a training run from a trained checkpoint's weights (spinconv_train/trainers/finetune.py).
     "finetune": {
@@ -368,6 +372,10 @@ def _check_values(config: Config) -> None:
     for key in ("batch_size",):
         if optim[key] < 1:
             raise config.fail(f"optim.{key}", f"must be >= 1, got {optim[key]}")
+    if optim["early_stopping_patience"] is not None and optim["early_stopping_patience"] < 1:
+        raise config.fail("optim.early_stopping_patience", f"must be >= 1 (or null), got {optim['early_stopping_patience']}")
+    if optim["min_lr"] is not None and not optim["min_lr"] > 0:
+        raise config.fail("optim.min_lr", f"must be > 0 (or null), got {optim['min_lr']}")
     if optim["max_epochs"] is None and optim["max_steps"] is None:
         raise config.fail("optim.max_epochs", "set optim.max_epochs or optim.max_steps")
     if "name" not in config.get("model", {}) or not config["model"]["name"]:

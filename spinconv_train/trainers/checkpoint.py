@@ -84,7 +84,8 @@ def load_model_state(model: torch.nn.Module, payload: Mapping[str, Any], path: s
 
 def build_payload(*, config: Mapping[str, Any], model: torch.nn.Module, optimizer: Any, scheduler: Any,
                   ema: Any, scaler: Any, targets: Any, step: int, epoch: int, batch_in_epoch: int,
-                  sampler_seed: int, best_metric: Any, metrics: Mapping[str, float]) -> Dict[str, Any]:
+                  sampler_seed: int, best_metric: Any, metrics: Mapping[str, float],
+                  evals_since_best: int = 0, stop_reason: Any = None) -> Dict[str, Any]:
     """The checkpoint dict (model, optimiser, scheduler, EMA, normalisers, position, RNG, config)."""
     return {
         "config": plain(config),
@@ -99,5 +100,6 @@ def build_payload(*, config: Mapping[str, Any], model: torch.nn.Module, optimize
         "sampler": {"epoch": int(epoch), "batches_yielded": int(batch_in_epoch), "seed": int(sampler_seed)},
         "rng": rng_state(),
         "best_metric": best_metric,
+        "early_stopping": {"evals_since_best": int(evals_since_best), "stop_reason": stop_reason},
         "metrics": dict(metrics),
     }

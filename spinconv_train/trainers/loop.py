@@ -131,13 +131,33 @@ def _validate_and_checkpoint(session: Session, val_loader: Optional[DataLoader])
         session.scheduler.on_validation(metrics, session.step)
         if session.is_better(metrics[session.metric]):
             session.best_metric = metrics[session.metric]
+            session.evals_since_best = 0
             session.save(best=True, metrics=metrics)
+        else:
+            session.evals_since_best += 1
+        session.stop_reason = early_stop_reason(session)
+        if session.stop_reason:
+            _announce(session, f"early stopping at step {session.step}: {session.stop_reason}")
     session.save(metrics=metrics)
 
 
+def early_stop_reason(session: Session) -> Optional[str]:
+    """Why the run should stop now (``optim.early_stopping_patience`` / ``optim.min_lr``), or None."""
+    optim = session.config["optim"]
+    patience = optim["early_stopping_patience"]
+    if patience is not None and session.evals_since_best >= patience:
+        return (f"{session.metric} has not improved on {session.best_metric:.6g} for {session.evals_since_best} "
+                f"validations (optim.early_stopping_patience {patience})")
+    lr = session.optimizer.param_groups[0]["lr"]
+    if optim["min_lr"] is not None and lr < float(optim["min_lr"]):
+        return f"the learning rate {lr:.3g} fell below optim.min_lr {float(optim['min_lr']):.3g}"
+    return None
+
+
 def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataLoader]) -> Dict[str, Dict[str, float]]:
-    """Train to ``optim.max_steps`` / ``max_epochs``; evaluate every ``eval_every`` steps (or
-    each epoch) and at the end, writing ``checkpoint.pt`` and ``best_checkpoint.pt``.
+    """Train to ``optim.max_steps`` / ``max_epochs`` (or until early stopping); evaluate every
+    ``eval_every`` steps (or each epoch) and at the end, writing ``checkpoint.pt`` and
+    ``best_checkpoint.pt``.
 
     Returns the untrained (or, fine-tuning, pretrained; new runs only) and final validation metrics.
     """
@@ -149,6 +169,10 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
     attach_scheduler(session, total)
     sampler = train_loader.batch_sampler
     if val_loader is None:
+        if optim["early_stopping_patience"] is not None or optim["min_lr"] is not None:
+            raise session.config.fail("optim.early_stopping_patience" if optim["early_stopping_patience"] is not None
+                                      else "optim.min_lr", "early stopping is checked at validations: the config "
+                                      "needs a dataset.val split")
         logger.warning("no dataset.val split: no validation metrics, best checkpoint or plateau schedule")
     start = "pretrained" if session.config["finetune"]["checkpoint"] else "untrained"
     if session.step == 0 and val_loader is not None:
@@ -160,7 +184,8 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
     window = MetricAccumulator([*session.task.metric_names(), "loss"])
     tick = time.perf_counter()
     bar = tqdm(total=total, initial=session.step, desc="training", disable=not _progress(session))
-    while session.step < total:
+    session.stop_reason = None
+    while session.step < total and not session.stop_reason:
         sampler.set_epoch(session.epoch)
         if session.batch_in_epoch:
             sampler.load_state_dict({"epoch": session.epoch, "batches_yielded": session.batch_in_epoch,
@@ -189,7 +214,7 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
                 tick = time.perf_counter()  # the step rate excludes evaluation
             elif ckpt_every and session.step % ckpt_every == 0:
                 session.save()
-            if done or epoch_end:
+            if done or epoch_end or session.stop_reason:
                 break
     bar.close()
     if dist.is_main() and "trained" in session.history:

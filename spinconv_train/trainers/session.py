@@ -62,6 +62,8 @@ class Session:
     epoch: int = 0
     batch_in_epoch: int = 0
     best_metric: Optional[float] = None
+    evals_since_best: int = 0  # validations since the monitored metric last improved
+    stop_reason: Optional[str] = None  # set when early stopping ends the run
     scheduler_state: Optional[Dict[str, Any]] = None  # from a checkpoint, until the scheduler exists
     history: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
@@ -97,7 +99,8 @@ class Session:
             config=self.config, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
             ema=self.ema, scaler=self.scaler, targets=self.task.targets, step=self.step, epoch=self.epoch,
             batch_in_epoch=self.batch_in_epoch, sampler_seed=self.config["seed"],
-            best_metric=self.best_metric, metrics=metrics or {})
+            best_metric=self.best_metric, metrics=metrics or {}, evals_since_best=self.evals_since_best,
+            stop_reason=self.stop_reason)
         ckpt.save_atomic(payload, self.checkpoint_path(best))
 
 
@@ -220,6 +223,7 @@ def _restore_training_state(session: Session, payload: Dict[str, Any]) -> None:
     session.epoch = int(payload["epoch"])
     session.batch_in_epoch = int(payload["sampler"]["batches_yielded"])
     session.best_metric = payload.get("best_metric")
+    session.evals_since_best = int(payload.get("early_stopping", {}).get("evals_since_best", 0))
     ckpt.set_rng_state(payload["rng"])
     logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, session.step, session.epoch,
                 session.batch_in_epoch)

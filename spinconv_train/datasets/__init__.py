@@ -1,8 +1,9 @@
 """Datasets (OC20 LMDB, MD17/rMD17, QM9), the balanced batch sampler, collate and helpers.
 
 Importing this package registers ``lmdb`` (aliases ``trajectory_lmdb``,
-``single_point_lmdb``), ``md17`` and ``qm9`` in ``spinconv_train.registry.DATASETS``.
+``single_point_lmdb``), ``ase`` (alias ``extxyz``), ``md17`` and ``qm9`` in ``spinconv_train.registry.DATASETS``.
 """
+from .ase_dataset import AseDataset
 from .collate import collate
 from .element_refs import energies_and_counts, fit_element_references
 from .errors import DatasetError
@@ -13,6 +14,7 @@ from .sampler import BalancedBatchSampler
 from .transforms import RadiusGraph
 
 __all__ = [
+    "AseDataset",
     "BalancedBatchSampler",
     "DatasetError",
     "LmdbDataset",

@@ -171,3 +171,20 @@ def load_refs(spec) -> Optional[dict]:
             z = int(key)
         refs[z] = float(value)
     return refs
+
+
+def frame_record(atoms: Atoms, path: str, file_index: int, fid: int, refs: Optional[RefTable] = None,
+                 energy: bool = True, forces: bool = True, stress: bool = False) -> Data:
+    """The record of frame ``fid`` of file ``path`` (the ``file_index``-th input), as
+    ``preprocess_ef.py`` stores it: ``sid`` from ``atoms.info["sid"]`` (else ``file_index``),
+    the stored energy (minus ``refs``), forces and, with ``stress``, the stored stress;
+    a missing label is an error naming the file, frame and field."""
+    value, force = frame_results(atoms, path, fid, need_forces=forces) if energy else (None, None)
+    frame_stress_value = None
+    if stress:
+        frame_stress_value = frame_stress(atoms)
+        if frame_stress_value is None:
+            raise DatasetError("frame has no stored stress (or is not periodic in all directions); "
+                               "training on stress needs it for every frame", path, fid, "stress")
+    return atoms_to_data(atoms, value, force, sid=atoms.info.get("sid", file_index), fid=fid, refs=refs,
+                         source=path, index=fid, stress=frame_stress_value)

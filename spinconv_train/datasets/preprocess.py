@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .ase_convert import atoms_to_data, frame_results, frame_stress, load_refs, read_frames
+from .ase_convert import atoms_to_data, frame_record, frame_results, load_refs, read_frames
 from .errors import DatasetError
 from .lmdb_io import LmdbWriter, save_npz_atomic
 from .records import validate_structure
@@ -24,16 +24,7 @@ def _write_shard(job: tuple) -> List[int]:
     with LmdbWriter(path) as writer:
         for file_index, name in tqdm(files, desc=f"shard {shard}", position=shard, leave=False, disable=not progress):
             for fid, atoms in enumerate(read_frames(name)):
-                energy, forces = frame_results(atoms, name, fid)
-                sid = atoms.info.get("sid", file_index)
-                stress = None
-                if with_stress:
-                    stress = frame_stress(atoms)
-                    if stress is None:
-                        raise DatasetError("frame has no stored stress (or is not periodic in all directions); "
-                                           "preprocessing with stress needs it for every frame", name, fid, "stress")
-                data = atoms_to_data(atoms, energy, forces, sid=sid, fid=fid, refs=refs, source=name, index=fid,
-                                     stress=stress)
+                data = frame_record(atoms, name, file_index, fid, refs, stress=with_stress)
                 validate_structure(data, name, fid, ("y", "force"))
                 writer.append(data if transform is None else transform(data))
                 natoms.append(len(atoms))

@@ -1,0 +1,123 @@
+"""Structures read straight from ASE files (extxyz, ASE trajectories, ASE databases).
+
+For data that fit in memory (MD17-sized sets, fine-tuning sets, a few thousand DFT
+frames): no preprocessing step. The records are exactly those ``preprocess_ef.py``
+writes to an LMDB from the same files (tested); for OC20-sized data write the LMDB.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torch_geometric.data import Data
+
+from ..registry import DATASETS
+from .ase_convert import frame_record, load_refs, read_frames
+from .errors import DatasetError, check_config_keys
+from .element_refs import scalar
+from .records import normalize_structure, validate_structure
+from .splits import SPLIT_NAMES, split_by_size
+
+DEFAULT_PATTERNS = ("*.xyz", "*.extxyz", "*.traj", "*.db")
+
+
+def ase_input_files(src: str, pattern: Optional[str] = None) -> List[str]:
+    """``src`` itself when it is a file, else the files in folder ``src`` matching ``pattern``
+    (comma-separated globs; default extxyz, trajectories and databases), sorted by name."""
+    if os.path.isfile(src):
+        return [src]
+    if not os.path.isdir(src):
+        raise DatasetError("ase dataset src does not exist", src, field="src")
+    patterns = [p.strip() for p in pattern.split(",")] if pattern else list(DEFAULT_PATTERNS)
+    files = sorted(os.path.join(src, name) for name in os.listdir(src)
+                   if os.path.isfile(os.path.join(src, name)) and any(fnmatch.fnmatch(name, p) for p in patterns))
+    if not files:
+        raise DatasetError(f"no files matching {', '.join(patterns)} in the folder", src, field="pattern")
+    return files
+
+
+@DATASETS.register("ase", "extxyz")
+class AseDataset(Dataset):
+    """Every frame of the ASE-readable files of ``src``, held in memory, one split.
+
+    Config keys: ``src`` (a file, or a folder whose files match ``pattern``; files in name
+    order, frames in file order), ``pattern`` (globs, default ``*.xyz,*.extxyz,*.traj,*.db``),
+    ``split`` (``all``, default, or ``train`` / ``val`` / ``test`` of a seeded split by
+    ``train_size``, ``val_size``, ``test_size`` (default: the rest) and ``seed``),
+    ``energy`` / ``forces`` (default true: each frame's stored labels are required; false
+    for unlabelled structures to predict), ``stress`` (default false: keep stored stresses),
+    ``ref_energies`` (per-element energies, dict or JSON file, subtracted from ``y``) and
+    ``elements`` (allowed atomic numbers).
+
+    ``sid`` is a frame's ``atoms.info["sid"]`` if set, else its file's position; ``fid``
+    the frame's index in its file (as ``preprocess_ef.py``).
+    """
+
+    CONFIG_KEYS = {"src", "pattern", "split", "train_size", "val_size", "test_size", "seed", "energy", "forces",
+                   "stress", "ref_energies", "elements"}
+
+    def __init__(self, config: dict, transform=None) -> None:
+        check_config_keys(config, self.CONFIG_KEYS, "ase dataset")
+        if "src" not in config:
+            raise DatasetError("ase dataset config needs a 'src' key (a file or folder)", field="src")
+        self.src = str(config["src"])
+        self.split = config.get("split", "all")
+        if self.split not in (*SPLIT_NAMES, "all"):
+            raise DatasetError(f"split {self.split!r} is not one of all, train, val, test", field="split")
+        energy, forces = bool(config.get("energy", True)), bool(config.get("forces", True))
+        if forces and not energy:
+            raise DatasetError("forces: true needs energy: true (frames are read as energy + forces)", field="energy")
+        refs = load_refs(config.get("ref_energies"))
+        elements = config.get("elements")
+        required = tuple(name for name, on in (("y", energy), ("force", forces)) if on)
+        self.files = ase_input_files(self.src, config.get("pattern"))
+        records: List[Data] = []
+        for file_index, path in enumerate(self.files):
+            for fid, atoms in enumerate(read_frames(path)):
+                data = frame_record(atoms, path, file_index, fid, refs, energy=energy, forces=forces,
+                                    stress=bool(config.get("stress", False)))
+                normalize_structure(data, path, fid)
+                validate_structure(data, path, fid, required, elements)
+                records.append(data)
+        self.transform = transform
+        self.records = [records[i] for i in self._select(config, len(records))]
+
+    def _select(self, config: dict, count: int) -> np.ndarray:
+        if self.split == "all":
+            return np.arange(count)
+        if "train_size" not in config or "val_size" not in config:
+            raise DatasetError(f"split {self.split!r} needs train_size and val_size (test: the rest unless "
+                               "test_size is set)", self.src, field="train_size")
+        splits = split_by_size(count, int(config["train_size"]), int(config["val_size"]), config.get("test_size"),
+                               int(config.get("seed", 0)), self.src)
+        return splits[self.split]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Data:
+        data = self.records[index].clone()
+        return self.transform(data) if self.transform is not None else data
+
+    def get_natoms(self) -> np.ndarray:
+        """Atoms per structure."""
+        return np.array([int(r.natoms) for r in self.records], dtype=np.int64)
+
+    def energies_and_counts(self, field: str = "y", indices: Optional[Sequence[int]] = None,
+                            max_z: int = 118) -> tuple:
+        """``(energies (n,), element counts (n, max_z+1))`` of ``indices`` (default: all)."""
+        rows = range(len(self)) if indices is None else indices
+        energies = np.empty(len(rows), dtype=np.float64)
+        counts = np.zeros((len(rows), max_z + 1), dtype=np.float64)
+        for row, index in enumerate(rows):
+            record = self.records[int(index)]
+            value = getattr(record, field, None)
+            if value is None:
+                raise DatasetError("missing energy field", self.src, int(index), field)
+            energies[row] = scalar(value)
+            counts[row] = np.bincount(torch.as_tensor(record.atomic_numbers).long().numpy(), minlength=max_z + 1)
+        return energies, counts

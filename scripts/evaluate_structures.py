@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Predict energies and forces (and stresses) of ASE structures with a trained model.
+
+    python scripts/evaluate_structures.py --checkpoint runs/<run>/best_checkpoint.pt \\
+        --structures test.extxyz [more files] --out predictions.extxyz
+
+Reads every frame of the inputs (extxyz, ASE trajectories, ASE databases, any format
+ase.io reads), predicts in batches and writes one extxyz with the frames and their
+predictions as ``<prefix>energy`` (info), ``<prefix>forces`` (arrays) and, with
+``--stress``, ``<prefix>stress`` (info, Voigt); labels stored with the frames are kept.
+Where frames store labels, the last stdout line (JSON) holds the MAE and RMSE of energy
+(also per atom), forces (every component of every atom) and stress.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from typing import List, Optional
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt of a `trainer: forces` run")
+    p.add_argument("--structures", nargs="+", required=True, help="ASE-readable files (all frames are used)")
+    p.add_argument("--out", required=True, help="output extxyz (written atomically)")
+    p.add_argument("--batch-size", type=int, default=16, help="structures per model call")
+    p.add_argument("--stress", action="store_true", help="also predict stresses (energy-centric SpinConv, "
+                   "periodic frames)")
+    p.add_argument("--prefix", default="spinconv_", help="prefix of the predicted keys in the output")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even when EMA weights were saved")
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    import torch
+    from ase.io import write
+
+    from spinconv_train.datasets import DatasetError
+    from spinconv_train.datasets.ase_convert import read_frames
+    from spinconv_train.relax.calculator import load_force_model
+    from spinconv_train.relax.evaluate import error_summary, predict_atoms
+    from spinconv_train.trainers.checkpoint import CheckpointError
+
+    try:
+        frames = [atoms for path in args.structures for atoms in read_frames(path)]
+        model, task = load_force_model(args.checkpoint, torch.device(args.device), use_ema=not args.no_ema)
+        predictions = predict_atoms(model, task, frames, args.batch_size, stress=args.stress)
+    except (DatasetError, CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for atoms, pred in zip(frames, predictions):
+        atoms.info[f"{args.prefix}energy"] = float(pred["energy"])
+        atoms.arrays[f"{args.prefix}forces"] = pred["forces"]
+        if "stress" in pred:
+            atoms.info[f"{args.prefix}stress"] = pred["stress"]
+    folder = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".extxyz")
+    os.close(fd)
+    try:
+        write(tmp, frames, format="extxyz")
+        os.replace(tmp, args.out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    summary = {"out": args.out, **error_summary(frames, predictions)}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

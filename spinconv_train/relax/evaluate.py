@@ -1,0 +1,81 @@
+"""Batched predictions of a force model on ASE structures, and their errors against the
+labels stored with the structures (``scripts/evaluate_structures.py``)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from spinconv_train.datasets import DatasetError, collate
+from spinconv_train.datasets.ase_convert import atoms_to_data
+
+
+def predict_atoms(model: torch.nn.Module, task: Any, frames: Sequence[Atoms], batch_size: int = 16,
+                  stress: bool = False, device: Optional[torch.device] = None) -> List[Dict[str, np.ndarray]]:
+    """``{"energy", "forces"[, "stress"]}`` per frame (eV, eV/Å, eV/Å^3 Voigt), in batches of
+    ``batch_size`` structures, in the training data's units (as ``--mode predict``)."""
+    first = next(model.parameters())
+    device = device if device is not None else first.device
+    dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
+    if stress and not getattr(model, "supports_stress", False):
+        raise ValueError("stress needs an energy-centric SpinConv (force_estimator: grad, use_pbc: true)")
+    model.eval()
+    results: List[Dict[str, np.ndarray]] = []
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start:start + batch_size]
+        if stress:
+            for k, atoms in enumerate(chunk):
+                if not atoms.pbc.all() or atoms.cell.volume <= 1e-6:
+                    raise DatasetError("stress needs a periodic cell in all directions", None, start + k, "cell")
+        batch = collate([atoms_to_data(atoms, sid=start + k, dtype=dtype) for k, atoms in enumerate(chunk)])
+        batch = batch.to(device)
+        with torch.no_grad():  # gradient-force models enable autograd inside their forward
+            out = model(batch, stress=True) if stress else model(batch)
+        pred = task.denormalize(out, batch)
+        energies = pred["energy"].reshape(-1).cpu().numpy()
+        forces = pred["forces"].cpu().numpy().astype(np.float64)
+        splits = np.cumsum([len(atoms) for atoms in chunk])[:-1]
+        for k, frame_forces in enumerate(np.split(forces, splits)):
+            item = {"energy": np.float64(energies[k]), "forces": frame_forces}
+            if stress:
+                item["stress"] = full_3x3_to_voigt_6_stress(pred["stress"].reshape(-1, 3, 3)[k].cpu().numpy())
+            results.append(item)
+    return results
+
+
+def stored_labels(atoms: Atoms) -> Dict[str, np.ndarray]:
+    """The energy, forces and stress stored with a frame (its calculator's results), if any."""
+    results = getattr(atoms.calc, "results", None) or {}
+    labels = {}
+    for key in ("energy", "forces", "stress"):
+        if results.get(key) is not None:
+            labels[key] = np.asarray(results[key], dtype=np.float64)
+    if "stress" in labels and labels["stress"].shape == (3, 3):
+        labels["stress"] = full_3x3_to_voigt_6_stress(labels["stress"])
+    return labels
+
+
+def error_summary(frames: Sequence[Atoms], predictions: Iterable[Dict[str, np.ndarray]]) -> Dict[str, Any]:
+    """MAE / RMSE of energy (also per atom), forces (all components) and stress (Voigt)
+    over the frames that store each label; counts of frames compared."""
+    sums: Dict[str, List[np.ndarray]] = {}
+    for atoms, pred in zip(frames, predictions):
+        labels = stored_labels(atoms)
+        if "energy" in labels:
+            error = float(pred["energy"] - labels["energy"])
+            sums.setdefault("energy", []).append(np.array([error]))
+            sums.setdefault("energy_per_atom", []).append(np.array([error / len(atoms)]))
+        if "forces" in labels:
+            sums.setdefault("forces", []).append((pred["forces"] - labels["forces"]).reshape(-1))
+        if "stress" in labels and "stress" in pred:
+            sums.setdefault("stress", []).append((pred["stress"] - labels["stress"]).reshape(-1))
+    summary: Dict[str, Any] = {"frames": len(frames)}
+    for key, parts in sums.items():
+        errors = np.concatenate(parts)
+        summary[f"{key}_mae"] = float(np.abs(errors).mean())
+        summary[f"{key}_rmse"] = float(np.sqrt((errors ** 2).mean()))
+        summary[f"{key}_frames"] = len(parts)
+    return summary

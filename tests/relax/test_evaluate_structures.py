@@ -1,0 +1,101 @@
+"""Batched predictions on ASE structures (relax/evaluate.py, scripts/evaluate_structures.py)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import read, write
+
+from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule, slab_with_adsorbate
+from trainers.trainer_testing import load_script
+from spinconv_train.datasets import DatasetError
+from spinconv_train.relax import ModelCalculator
+from spinconv_train.relax.calculator import load_force_model
+from spinconv_train.relax.evaluate import error_summary, predict_atoms
+
+
+class _RawOutputs:
+    """A task whose model outputs are already in eV, eV/Å and eV/Å^3."""
+
+    def denormalize(self, out, batch):
+        return out
+
+
+def test_batched_predictions_equal_the_calculator_one_by_one():
+    torch.manual_seed(0)
+    model = make_model(torch.float64, force_estimator="grad", envelope=True, cutoff=5.0).eval()
+    frames = [distorted_crystal(seed=s) for s in (1, 2, 3)]
+    batched = predict_atoms(model, _RawOutputs(), frames, batch_size=2, stress=True)
+    for atoms, pred in zip(frames, batched):
+        single = atoms.copy()
+        single.calc = ModelCalculator(model, _RawOutputs())
+        assert pred["energy"] == pytest.approx(single.get_potential_energy(), abs=1e-9)
+        np.testing.assert_allclose(pred["forces"], single.get_forces(apply_constraint=False), atol=1e-9)
+        np.testing.assert_allclose(pred["stress"], single.get_stress(), atol=1e-9)
+
+
+def test_stress_needs_periodic_frames():
+    model = make_model(torch.float64, force_estimator="grad").eval()
+    with pytest.raises(DatasetError, match="record 1, field 'cell': stress needs a periodic cell"):
+        predict_atoms(model, _RawOutputs(), [distorted_crystal(1), rattled_molecule()], stress=True)
+
+
+def test_error_summary_counts_only_labelled_frames():
+    frames = [rattled_molecule(seed=s) for s in range(3)]
+    preds = [{"energy": np.float64(1.0 + k), "forces": np.full((len(a), 3), 0.5)} for k, a in enumerate(frames)]
+    frames[0].calc = SinglePointCalculator(frames[0], energy=1.5, forces=np.zeros((len(frames[0]), 3)))
+    frames[1].calc = SinglePointCalculator(frames[1], energy=1.0)
+    summary = error_summary(frames, preds)
+    assert summary["frames"] == 3 and summary["energy_frames"] == 2 and summary["forces_frames"] == 1
+    assert summary["energy_mae"] == pytest.approx((0.5 + 1.0) / 2)
+    assert summary["energy_rmse"] == pytest.approx(np.sqrt((0.25 + 1.0) / 2))
+    assert summary["energy_per_atom_mae"] == pytest.approx((0.5 + 1.0) / 2 / len(frames[0]))
+    assert summary["forces_mae"] == pytest.approx(0.5) and "stress_mae" not in summary
+
+
+def test_script_writes_predictions_and_errors(force_checkpoint, tmp_path, capsys):
+    frames = [slab_with_adsorbate(seed=s, adsorbate="O") for s in range(3)] + [rattled_molecule()]
+    from ase.calculators.emt import EMT
+    for atoms in frames[:3]:  # EMT labels on the slabs; the molecule stays unlabelled
+        atoms.calc = EMT()
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(),
+                                           forces=atoms.get_forces(apply_constraint=False))
+    source = str(tmp_path / "in.extxyz")
+    write(source, frames)
+    out = str(tmp_path / "out" / "pred.extxyz")
+    script = load_script("evaluate_structures")
+    assert script.main(["--checkpoint", force_checkpoint, "--structures", source, "--out", out,
+                        "--batch-size", "3"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    written = read(out, index=":")
+    assert len(written) == 4 and summary["frames"] == 4 and summary["forces_frames"] == 3
+    model, task = load_force_model(force_checkpoint, torch.device("cpu"))
+    energy_errors, force_errors = [], []
+    for atoms, original in zip(written, frames):
+        single = original.copy()
+        single.calc = ModelCalculator(model, task)
+        assert atoms.info["spinconv_energy"] == pytest.approx(single.get_potential_energy(), abs=1e-4)
+        np.testing.assert_allclose(atoms.arrays["spinconv_forces"], single.get_forces(apply_constraint=False),
+                                   atol=1e-4)
+        if original.calc is not None:  # labels kept in the output
+            assert atoms.get_potential_energy() == pytest.approx(original.get_potential_energy())
+            energy_errors.append(atoms.info["spinconv_energy"] - atoms.get_potential_energy())
+            force_errors.append(atoms.arrays["spinconv_forces"] - atoms.get_forces(apply_constraint=False))
+    assert summary["energy_mae"] == pytest.approx(np.mean(np.abs(energy_errors)), rel=1e-6)
+    assert summary["forces_mae"] == pytest.approx(np.mean(np.abs(np.concatenate(force_errors))), rel=1e-5)
+
+
+def test_script_errors_are_named(force_checkpoint, tmp_path, capsys):
+    script = load_script("evaluate_structures")
+    out = str(tmp_path / "pred.extxyz")
+    assert script.main(["--checkpoint", force_checkpoint, "--structures", str(tmp_path / "missing.xyz"),
+                        "--out", out]) == 2
+    assert "missing.xyz: input file not found" in capsys.readouterr().err
+    write(tmp_path / "m.xyz", rattled_molecule())
+    assert script.main(["--checkpoint", force_checkpoint, "--structures", str(tmp_path / "m.xyz"), "--out", out,
+                        "--stress"]) == 2
+    assert "stress needs an energy-centric SpinConv" in capsys.readouterr().err
+    assert not (tmp_path / "pred.extxyz").exists()

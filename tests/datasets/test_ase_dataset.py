@@ -128,3 +128,20 @@ def test_training_on_ase_files_equals_training_on_the_lmdb(ase_folder, tmp_path,
     assert len(ase_rows) == 6  # 12 frames, batch 2, print every 2 steps, 2 epochs
     assert [r["loss"] for r in ase_rows] == [r["loss"] for r in lmdb_rows]
     assert read_jsonl(runs[1], "val")[-1]["forces_mae"] == read_jsonl(runs[0], "val")[-1]["forces_mae"]
+
+
+def test_predict_mode_on_unlabelled_ase_files(ase_folder, tmp_path):
+    unlabelled = str(tmp_path / "new.extxyz")
+    write(unlabelled, _frames(7, n=3, labelled=False))
+    cfg = tiny_config({"train": ase_folder}, max_epochs=None, max_steps=2)
+    cfg["task"]["dataset"] = "ase"
+    cfg["dataset"]["test"] = {"src": unlabelled, "energy": False, "forces": False}
+    path = write_config(tmp_path, cfg)
+    assert main(["--mode", "train", "--config-yml", path, "--run-dir", str(tmp_path / "train"), "--no-progress"]) == 0
+    checkpoint = os.path.join(only_run_dir(tmp_path / "train"), "checkpoint.pt")
+    assert main(["--mode", "predict", "--checkpoint", checkpoint, "--run-dir", str(tmp_path / "pred"),
+                 "--no-progress"]) == 0
+    with np.load(os.path.join(only_run_dir(tmp_path / "pred"), "predictions.npz")) as pred:
+        assert pred["ids"].tolist() == ["0_0", "0_1", "0_2"]
+        assert pred["energy"].shape == (3,) and np.isfinite(pred["energy"]).all()
+        assert pred["forces"].shape == (3 * 9, 3)  # free atoms only: 4 of 13 fixed per frame

@@ -5,7 +5,8 @@
 #   REFERENCE_ROOT=/path/to/ocp OUT=/tmp/gpu bash scripts/gpu_checks.sh
 # Each step has its own time limit so one slow step cannot hide the others' results; the
 # limits add up to under 10 minutes (one device call). RUN_SCALING=1 / RUN_PROFILE=1 add
-# the 100 -> 2000 atom scaling and a profile.
+# the 100 -> 2000 atom scaling and a profile; RUN_RELAX=1 batched against one-at-a-time
+# relaxations (a 30-step force model, 30 L-BFGS steps per OC20-mini structure).
 set -u -o pipefail
 OUT=${OUT:-gpu_checks_out}
 REFERENCE_ROOT=${REFERENCE_ROOT:-}
@@ -48,4 +49,12 @@ if [ -n "${RUN_PROFILE:-}" ]; then
     echo "== profile (ours, forward and train)"
     timeout 80 python3 scripts/benchmark_model.py --device cuda --profile --mode forward train \
         --repeats 3 --output "$OUT/profile.jsonl" > "$OUT/profile.txt" 2>&1; tail -c 3000 "$OUT/profile.txt"
+fi
+if [ -n "${RUN_RELAX:-}" ]; then
+    echo "== relaxations on CUDA: batch 8 vs one structure per model call"
+    timeout 60 python3 main.py --mode train --config-yml configs/s2ef/oc20_mini/spinconv_force.yml \
+        --optim.max_steps=30 --optim.max_epochs=null --optim.eval_every=1000 --run-dir "$OUT/relax_runs" \
+        --run-name force30 --no-progress > "$OUT/relax_train.log" 2>&1
+    timeout 90 python3 scripts/benchmark_relax.py --device cuda --checkpoint "$OUT/relax_runs/force30/checkpoint.pt" \
+        --data data/oc20_mini/is2re/val_id --batch-sizes 1 8 --repeats 3 --steps 30 --fmax 1e-4 | cut -c1-300
 fi

@@ -17,7 +17,7 @@ def predict_atoms(model: torch.nn.Module, task: Any, frames: Sequence[Atoms], ba
                   stress: bool = False, device: Optional[torch.device] = None) -> List[Dict[str, np.ndarray]]:
     """``{"energy", "forces"[, "stress"]}`` per frame (eV, eV/Å, eV/Å^3 Voigt), in batches of
     ``batch_size`` structures, in the training data's units (as ``--mode predict``)."""
-    first = next(model.parameters())
+    first = next(model.parameters(), torch.empty(0))  # (a parameterless test double: CPU, float32)
     device = device if device is not None else first.device
     dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
     if stress and not getattr(model, "supports_stress", False):

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Union
 
 from torch.utils.data import Dataset
 
 from spinconv_train.config import Config, write_text_atomic
 from spinconv_train.datasets import DatasetError
 from spinconv_train.registry import DATASETS
+from spinconv_train.relax.batched import BatchEvaluator
 from spinconv_train.relax.calculator import ModelCalculator, require_forces_task
+from spinconv_train.relax.evaluate import predict_atoms
 from spinconv_train.relax.metrics import relaxation_metrics
 from spinconv_train.relax.output import write_relaxations
 from spinconv_train.relax.runner import RelaxResult, relax_indices
@@ -47,6 +49,18 @@ def build_relax_dataset(config: Config, settings: RelaxSettings) -> Dataset:
     return dataset
 
 
+def relax_calculator(model: Any, task: Any, device: Any, batch_size: int) -> Union[ModelCalculator, BatchEvaluator]:
+    """The model as one structure's calculator (``batch_size`` 1) or as the batched
+    evaluator of ``batch_size`` structures relaxed together."""
+    if batch_size <= 1:
+        return ModelCalculator(model, task, device)
+
+    def predict(frames: List[Any], stress: bool) -> List[Dict[str, Any]]:
+        return predict_atoms(model, task, frames, batch_size=len(frames), stress=stress, device=device)
+
+    return BatchEvaluator(predict, supports_stress=bool(getattr(model, "supports_stress", False)))
+
+
 def run_relaxations(config: Config, options: Any) -> Dict[str, float]:
     """Run the mode (``options``: the CLI's ``RunOptions``); return the metrics."""
     from spinconv_train.trainers import build
@@ -63,7 +77,7 @@ def run_relaxations(config: Config, options: Any) -> Dict[str, float]:
                           "energy-centric SpinConv (force_estimator: grad, use_pbc: true) computes")
     session = open_session(config, options, "run-relaxations")
     try:
-        calculator = ModelCalculator(session.eval_model, session.task, session.device)
+        calculator = relax_calculator(session.eval_model, session.task, session.device, settings.options.batch_size)
         traj_dir = os.path.join(session.run_dir, "trajectories") if settings.write_trajectories else None
         progress = bool(options.progress and config["logger"]["progress_bar"] and dist.is_main())
         indices = range(dist.get_rank(), len(dataset), dist.get_world_size())

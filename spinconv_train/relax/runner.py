@@ -1,5 +1,6 @@
-"""Relax structures with an ASE optimiser, one structure at a time (each with its own
-optimiser history, unlike the reference's batch-shared L-BFGS).
+"""Relax structures with an ASE optimiser, each with its own optimiser history (unlike the
+reference's batch-shared L-BFGS): one after another, or several at once with batched
+model calls (``relax/batched.py``).
 
 ``relax_indices`` is a plain function over a list of dataset indices, so that processes
 can split the work (``indices[rank::world_size]``) and gather the results.
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Union
 
 import ase.optimize
 import numpy as np
@@ -17,6 +19,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from tqdm import tqdm
 
+from spinconv_train.relax.batched import BatchEvaluator, run_batched
 from spinconv_train.relax.convert import free_atoms, record_to_atoms
 from spinconv_train.relax.settings import OPTIMIZERS, RelaxOptions
 
@@ -92,32 +95,52 @@ def trajectory_name(record: Any, sid: Any) -> str:
     return f"{sid}.traj" if fid is None else f"{sid}_{fid}.traj"
 
 
-def relax_indices(dataset: Any, indices: Sequence[int], calculator: Calculator, options: RelaxOptions,
-                  trajectory_dir: Optional[str] = None, progress: bool = False,
-                  source: str = "") -> List[RelaxResult]:
-    """Relax records ``indices`` of ``dataset`` with ``calculator``; one result per index.
+def relax_record(dataset: Any, index: int, calculator: Calculator, options: RelaxOptions,
+                 trajectory_dir: Optional[str] = None, source: str = "") -> RelaxResult:
+    """Relax record ``index`` of ``dataset`` with ``calculator`` (see ``relax_indices``)."""
+    record = dataset[int(index)]
+    atoms = record_to_atoms(record, source, int(index))
+    initial = atoms.get_positions().copy()
+    atoms.calc = calculator
+    sid = _scalar(getattr(record, "sid", None))
+    sid = int(index) if sid is None else sid
+    trajectory = None if trajectory_dir is None else os.path.join(trajectory_dir, trajectory_name(record, sid))
+    steps, converged = relax_atoms(atoms, options, trajectory)
+    free = free_atoms(atoms)
+    forces = atoms.get_forces()  # constrained: fixed atoms at zero
+    pos_relaxed = getattr(record, "pos_relaxed", None)
+    return RelaxResult(
+        index=int(index), sid=sid, positions=atoms.get_positions(), initial_positions=initial,
+        energy=float(atoms.get_potential_energy()), steps=steps, converged=converged,
+        fmax=float(np.linalg.norm(forces, axis=1).max()) if len(atoms) else 0.0,
+        free=free, cell=np.asarray(atoms.get_cell(), dtype=np.float64), pbc=np.asarray(atoms.pbc, dtype=bool),
+        y_relaxed=None if getattr(record, "y_relaxed", None) is None else float(_scalar(record.y_relaxed)),
+        pos_relaxed=None if pos_relaxed is None else np.asarray(pos_relaxed, dtype=np.float64).reshape(-1, 3))
 
-    With ``trajectory_dir`` each relaxation is written to ``trajectory_dir`` (see
-    ``trajectory_name``).
+
+def relax_indices(dataset: Any, indices: Sequence[int], calculator: Union[Calculator, BatchEvaluator],
+                  options: RelaxOptions, trajectory_dir: Optional[str] = None, progress: bool = False,
+                  source: str = "") -> List[RelaxResult]:
+    """Relax records ``indices`` of ``dataset``; one result per index, in ``indices`` order.
+
+    ``calculator``: an ASE calculator (structures one after another), or a
+    ``BatchEvaluator`` (``options.batch_size`` structures at a time, each with its own
+    optimiser, sharing batched model calls: ``relax/batched.py``). With ``trajectory_dir``
+    each relaxation is written to ``trajectory_dir`` (see ``trajectory_name``).
     """
-    results = []
-    for index in tqdm(list(indices), desc="relaxing", disable=not progress, unit="system"):
-        record = dataset[int(index)]
-        atoms = record_to_atoms(record, source, int(index))
-        initial = atoms.get_positions().copy()
-        atoms.calc = calculator
-        sid = _scalar(getattr(record, "sid", None))
-        sid = int(index) if sid is None else sid
-        trajectory = None if trajectory_dir is None else os.path.join(trajectory_dir, trajectory_name(record, sid))
-        steps, converged = relax_atoms(atoms, options, trajectory)
-        free = free_atoms(atoms)
-        forces = atoms.get_forces()  # constrained: fixed atoms at zero
-        pos_relaxed = getattr(record, "pos_relaxed", None)
-        results.append(RelaxResult(
-            index=int(index), sid=sid, positions=atoms.get_positions(), initial_positions=initial,
-            energy=float(atoms.get_potential_energy()), steps=steps, converged=converged,
-            fmax=float(np.linalg.norm(forces, axis=1).max()) if len(atoms) else 0.0,
-            free=free, cell=np.asarray(atoms.get_cell(), dtype=np.float64), pbc=np.asarray(atoms.pbc, dtype=bool),
-            y_relaxed=None if getattr(record, "y_relaxed", None) is None else float(_scalar(record.y_relaxed)),
-            pos_relaxed=None if pos_relaxed is None else np.asarray(pos_relaxed, dtype=np.float64).reshape(-1, 3)))
-    return results
+    indices = [int(i) for i in indices]
+    bar = tqdm(total=len(indices), desc="relaxing", disable=not progress, unit="system")
+    lock = threading.Lock()
+
+    def relax_one(index: int, calc: Calculator) -> RelaxResult:
+        result = relax_record(dataset, index, calc, options, trajectory_dir, source)
+        with lock:
+            bar.update(1)
+        return result
+
+    try:
+        if isinstance(calculator, BatchEvaluator):
+            return run_batched(indices, relax_one, calculator, options.batch_size)
+        return [relax_one(index, calculator) for index in indices]
+    finally:
+        bar.close()

@@ -7,7 +7,8 @@ Layout (as the reference's configs)::
       relax_dataset: {src: data/oc20_mini/is2re/val_id}   # any dataset config; name: lmdb default
       relax_opt: {name: lbfgs, fmax: 0.05, steps: 200, maxstep: 0.04,
                   memory: 50, damping: 1.0, alpha: 70.0,   # optimiser-specific keys optional
-                  relax_cell: false}                       # true: cell too (needs the stress)
+                  relax_cell: false,                       # true: cell too (needs the stress)
+                  batch_size: 8}                           # structures relaxed together (batched model calls)
       write_trajectories: false                             # one ASE .traj per system when true
 """
 from __future__ import annotations
@@ -25,6 +26,9 @@ OPTIMIZERS: Dict[str, tuple] = {
     "fire": ("FIRE", {"dt": 0.1, "dtmax": 1.0}),
 }
 COMMON_KEYS = {"name": "lbfgs", "fmax": 0.05, "steps": 200, "maxstep": 0.04}
+# Structures relaxed at once, each with its own optimiser, sharing batched model calls
+# (spinconv_train/relax/batched.py); 1 relaxes them one after another.
+DEFAULT_BATCH_SIZE = 8
 
 
 class OptionError(ValueError):
@@ -48,6 +52,7 @@ class RelaxOptions:
     maxstep: float = 0.04
     extra: Dict[str, float] = field(default_factory=dict)
     relax_cell: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any], where: str = "task.relax_opt") -> "RelaxOptions":
@@ -62,11 +67,14 @@ class RelaxOptions:
         relax_cell = section.get("relax_cell", False)
         if not isinstance(relax_cell, bool):
             raise OptionError(f"{where}.relax_cell", f"must be true or false, got {relax_cell!r}")
-        section = {key: value for key, value in section.items() if key != "relax_cell"}
+        batch_size = section.get("batch_size", DEFAULT_BATCH_SIZE)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"{where}.batch_size", f"must be an integer >= 1, got {batch_size!r}")
+        section = {key: value for key, value in section.items() if key not in ("relax_cell", "batch_size")}
         unknown = sorted(set(section) - set(COMMON_KEYS) - set(own))
         if unknown:
             raise OptionError(f"{where}.{unknown[0]}", f"unknown for optimiser {name!r}; known keys: "
-                             f"{', '.join(sorted(set(COMMON_KEYS) | set(own) | {'relax_cell'}))}")
+                             f"{', '.join(sorted(set(COMMON_KEYS) | set(own) | {'relax_cell', 'batch_size'}))}")
         values = {key: section.get(key, default) for key, default in {**COMMON_KEYS, **own}.items() if key != "name"}
         for key, value in values.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -77,7 +85,7 @@ class RelaxOptions:
         if name == "lbfgs":
             extra["memory"] = int(extra["memory"])
         return cls(name=name, fmax=float(values["fmax"]), steps=int(values["steps"]),
-                   maxstep=float(values["maxstep"]), extra=extra, relax_cell=relax_cell)
+                   maxstep=float(values["maxstep"]), extra=extra, relax_cell=relax_cell, batch_size=batch_size)
 
 
 @dataclass

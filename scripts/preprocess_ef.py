@@ -10,6 +10,13 @@ with ``--graph-cutoff 6`` each record also stores its radius graph (``edge_index
 ``cell_offsets``), so loading needs no graph construction.
 
     python scripts/preprocess_ef.py --out OUT --num-shards 4 --workers 4 a.traj b.extxyz c.db
+
+OC20's S2EF downloads (``N.extxyz.xz`` with ``N.txt.xz`` rows ``random<sid>,frame<fid>,<ref>``):
+``--oc20-txt`` takes ``sid``/``fid`` from the rows, ``--oc20-ref-energy`` subtracts ``<ref>``
+(adsorption energies, as in OC20's released LMDBs); fixed atoms come from ``move_mask``::
+
+    python scripts/preprocess_ef.py s2ef_train_200K/*.extxyz.xz --oc20-txt --oc20-ref-energy \
+        --out data/s2ef/200k/train --num-shards 8 --workers 8
 """
 from __future__ import annotations
 
@@ -31,10 +38,18 @@ def main(argv=None) -> None:
     parser.add_argument("--max-neighbors", type=int, default=40, help="neighbour cap of the stored graph")
     parser.add_argument("--stress", action="store_true",
                         help="also store each frame's stress (every frame must have one) to train on it")
+    parser.add_argument("--oc20-txt", action="store_true",
+                        help="OC20 S2EF inputs (N.extxyz.xz): take sid and fid from each file's N.txt(.xz) rows")
+    parser.add_argument("--oc20-ref-energy", action="store_true",
+                        help="with --oc20-txt: subtract the rows' reference energies (adsorption energies, "
+                             "as in OC20's released LMDBs)")
     args = parser.parse_args(argv)
+    if args.oc20_ref_energy and not args.oc20_txt:
+        parser.error("--oc20-ref-energy needs --oc20-txt")
     graph = None if args.graph_cutoff is None else (args.graph_cutoff, args.max_neighbors)
     print(json.dumps(preprocess_ef(args.inputs, args.out, args.num_shards, args.workers, args.ref_energies,
-                                   graph=graph, stress=args.stress)))
+                                   graph=graph, stress=args.stress, oc20_sidecars=args.oc20_txt,
+                                   subtract_reference=args.oc20_ref_energy)))
 
 
 if __name__ == "__main__":

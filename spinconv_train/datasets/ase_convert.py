@@ -1,7 +1,8 @@
 """Convert ASE ``Atoms`` into structure records (OC20 field layout)."""
 from __future__ import annotations
 
-from typing import Mapping, Optional, Union
+import re
+from typing import List, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -174,17 +175,73 @@ def load_refs(spec) -> Optional[dict]:
 
 
 def frame_record(atoms: Atoms, path: str, file_index: int, fid: int, refs: Optional[RefTable] = None,
-                 energy: bool = True, forces: bool = True, stress: bool = False) -> Data:
+                 energy: bool = True, forces: bool = True, stress: bool = False,
+                 sidecar: Optional["SidecarRow"] = None, subtract_reference: bool = False) -> Data:
     """The record of frame ``fid`` of file ``path`` (the ``file_index``-th input), as
     ``preprocess_ef.py`` stores it: ``sid`` from ``atoms.info["sid"]`` (else ``file_index``),
     the stored energy (minus ``refs``), forces and, with ``stress``, the stored stress;
-    a missing label is an error naming the file, frame and field."""
+    a missing label is an error naming the file, frame and field. ``sidecar``: the frame's
+    row of an OC20 ``.txt`` file, which gives ``sid`` and ``fid`` (and, with
+    ``subtract_reference``, the reference energy subtracted from ``y``)."""
     value, force = frame_results(atoms, path, fid, need_forces=forces) if energy else (None, None)
+    sid, record_fid = atoms.info.get("sid", file_index), fid
+    if sidecar is not None:
+        sid, record_fid = sidecar.sid, sidecar.fid
+        if subtract_reference and value is not None:
+            value = float(value) - sidecar.reference_energy
     frame_stress_value = None
     if stress:
         frame_stress_value = frame_stress(atoms)
         if frame_stress_value is None:
             raise DatasetError("frame has no stored stress (or is not periodic in all directions); "
                                "training on stress needs it for every frame", path, fid, "stress")
-    return atoms_to_data(atoms, value, force, sid=atoms.info.get("sid", file_index), fid=fid, refs=refs,
-                         source=path, index=fid, stress=frame_stress_value)
+    return atoms_to_data(atoms, value, force, sid=sid, fid=record_fid, refs=refs, source=path, index=fid,
+                         stress=frame_stress_value)
+
+
+class SidecarRow(NamedTuple):
+    """One line of an OC20 S2EF ``.txt`` file: ``random<sid>,frame<fid>,<reference energy>``."""
+
+    sid: int
+    fid: int
+    reference_energy: float
+
+
+_SIDECAR_LINE = re.compile(r"^\s*random(\d+)\s*,\s*frame(\d+)\s*,\s*([-+0-9.eE]+)\s*$")
+
+
+def sidecar_path(path: str) -> str:
+    """The OC20 ``.txt`` file beside ``X.extxyz`` / ``X.extxyz.xz``: ``X.txt`` or ``X.txt.xz``."""
+    import os
+
+    base = path[:-3] if path.endswith(".xz") else path
+    stem = base[: -len(".extxyz")] if base.endswith(".extxyz") else os.path.splitext(base)[0]
+    for candidate in (stem + ".txt", stem + ".txt.xz"):
+        if os.path.isfile(candidate):
+            return candidate
+    raise DatasetError(f"no OC20 sidecar file {stem}.txt or {stem}.txt.xz for it", path)
+
+
+def read_sidecar(path: str, frames: int, structures: str) -> List[SidecarRow]:
+    """The rows of an OC20 S2EF ``.txt`` (or ``.txt.xz``) file, one per frame of ``structures``."""
+    import lzma
+
+    opener = lzma.open if path.endswith(".xz") else open
+    try:
+        with opener(path, "rt") as handle:
+            lines = [line for line in handle.read().splitlines() if line.strip()]
+    except (OSError, lzma.LZMAError, UnicodeDecodeError) as err:
+        raise DatasetError(f"cannot read OC20 sidecar file: {err}", path) from err
+    if len(lines) != frames:
+        raise DatasetError(f"has {len(lines)} rows but {structures} has {frames} frames (one row per frame)", path)
+    rows = []
+    for number, line in enumerate(lines):
+        match = _SIDECAR_LINE.match(line)
+        if match is None:
+            raise DatasetError(f"row {number} is {line.strip()!r}, expected random<sid>,frame<fid>,<energy>", path)
+        try:
+            energy = float(match.group(3))
+        except ValueError:
+            raise DatasetError(f"row {number}: reference energy {match.group(3)!r} is not a number", path) from None
+        rows.append(SidecarRow(int(match.group(1)), int(match.group(2)), energy))
+    return rows

@@ -16,18 +16,19 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Data
 
 from ..registry import DATASETS
-from .ase_convert import frame_record, load_refs, read_frames
+from .ase_convert import frame_record, load_refs, read_frames, read_sidecar, sidecar_path
 from .errors import DatasetError, check_config_keys
 from .element_refs import scalar
 from .records import normalize_structure, validate_structure
 from .splits import SPLIT_NAMES, split_by_size
 
-DEFAULT_PATTERNS = ("*.xyz", "*.extxyz", "*.traj", "*.db")
+DEFAULT_PATTERNS = ("*.xyz", "*.extxyz", "*.extxyz.xz", "*.traj", "*.db")
 
 
 def ase_input_files(src: str, pattern: Optional[str] = None) -> List[str]:
     """``src`` itself when it is a file, else the files in folder ``src`` matching ``pattern``
-    (comma-separated globs; default extxyz, trajectories and databases), sorted by name."""
+    (comma-separated globs; default extxyz (also xz-compressed), trajectories and databases),
+    sorted by name."""
     if os.path.isfile(src):
         return [src]
     if not os.path.isdir(src):
@@ -50,15 +51,17 @@ class AseDataset(Dataset):
     ``train_size``, ``val_size``, ``test_size`` (default: the rest) and ``seed``),
     ``energy`` / ``forces`` (default true: each frame's stored labels are required; false
     for unlabelled structures to predict), ``stress`` (default false: keep stored stresses),
-    ``ref_energies`` (per-element energies, dict or JSON file, subtracted from ``y``) and
-    ``elements`` (allowed atomic numbers).
+    ``ref_energies`` (per-element energies, dict or JSON file, subtracted from ``y``),
+    ``elements`` (allowed atomic numbers) and, for OC20 S2EF downloads (``N.extxyz.xz``
+    beside ``N.txt.xz``), ``oc20_txt`` (sid / fid from the ``.txt`` rows) and
+    ``oc20_ref_energy`` (subtract the rows' reference energies).
 
     ``sid`` is a frame's ``atoms.info["sid"]`` if set, else its file's position; ``fid``
     the frame's index in its file (as ``preprocess_ef.py``).
     """
 
     CONFIG_KEYS = {"src", "pattern", "split", "train_size", "val_size", "test_size", "seed", "energy", "forces",
-                   "stress", "ref_energies", "elements"}
+                   "stress", "ref_energies", "elements", "oc20_txt", "oc20_ref_energy"}
 
     def __init__(self, config: dict, transform=None) -> None:
         check_config_keys(config, self.CONFIG_KEYS, "ase dataset")
@@ -74,12 +77,19 @@ class AseDataset(Dataset):
         refs = load_refs(config.get("ref_energies"))
         elements = config.get("elements")
         required = tuple(name for name, on in (("y", energy), ("force", forces)) if on)
+        sidecars, subtract = bool(config.get("oc20_txt", False)), bool(config.get("oc20_ref_energy", False))
+        if subtract and not sidecars:
+            raise DatasetError("oc20_ref_energy needs oc20_txt: true (the references are in the .txt files)",
+                               field="oc20_ref_energy")
         self.files = ase_input_files(self.src, config.get("pattern"))
         records: List[Data] = []
         for file_index, path in enumerate(self.files):
-            for fid, atoms in enumerate(read_frames(path)):
+            frames = read_frames(path)
+            rows = read_sidecar(sidecar_path(path), len(frames), path) if sidecars else [None] * len(frames)
+            for fid, (atoms, row) in enumerate(zip(frames, rows)):
                 data = frame_record(atoms, path, file_index, fid, refs, energy=energy, forces=forces,
-                                    stress=bool(config.get("stress", False)))
+                                    stress=bool(config.get("stress", False)), sidecar=row,
+                                    subtract_reference=subtract)
                 normalize_structure(data, path, fid)
                 validate_structure(data, path, fid, required, elements)
                 records.append(data)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .ase_convert import atoms_to_data, frame_record, frame_results, load_refs, read_frames
+from .ase_convert import atoms_to_data, frame_record, frame_results, load_refs, read_frames, read_sidecar, sidecar_path
 from .errors import DatasetError
 from .lmdb_io import LmdbWriter, save_npz_atomic
 from .records import validate_structure
@@ -18,13 +18,16 @@ from .transforms import RadiusGraph
 
 def _write_shard(job: tuple) -> List[int]:
     """Convert the files of one shard and write its LMDB; returns natoms per record."""
-    shard, files, path, refs, progress, graph, with_stress = job
+    shard, files, path, refs, progress, graph, with_stress, sidecars, subtract_reference = job
     transform = None if graph is None else RadiusGraph(*graph)
     natoms = []
     with LmdbWriter(path) as writer:
         for file_index, name in tqdm(files, desc=f"shard {shard}", position=shard, leave=False, disable=not progress):
-            for fid, atoms in enumerate(read_frames(name)):
-                data = frame_record(atoms, name, file_index, fid, refs, stress=with_stress)
+            frames = read_frames(name)
+            rows = read_sidecar(sidecar_path(name), len(frames), name) if sidecars else [None] * len(frames)
+            for fid, (atoms, row) in enumerate(zip(frames, rows)):
+                data = frame_record(atoms, name, file_index, fid, refs, stress=with_stress, sidecar=row,
+                                    subtract_reference=subtract_reference)
                 validate_structure(data, name, fid, ("y", "force"))
                 writer.append(data if transform is None else transform(data))
                 natoms.append(len(atoms))
@@ -40,6 +43,8 @@ def preprocess_ef(
     progress: bool = True,
     graph: Optional[Tuple[float, int]] = None,
     stress: bool = False,
+    oc20_sidecars: bool = False,
+    subtract_reference: bool = False,
 ) -> Dict[str, int]:
     """Write S2EF shards ``out/data.XXXX.lmdb`` and ``out/metadata.npz`` from ASE files.
 
@@ -52,8 +57,13 @@ def preprocess_ef(
     (dict or JSON path; keys symbols or Z) subtracted from ``y``. Files keep their order;
     shard ``k`` holds a contiguous block of them, written by one worker process.
     ``sid`` is the frame's ``atoms.info["sid"]`` if set, else the file's position in
-    ``inputs``; ``fid`` the frame's index in its file.
+    ``inputs``; ``fid`` the frame's index in its file. ``oc20_sidecars``: the inputs are OC20
+    S2EF files (``N.extxyz.xz``), each with its ``N.txt.xz`` of ``random<sid>,frame<fid>,<ref>``
+    rows, which then give ``sid`` and ``fid``; ``subtract_reference`` subtracts ``<ref>``
+    from the energy (OC20's adsorption energies, as its released LMDBs store them).
     """
+    if subtract_reference and not oc20_sidecars:
+        raise DatasetError("subtract_reference needs oc20_sidecars (the reference energies are in the .txt files)")
     inputs = [str(p) for p in inputs]
     if not inputs:
         raise DatasetError("preprocess_ef needs at least one input file")
@@ -67,7 +77,7 @@ def preprocess_ef(
     os.makedirs(out, exist_ok=True)
     graph = None if graph is None else (float(graph[0]), int(graph[1]))
     jobs = [(k, numbered[bounds[k]:bounds[k + 1]], os.path.join(out, f"data.{k:04d}.lmdb"), refs, progress, graph,
-             bool(stress)) for k in range(num_shards)]
+             bool(stress), bool(oc20_sidecars), bool(subtract_reference)) for k in range(num_shards)]
     if workers > 1 and num_shards > 1:
         with mp.get_context().Pool(min(int(workers), num_shards)) as pool:
             per_shard = pool.map(_write_shard, jobs)

@@ -71,6 +71,8 @@ SCHEMA: Dict[str, Any] = {
         "target_indices": ((list, None), None),
         "train_on_free_atoms": ((bool,), True),
         "eval_on_free_atoms": ((bool,), True),
+        # forces trainer: also forces_mae / forces_cos per OC20 tag (subsurface, surface, adsorbate)
+        "metrics_by_tag": ((bool,), False),
         "normalize_labels": ((bool,), True),
         "normalizer": ((dict, None), None),
         "normalizer_fit_samples": ((int,), 10000),

@@ -12,6 +12,10 @@ from spinconv_train.registry import TRAINERS
 from spinconv_train.trainers.targets import TargetState, free_mask, scalar_loss, structure_ids
 
 
+# OC20 tags: 0 subsurface slab atoms, 1 surface slab atoms, 2 adsorbate atoms.
+TAG_GROUPS = {0: "subsurface", 1: "surface", 2: "adsorbate"}
+
+
 @TRAINERS.register("forces", "s2ef")
 class ForcesTask:
     """Energy (``y``) and forces (``force``); force loss and metrics on free atoms; with
@@ -32,6 +36,7 @@ class ForcesTask:
         self.force_coef = float(optim["force_coefficient"])
         self.stress_coef = float(optim.get("stress_coefficient") or 0.0)
         self.loss_stress = str(optim.get("loss_stress") or "mae").lower()
+        self.by_tag = bool(task.get("metrics_by_tag", False))
 
     @property
     def trains_stress(self) -> bool:
@@ -44,6 +49,8 @@ class ForcesTask:
     def metric_names(self) -> List[str]:
         names = ["energy_mae", "forces_mae", "forces_cos", "forces_magnitude",
                  "energy_within_threshold", "energy_force_within_threshold"]
+        if self.by_tag:
+            names += [f"forces_{kind}_{group}" for group in TAG_GROUPS.values() for kind in ("mae", "cos")]
         return names + ["stress_mae"] if self.trains_stress else names
 
     def referenced_target(self, batch: Any) -> Tensor:
@@ -103,6 +110,12 @@ class ForcesTask:
         acc.add("forces_magnitude", ev.forces_magnitude(pred["forces"], target_f, mask))
         acc.add("energy_force_within_threshold", ev.energy_force_within_threshold(
             pred["energy"], target_e, pred["forces"], target_f, mask, batch.batch))
+        if self.by_tag:
+            tags = batch.tags.reshape(-1)
+            for tag, group in TAG_GROUPS.items():
+                selected = mask & (tags == tag)
+                acc.add(f"forces_mae_{group}", ev.forces_mae(pred["forces"], target_f, selected))
+                acc.add(f"forces_cos_{group}", ev.forces_cos(pred["forces"], target_f, selected))
         if self.trains_stress:
             error = (pred["stress"].reshape(-1, 9) - self.stress_target(batch).reshape(-1, 9)).abs()
             acc.add("stress_mae", (float(error.sum()), float(error.numel())))

@@ -83,3 +83,23 @@ def test_energy_task_multi_target_metrics():
     assert metrics["mean_mae"] == pytest.approx(0.375)
     with pytest.raises(KeyError, match="not a field"):
         EnergyTask(section("task", target="nope"), section("optim"), TargetState()).target(batch)
+
+
+def test_metrics_by_tag_split_the_free_atoms_by_oc20_tag():
+    from spinconv_train.modules.evaluator import MetricAccumulator
+
+    batch = toy_batch()
+    batch.tags = torch.tensor([0, 1, 1, 0, 1, 2, 2])  # atoms 0 and 3 are fixed (first of each structure)
+    task = ForcesTask(section("task", metrics_by_tag=True), section("optim"), TargetState())
+    pred = {"energy": batch.y.double(), "forces": torch.zeros(7, 3, dtype=torch.float64)}
+    acc = MetricAccumulator(task.metric_names())
+    task.update_metrics(acc, pred, batch)
+    metrics = acc.compute()
+    err = batch.force.double().abs()
+    free = batch.fixed == 0
+    for tag, group in ((1, "surface"), (2, "adsorbate")):
+        rows = free & (batch.tags == tag)
+        assert metrics[f"forces_mae_{group}"] == pytest.approx(float(err[rows].mean()))
+    assert np.isnan(metrics["forces_mae_subsurface"])  # its only atoms (0 and 3) are fixed
+    assert metrics["forces_mae"] == pytest.approx(float(err[free].mean()))
+    assert "forces_mae_surface" not in ForcesTask(section("task"), section("optim"), TargetState()).metric_names()

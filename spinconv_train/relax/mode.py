@@ -1,5 +1,6 @@
 """``--mode run-relaxations``: relax every structure of ``task.relax_dataset`` with the
-checkpoint's force model and write ``relaxations.npz`` (+ ``relaxation_metrics.json``,
+checkpoint's force model and write ``relaxations.npz`` (+ ``relaxed_positions.npz`` in the
+reference's IS2RS submission layout, ``relaxation_metrics.json``,
 + ``trajectories/<sid>_<fid>.traj`` when ``task.write_trajectories``) in the run directory."""
 from __future__ import annotations
 
@@ -17,13 +18,15 @@ from spinconv_train.relax.batched import BatchEvaluator
 from spinconv_train.relax.calculator import ModelCalculator, require_forces_task
 from spinconv_train.relax.evaluate import predict_atoms
 from spinconv_train.relax.metrics import relaxation_metrics
-from spinconv_train.relax.output import write_relaxations
+from spinconv_train.datasets.lmdb_io import save_npz_atomic
+from spinconv_train.relax.output import submission_arrays, write_relaxations
 from spinconv_train.relax.runner import RelaxResult, relax_indices
 from spinconv_train.relax.settings import RelaxSettings, relax_settings
 
 logger = logging.getLogger(__name__)
 
 RELAXATIONS = "relaxations.npz"
+SUBMISSION = "relaxed_positions.npz"  # the reference's IS2RS submission file
 METRICS = "relaxation_metrics.json"
 
 
@@ -88,6 +91,7 @@ def run_relaxations(config: Config, options: Any) -> Dict[str, float]:
         metrics = relaxation_metrics(results)
         if dist.is_main():
             path = write_relaxations(os.path.join(session.run_dir, RELAXATIONS), results)
+            save_npz_atomic(os.path.join(session.run_dir, SUBMISSION), **submission_arrays(results))
             write_text_atomic(os.path.join(session.run_dir, METRICS), json.dumps(metrics, indent=2))
             session.loggers.log(metrics, session.step, "relax")
             print(f"relaxed {len(results)} structures ({settings.options.name}, fmax {settings.options.fmax}, "

@@ -32,6 +32,19 @@ def result_arrays(results: Sequence[RelaxResult]) -> Dict[str, np.ndarray]:
     }
 
 
+def submission_arrays(results: Sequence[RelaxResult]) -> Dict[str, np.ndarray]:
+    """The OC20 IS2RS submission layout the reference writes as ``relaxed_positions.npz``:
+    ``ids`` (sids as strings), ``pos`` (all atoms' relaxed positions, concatenated) and
+    ``chunk_idx`` (where each system's rows end, without the last: ``np.split`` offsets)."""
+    natoms = np.array([len(r.positions) for r in results], dtype=np.int64)
+    return {
+        "ids": np.array([str(r.sid) for r in results], dtype=str),
+        "pos": (np.concatenate([r.positions for r in results]).astype(np.float32) if results
+                else np.zeros((0, 3), dtype=np.float32)),
+        "chunk_idx": np.cumsum(natoms)[:-1],
+    }
+
+
 def write_relaxations(path: str, results: Sequence[RelaxResult]) -> str:
     """Write ``relaxations.npz`` atomically (temporary file + rename); return ``path``."""
     save_npz_atomic(path, **result_arrays(results))

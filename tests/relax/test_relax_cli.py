@@ -61,6 +61,12 @@ def test_run_relaxations_writes_outputs(force_checkpoint, s2ef_data, is2re_data,
     assert metrics["energy_mae"] == np.abs(arrays["energy"] - y_relaxed).mean()
     assert metrics["steps_mean"] == arrays["steps"].mean()
     assert not [name for name in os.listdir(run) if name.startswith(".tmp")]
+    with np.load(os.path.join(run, "relaxed_positions.npz")) as npz:  # the reference's submission layout
+        assert sorted(npz.files) == ["chunk_idx", "ids", "pos"]
+        chunks = np.split(npz["pos"], npz["chunk_idx"])
+        assert npz["ids"].tolist() == ["1000", "1001", "1002", "1003"]
+    assert [len(c) for c in chunks] == arrays["natoms"].tolist()
+    np.testing.assert_array_equal(np.concatenate(chunks), arrays["positions"])
 
 
 def test_run_relaxations_from_checkpoint_config_with_overrides(force_checkpoint, is2re_data, tmp_path):

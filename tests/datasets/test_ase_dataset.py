@@ -6,13 +6,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from ase.build import add_adsorbate, fcc111
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.constraints import FixAtoms
 from ase.io import write
 
-from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
+from trainers.trainer_testing import emt_frames, only_run_dir, read_jsonl, tiny_config, write_ase_inputs, write_config
 from spinconv_train.cli import main
 from spinconv_train.datasets import AseDataset, DatasetError, LmdbDataset
 from spinconv_train.datasets.preprocess import preprocess_ef
@@ -20,36 +16,10 @@ from spinconv_train.datasets.preprocess import preprocess_ef
 FIELDS = ("pos", "cell", "atomic_numbers", "natoms", "tags", "fixed", "pbc", "force")
 
 
-def _frames(seed, n=4, labelled=True):
-    """Rattled Cu(111)+O slabs (bottom layer fixed) with EMT energy and forces stored."""
-    rng = np.random.default_rng(seed)
-    slab = fcc111("Cu", size=(2, 2, 3), vacuum=6.0)
-    slab.set_constraint(FixAtoms(mask=slab.get_tags() == 3))
-    add_adsorbate(slab, "O", 1.6, "fcc")
-    slab.set_tags([0] * 4 + [1] * 8 + [2])
-    frames = []
-    for _ in range(n):
-        atoms = slab.copy()
-        atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
-        if labelled:
-            atoms.calc = EMT()
-            e, f = atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False)
-            atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f)
-        frames.append(atoms)
-    return frames
-
-
 @pytest.fixture(scope="module")
 def ase_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ase")
-    for k, ext in enumerate(("traj", "extxyz", "db")):
-        path = folder / f"in{k}.{ext}"
-        frames = _frames(k)
-        if ext == "db":
-            for atoms in frames:
-                write(path, atoms, format="db", append=True)
-        else:
-            write(path, frames)
+    write_ase_inputs(folder, frames_per_file=4)
     (folder / "notes.txt").write_text("not a structure file")
     return str(folder)
 
@@ -93,7 +63,7 @@ def test_seeded_splits_are_disjoint_and_cover_the_frames(ase_folder):
 
 def test_unlabelled_frames(tmp_path):
     path = str(tmp_path / "plain.extxyz")
-    write(path, _frames(1, n=2, labelled=False))
+    write(path, emt_frames(1, n=2, labelled=False))
     ds = AseDataset({"src": path, "energy": False, "forces": False})
     assert len(ds) == 2 and getattr(ds[0], "y", None) is None and getattr(ds[0], "force", None) is None
     with pytest.raises(DatasetError, match=r"plain.extxyz, record 0, field 'y'"):
@@ -132,7 +102,7 @@ def test_training_on_ase_files_equals_training_on_the_lmdb(ase_folder, tmp_path,
 
 def test_predict_mode_on_unlabelled_ase_files(ase_folder, tmp_path):
     unlabelled = str(tmp_path / "new.extxyz")
-    write(unlabelled, _frames(7, n=3, labelled=False))
+    write(unlabelled, emt_frames(7, n=3, labelled=False))
     cfg = tiny_config({"train": ase_folder}, max_epochs=None, max_steps=2)
     cfg["task"]["dataset"] = "ase"
     cfg["dataset"]["test"] = {"src": unlabelled, "energy": False, "forces": False}

@@ -10,13 +10,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from ase.build import add_adsorbate, fcc111
-from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.constraints import FixAtoms
 from ase.io import write
 
-from trainers.trainer_testing import load_script
+from trainers.trainer_testing import emt_frames, load_script, write_ase_inputs
 
 from spinconv_train.datasets import DatasetError, LmdbDataset
 from spinconv_train.datasets.preprocess import preprocess_ef, preprocess_relaxed
@@ -37,37 +34,9 @@ def run_script(name, *args):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _frames(seed, n=3):
-    """A small Cu(111)+O slab rattled ``n`` times, EMT energies/forces stored as results."""
-    rng = np.random.default_rng(seed)
-    slab = fcc111("Cu", size=(2, 2, 3), vacuum=6.0)
-    slab.set_constraint(FixAtoms(mask=slab.get_tags() == 3))
-    add_adsorbate(slab, "O", 1.6, "fcc")
-    slab.set_tags([0] * 4 + [1] * 8 + [2])
-    frames = []
-    for _ in range(n):
-        atoms = slab.copy()
-        atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
-        atoms.calc = EMT()
-        e, f = atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False)
-        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f)
-        frames.append(atoms)
-    return frames
-
-
 @pytest.fixture
 def ase_files(tmp_path):
-    files = []
-    for k, ext in enumerate(("traj", "extxyz", "db")):
-        path = tmp_path / f"in{k}.{ext}"
-        frames = _frames(k)
-        if ext == "db":
-            for atoms in frames:
-                write(path, atoms, format="db", append=True)
-        else:
-            write(path, frames)
-        files.append((str(path), frames))
-    return files
+    return write_ase_inputs(tmp_path)
 
 
 def test_preprocess_ef_round_trip(tmp_path, ase_files):
@@ -118,7 +87,7 @@ def test_preprocess_ef_stores_graphs(tmp_path, ase_files):
 
 
 def test_preprocess_ef_bad_input_leaves_no_output(tmp_path, ase_files):
-    frames = _frames(9)
+    frames = emt_frames(9)
     frames[1].calc = None
     bad = tmp_path / "bad.traj"
     write(bad, frames)
@@ -129,7 +98,7 @@ def test_preprocess_ef_bad_input_leaves_no_output(tmp_path, ase_files):
     assert not [p for p in out.iterdir()]  # no temporary files left behind
     with pytest.raises(DatasetError, match="input file not found"):
         preprocess_ef([str(tmp_path / "missing.traj")], str(out))
-    frames = _frames(3)
+    frames = emt_frames(3)
     frames[2].calc = SinglePointCalculator(frames[2], energy=float("nan"), forces=np.zeros((13, 3)))
     write(tmp_path / "nan.traj", frames)
     with pytest.raises(DatasetError, match=r"nan.traj, record 2, field 'y'"):
@@ -139,7 +108,7 @@ def test_preprocess_ef_bad_input_leaves_no_output(tmp_path, ase_files):
 def test_preprocess_relaxed(tmp_path):
     trajs = []
     for k in range(2):
-        frames = _frames(k, n=4)
+        frames = emt_frames(k, n=4)
         write(tmp_path / f"r{k}.traj", frames)
         trajs.append((str(tmp_path / f"r{k}.traj"), frames))
     write(tmp_path / "init.extxyz", [trajs[0][1][0], trajs[1][1][0]])

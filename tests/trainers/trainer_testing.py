@@ -51,6 +51,49 @@ def emt_slabs(count: int, seed: int, relaxed: bool = False, labelled: bool = Tru
     return records
 
 
+def emt_frames(seed: int, n: int = 3, labelled: bool = True) -> List[Any]:
+    """A Cu(111)+O slab (bottom layer fixed, OC20 tags) rattled ``n`` times as ASE Atoms,
+    with EMT energy and forces stored as calculator results unless ``labelled`` is False."""
+    from ase.build import add_adsorbate, fcc111
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.constraints import FixAtoms
+
+    rng = np.random.default_rng(seed)
+    slab = fcc111("Cu", size=(2, 2, 3), vacuum=6.0)
+    slab.set_constraint(FixAtoms(mask=slab.get_tags() == 3))
+    add_adsorbate(slab, "O", 1.6, "fcc")
+    slab.set_tags([0] * 4 + [1] * 8 + [2])
+    frames = []
+    for _ in range(n):
+        atoms = slab.copy()
+        atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
+        if labelled:
+            atoms.calc = EMT()
+            e, f = atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False)
+            atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f)
+        frames.append(atoms)
+    return frames
+
+
+def write_ase_inputs(folder, frames_per_file: int = 3) -> List[Any]:
+    """``in0.traj``, ``in1.extxyz`` and ``in2.db`` of ``emt_frames(k)`` in ``folder``;
+    returns ``[(path, frames), ...]``."""
+    from ase.io import write
+
+    files = []
+    for k, ext in enumerate(("traj", "extxyz", "db")):
+        path = os.path.join(str(folder), f"in{k}.{ext}")
+        frames = emt_frames(k, frames_per_file)
+        if ext == "db":
+            for atoms in frames:
+                write(path, atoms, format="db", append=True)
+        else:
+            write(path, frames)
+        files.append((path, frames))
+    return files
+
+
 def write_split(folder: str, records: List[Any]) -> str:
     from spinconv_train.datasets.lmdb_io import save_npz_atomic, write_lmdb
 

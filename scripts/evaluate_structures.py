@@ -9,7 +9,9 @@ ase.io reads), predicts in batches and writes one extxyz with the frames and the
 predictions as ``<prefix>energy`` (info), ``<prefix>forces`` (arrays) and, with
 ``--stress``, ``<prefix>stress`` (info, Voigt); labels stored with the frames are kept.
 Where frames store labels, the last stdout line (JSON) holds the MAE and RMSE of energy
-(also per atom), forces (every component of every atom) and stress.
+(also per atom), forces (every component of every atom) and stress. Several
+``--checkpoint`` files form a committee: the mean is written as the prediction, with
+``<prefix>energy_std`` and per-atom ``<prefix>forces_std`` (their spread).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from typing import List, Optional
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt of a `trainer: forces` run")
+    p.add_argument("--checkpoint", required=True, nargs="+",
+                   help="checkpoint.pt of a `trainer: forces` run; several: a committee (mean and spread)")
     p.add_argument("--structures", nargs="+", required=True, help="ASE-readable files (all frames are used)")
     p.add_argument("--out", required=True, help="output extxyz (written atomically)")
     p.add_argument("--batch-size", type=int, default=16, help="structures per model call")
@@ -40,27 +43,35 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    import numpy as np
     import torch
     from ase.io import write
 
     from spinconv_train.datasets import DatasetError
     from spinconv_train.datasets.ase_convert import read_frames
     from spinconv_train.relax.calculator import load_force_model
+    from spinconv_train.relax.committee import committee_statistics
     from spinconv_train.relax.evaluate import error_summary, predict_atoms
     from spinconv_train.trainers.checkpoint import CheckpointError
 
     try:
         frames = [atoms for path in args.structures for atoms in read_frames(path)]
-        model, task = load_force_model(args.checkpoint, torch.device(args.device), use_ema=not args.no_ema)
-        predictions = predict_atoms(model, task, frames, args.batch_size, stress=args.stress)
+        members = []
+        for path in args.checkpoint:
+            model, task = load_force_model(path, torch.device(args.device), use_ema=not args.no_ema)
+            members.append(predict_atoms(model, task, frames, args.batch_size, stress=args.stress))
     except (DatasetError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    predictions = members[0] if len(members) == 1 else [committee_statistics(p) for p in zip(*members)]
     for atoms, pred in zip(frames, predictions):
         atoms.info[f"{args.prefix}energy"] = float(pred["energy"])
         atoms.arrays[f"{args.prefix}forces"] = pred["forces"]
         if "stress" in pred:
             atoms.info[f"{args.prefix}stress"] = pred["stress"]
+        if "energy_std" in pred:
+            atoms.info[f"{args.prefix}energy_std"] = pred["energy_std"]
+            atoms.arrays[f"{args.prefix}forces_std"] = pred["forces_std"]
     folder = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".extxyz")
@@ -73,6 +84,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             os.unlink(tmp)
         raise
     summary = {"out": args.out, **error_summary(frames, predictions)}
+    if len(members) > 1:
+        summary["committee_members"] = len(members)
+        summary["mean_energy_std"] = float(np.mean([p["energy_std"] for p in predictions]))
+        summary["max_forces_std"] = float(max(p["max_forces_std"] for p in predictions))
     print(json.dumps(summary))
     return 0
 

@@ -8,7 +8,9 @@
 g2 molecules. Writes ``md.traj`` (every ``--interval``-th frame), ``md.csv`` (energies,
 temperature, volume, conserved energy) and ``summary.json`` (steps, ms per step, energy
 errors) into
-``--output-dir``. Energy-centric models conserve energy in NVE; see
+``--output-dir``. Several ``--checkpoint`` files form a committee: the dynamics follow their
+mean and ``md.csv`` logs their spread (``max_forces_std_ev_a``). Energy-centric models
+conserve energy in NVE; see
 ``spinconv_train/relax/dynamics.py`` for the grid projection's caveat.
 """
 from __future__ import annotations
@@ -24,7 +26,9 @@ import numpy as np
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt of a `trainer: forces` run")
+    p.add_argument("--checkpoint", required=True, nargs="+",
+                   help="checkpoint.pt of a `trainer: forces` run; several: a committee (their mean drives the "
+                        "dynamics, their spread is logged as max_forces_std)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--structure", help="a structure file ASE can read (last frame used)")
     source.add_argument("--molecule", help="an ASE g2 molecule name, e.g. CH3CH2OH")
@@ -51,6 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ase.io import read
 
     from spinconv_train.relax import ModelCalculator
+    from spinconv_train.relax.committee import CommitteeCalculator
     from spinconv_train.relax.dynamics import md_caveats, run_md
     from spinconv_train.trainers.checkpoint import CheckpointError
 
@@ -60,11 +65,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: cannot read the structure {args.structure or args.molecule!r}: {err}", file=sys.stderr)
         return 2
     try:
-        atoms.calc = ModelCalculator.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema)
+        if len(args.checkpoint) == 1:
+            atoms.calc = ModelCalculator.from_checkpoint(args.checkpoint[0], device=args.device,
+                                                         use_ema=not args.no_ema)
+        else:
+            atoms.calc = CommitteeCalculator.from_checkpoints(args.checkpoint, device=args.device,
+                                                              use_ema=not args.no_ema)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    caveats = md_caveats(atoms.calc.model, atoms)
+    models = atoms.calc.models if len(args.checkpoint) > 1 else [atoms.calc.model]
+    caveats = sorted({line for model in models for line in md_caveats(model, atoms)})
     for line in caveats:
         print(f"note: {line}", file=sys.stderr)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -86,6 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "mean_pressure_bar": float(np.nanmean(log.pressure)) if log.pressure and not np.isnan(log.pressure).all()
         else None,
         "model_caveats": caveats,
+        "committee_members": len(args.checkpoint),
+        "max_forces_std_ev_a": float(np.nanmax(log.max_forces_std)) if len(args.checkpoint) > 1 else None,
     }
     from spinconv_train.config import write_text_atomic
 

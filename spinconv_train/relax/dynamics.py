@@ -42,6 +42,7 @@ class MDLog:
     volume: List[float] = field(default_factory=list)
     pressure: List[float] = field(default_factory=list)
     conserved: List[float] = field(default_factory=list)
+    max_forces_std: List[float] = field(default_factory=list)  # committee spread (eV/Å); NaN for one model
     seconds: float = 0.0
 
     @property
@@ -60,13 +61,14 @@ class MDLog:
 
     def write_csv(self, path: str) -> None:
         """``step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,pressure_bar,
-        conserved_ev`` rows, written atomically."""
+        conserved_ev,max_forces_std_ev_a`` rows, written atomically."""
         from spinconv_train.config import write_text_atomic
 
-        rows = ["step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,pressure_bar,conserved_ev"]
-        rows += [f"{s},{p:.8f},{k:.8f},{p + k:.8f},{t:.3f},{v:.6f},{b:.3f},{c:.8f}" for s, p, k, t, v, b, c in
-                 zip(self.steps, self.potential, self.kinetic, self.temperature, self.volume, self.pressure,
-                     self.conserved)]
+        rows = ["step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,pressure_bar,conserved_ev,"
+                "max_forces_std_ev_a"]
+        rows += [f"{s},{p:.8f},{k:.8f},{p + k:.8f},{t:.3f},{v:.6f},{b:.3f},{c:.8f},{u:.6f}"
+                 for s, p, k, t, v, b, c, u in zip(self.steps, self.potential, self.kinetic, self.temperature,
+                                                   self.volume, self.pressure, self.conserved, self.max_forces_std)]
         write_text_atomic(path, "\n".join(rows) + "\n")
 
 
@@ -175,6 +177,7 @@ def run_md(
         log.pressure.append(_pressure_bar(atoms, with_stress))
         conserved = dyn.get_conserved_energy() if ensemble == "npt" else log.potential[-1] + log.kinetic[-1]
         log.conserved.append(float(conserved))
+        log.max_forces_std.append(float(atoms.calc.results.get("max_forces_std", float("nan"))))
 
     dyn.attach(record, interval=interval)
     writer = None

@@ -164,7 +164,7 @@ def test_npt_md_script_with_a_stress_model(stress_data, stress_run, tmp_path):
     assert summary["model_caveats"] == []  # energy-centric, envelope, smooth, cap 30 > 18 neighbours
     assert summary["final_volume_a3"] > 0 and len(read(str(out / "md.traj"), index=":")) == 4
     rows = (out / "md.csv").read_text().splitlines()
-    assert rows[0].endswith("volume_a3,pressure_bar,conserved_ev") and len(rows) == 5
+    assert rows[0].endswith("volume_a3,pressure_bar,conserved_ev,max_forces_std_ev_a") and len(rows) == 5
     assert summary["mean_pressure_bar"] is not None and np.isfinite(summary["mean_pressure_bar"])
 
 

@@ -6,8 +6,9 @@
 
 Reads every frame of the inputs (extxyz, ASE trajectories, ASE databases, any format
 ase.io reads), predicts in batches and writes one extxyz with the frames and their
-predictions as ``<prefix>energy`` (info), ``<prefix>forces`` (arrays) and, with
-``--stress``, ``<prefix>stress`` (info, Voigt); labels stored with the frames are kept.
+predictions as ``<prefix>energy`` (info), ``<prefix>forces`` (arrays), for SpinConv the
+per-atom ``<prefix>energies`` (arrays) and, with ``--stress``, ``<prefix>stress`` (info,
+Voigt); labels stored with the frames are kept.
 Where frames store labels, the last stdout line (JSON) holds the MAE and RMSE of energy
 (also per atom), forces (every component of every atom) and stress. Several
 ``--checkpoint`` files form a committee: the mean is written as the prediction, with
@@ -69,6 +70,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         atoms.arrays[f"{args.prefix}forces"] = pred["forces"]
         if "stress" in pred:
             atoms.info[f"{args.prefix}stress"] = pred["stress"]
+        if "energies" in pred:
+            atoms.arrays[f"{args.prefix}energies"] = pred["energies"]
         if "energy_std" in pred:
             atoms.info[f"{args.prefix}energy_std"] = pred["energy_std"]
             atoms.arrays[f"{args.prefix}forces_std"] = pred["forces_std"]

@@ -22,12 +22,16 @@ class ElementReferences:
 
     def energy(self, atomic_numbers: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
         """Reference energy per structure, shape (B,), float64."""
+        out = torch.zeros(num_graphs, dtype=torch.float64, device=atomic_numbers.device)
+        return out.index_add_(0, batch, self.atom_energies(atomic_numbers))
+
+    def atom_energies(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """Each atom's reference energy, shape (N,), float64 (they sum to :meth:`energy`)."""
         z = atomic_numbers.long()
         if int(z.max()) >= self.references.numel():
             raise ValueError(f"element {int(z.max())} has no reference energy (fitted up to "
                              f"Z={self.references.numel() - 1})")
-        out = torch.zeros(num_graphs, dtype=torch.float64, device=z.device)
-        return out.index_add_(0, batch, self.references.to(z.device)[z])
+        return self.references.to(z.device)[z]
 
     def state_dict(self) -> Dict[str, Any]:
         return {"references": self.references.tolist()}

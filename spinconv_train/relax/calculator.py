@@ -27,9 +27,10 @@ def require_forces_task(task: Any, trainer: str, source: str) -> None:
 
 
 class ModelCalculator(Calculator):
-    """Energy (eV), forces (eV/Å) and, for energy-centric SpinConv models on periodic
-    structures, the stress (eV/Å^3, ASE's Voigt order and sign) of ``atoms`` from ``model``
-    and its task's target state.
+    """Energy (eV), forces (eV/Å), for SpinConv the per-atom energies (``energies``, which sum
+    to the energy) and, for energy-centric SpinConv models on periodic structures, the
+    stress (eV/Å^3, ASE's Voigt order and sign) of ``atoms`` from ``model`` and its task's
+    target state.
 
     ``task.denormalize`` turns the model's normalised outputs into the training data's
     units (element references added back), as ``--mode predict`` does. Forces are the
@@ -38,7 +39,7 @@ class ModelCalculator(Calculator):
     the positions at every call.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(self, model: torch.nn.Module, task: Any, device: Optional[torch.device] = None,
                  **kwargs: Any) -> None:
@@ -50,8 +51,13 @@ class ModelCalculator(Calculator):
         # positions and cell in the model's precision (float64 models get unrounded inputs)
         self.dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
         self.supports_stress = bool(getattr(model, "supports_stress", False))  # energy-centric, periodic
-        if not self.supports_stress:  # ASE then refuses get_stress() before calling the model
-            self.implemented_properties = [p for p in self.implemented_properties if p != "stress"]
+        # per-atom energies ("energies", ASE's name) where the model's energy head exposes them
+        self.supports_atom_energies = bool(getattr(model, "supports_atom_energies", False))
+        unsupported = {"stress"} if not self.supports_stress else set()
+        if not self.supports_atom_energies:
+            unsupported.add("energies")
+        # ASE refuses get_stress() / get_potential_energies() before calling the model
+        self.implemented_properties = [p for p in self.implemented_properties if p not in unsupported]
         self.evaluations = 0
 
     @classmethod
@@ -74,8 +80,11 @@ class ModelCalculator(Calculator):
             raise PropertyNotImplementedError(
                 f"stress needs an energy-centric SpinConv (force_estimator: grad); this model is "
                 f"{type(self.model).__name__} with force_estimator={getattr(self.model, 'force_estimator', None)!r}")
+        kwargs = {"stress": True} if want_stress else {}
+        if self.supports_atom_energies:
+            kwargs["atom_energies"] = True  # free: the energy head computes them anyway
         with torch.no_grad():  # gradient-force models enable autograd inside their forward
-            out = self.model(batch, stress=True) if want_stress else self.model(batch)
+            out = self.model(batch, **kwargs)
         if "forces" not in out:
             raise NotAForceModelError(f"model {type(self.model).__name__} returned no 'forces' "
                                       "(was it built with regress_forces: false?)")
@@ -86,6 +95,8 @@ class ModelCalculator(Calculator):
                         "forces": pred["forces"].cpu().numpy().astype(np.float64).reshape(len(self.atoms), 3)}
         if want_stress:
             self.results["stress"] = full_3x3_to_voigt_6_stress(pred["stress"].reshape(3, 3).cpu().numpy())
+        if "atom_energies" in pred:
+            self.results["energies"] = pred["atom_energies"].cpu().numpy().astype(np.float64)
 
 
 def load_force_model(path: str, device: torch.device, use_ema: bool = True) -> tuple:

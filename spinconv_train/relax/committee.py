@@ -28,6 +28,8 @@ def committee_statistics(predictions: Sequence[Dict[str, Any]]) -> Dict[str, Any
     result = {"energy": float(energies.mean()), "energy_std": float(energies.std(ddof=1)),
               "forces": forces.mean(axis=0), "forces_std": force_std,
               "max_forces_std": float(force_std.max()) if force_std.size else 0.0}
+    if all("energies" in p for p in predictions):
+        result["energies"] = np.mean([np.asarray(p["energies"], dtype=np.float64) for p in predictions], axis=0)
     if all("stress" in p for p in predictions):
         stresses = np.stack([np.asarray(p["stress"], dtype=np.float64) for p in predictions])
         result["stress"] = stresses.mean(axis=0)
@@ -38,15 +40,17 @@ def committee_statistics(predictions: Sequence[Dict[str, Any]]) -> Dict[str, Any
 class CommitteeCalculator(Calculator):
     """The mean and spread of several :class:`ModelCalculator` members (module docstring)."""
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(self, members: Sequence[ModelCalculator], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if len(members) < 2:
             raise ValueError(f"a committee needs at least 2 members, got {len(members)}")
         self.members = list(members)
-        if not all(m.supports_stress for m in self.members):
-            self.implemented_properties = ["energy", "free_energy", "forces"]
+        self.implemented_properties = [
+            p for p in self.implemented_properties
+            if not (p == "stress" and not all(m.supports_stress for m in self.members))
+            and not (p == "energies" and not all(m.supports_atom_energies for m in self.members))]
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str], device: str = "cpu", use_ema: bool = True) -> "CommitteeCalculator":

@@ -15,8 +15,9 @@ from spinconv_train.datasets.ase_convert import atoms_to_data
 
 def predict_atoms(model: torch.nn.Module, task: Any, frames: Sequence[Atoms], batch_size: int = 16,
                   stress: bool = False, device: Optional[torch.device] = None) -> List[Dict[str, np.ndarray]]:
-    """``{"energy", "forces"[, "stress"]}`` per frame (eV, eV/Å, eV/Å^3 Voigt), in batches of
-    ``batch_size`` structures, in the training data's units (as ``--mode predict``)."""
+    """``{"energy", "forces"[, "stress"][, "energies"]}`` per frame (eV, eV/Å, eV/Å^3 Voigt,
+    per-atom eV for models that expose them), in batches of ``batch_size`` structures, in the
+    training data's units (as ``--mode predict``)."""
     first = next(model.parameters(), torch.empty(0))  # (a parameterless test double: CPU, float32)
     device = device if device is not None else first.device
     dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
@@ -32,14 +33,21 @@ def predict_atoms(model: torch.nn.Module, task: Any, frames: Sequence[Atoms], ba
                     raise DatasetError("stress needs a periodic cell in all directions", None, start + k, "cell")
         batch = collate([atoms_to_data(atoms, sid=start + k, dtype=dtype) for k, atoms in enumerate(chunk)])
         batch = batch.to(device)
+        kwargs = {"stress": True} if stress else {}
+        if getattr(model, "supports_atom_energies", False):
+            kwargs["atom_energies"] = True
         with torch.no_grad():  # gradient-force models enable autograd inside their forward
-            out = model(batch, stress=True) if stress else model(batch)
+            out = model(batch, **kwargs)
         pred = task.denormalize(out, batch)
         energies = pred["energy"].reshape(-1).cpu().numpy()
         forces = pred["forces"].cpu().numpy().astype(np.float64)
         splits = np.cumsum([len(atoms) for atoms in chunk])[:-1]
+        atom_energies = (np.split(pred["atom_energies"].cpu().numpy().astype(np.float64), splits)
+                         if "atom_energies" in pred else None)
         for k, frame_forces in enumerate(np.split(forces, splits)):
             item = {"energy": np.float64(energies[k]), "forces": frame_forces}
+            if atom_energies is not None:
+                item["energies"] = atom_energies[k]
             if stress:
                 item["stress"] = full_3x3_to_voigt_6_stress(pred["stress"].reshape(-1, 3, 3)[k].cpu().numpy())
             results.append(item)

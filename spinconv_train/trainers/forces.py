@@ -97,7 +97,21 @@ class ForcesTask:
         result = {"energy": energy, "forces": norm.denorm_forces(out["forces"].detach().double())}
         if "stress" in out:
             result["stress"] = norm.denorm_stress(out["stress"].detach().double())
+        if "atom_energies" in out:
+            result["atom_energies"] = self.denormalize_atom_energies(out["atom_energies"], batch)
         return result
+
+    def denormalize_atom_energies(self, atom_energies: Tensor, batch: Any) -> Tensor:
+        """Per-atom energies (N,) in eV that sum to the denormalised energies: each atom gets
+        ``std`` times its term, an equal share of the normaliser's mean over its structure's
+        atoms, and its element's reference energy."""
+        norm = self.targets.normalizer
+        structure = batch.batch if batch.batch is not None else torch.zeros_like(atom_energies, dtype=torch.long)
+        natoms = batch.natoms.reshape(-1).to(atom_energies.device).double()
+        values = atom_energies.detach().double()
+        values = values * norm.std.to(values).reshape(-1)[0] + norm.mean.to(values).reshape(-1)[0] / natoms[structure]
+        refs = self.targets.element_references
+        return values if refs is None else values + refs.atom_energies(batch.atomic_numbers)
 
     def update_metrics(self, acc: ev.MetricAccumulator, pred: Mapping[str, Tensor], batch: Any) -> None:
         target_e = batch.y.reshape(-1).double()

@@ -11,7 +11,7 @@ from .precision import accumulation_dtype
 
 
 class EnergyHead(nn.Module):
-    """(E, hidden) edge messages -> (B,) energies."""
+    """(E, hidden) edge messages -> (B,) energies (and the (N,) per-atom terms they sum)."""
 
     def __init__(
         self,
@@ -39,11 +39,19 @@ class EnergyHead(nn.Module):
         batch: Tensor,
         num_structures: int,
         edge_scale: Tensor | None = None,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
+        """``(energies (B,), per-atom energies (N,))``: the structure energies are the sums of
+        the per-atom terms."""
+        atom_energy = self.atom_energies(x, target, atomic_numbers, edge_scale)
+        total = accumulation_dtype(atom_energy.dtype)
+        energy = atom_energy.new_zeros(num_structures, dtype=total).index_add_(0, batch, atom_energy.to(total))
+        return energy, atom_energy
+
+    def atom_energies(self, x: Tensor, target: Tensor, atomic_numbers: Tensor,
+                      edge_scale: Tensor | None = None) -> Tensor:
+        """(N,) per-atom energies."""
         if edge_scale is not None:
             x = x * edge_scale.unsqueeze(-1)
         total = accumulation_dtype(x.dtype)
         atom = x.new_zeros(atomic_numbers.shape[0], x.shape[-1], dtype=total).index_add_(0, target, x.to(total))
-        atom_energy = self.energyembeddingblock(atom / self.norm, atomic_numbers, atomic_numbers).squeeze(-1)
-        total = accumulation_dtype(atom_energy.dtype)
-        return atom_energy.new_zeros(num_structures, dtype=total).index_add_(0, batch, atom_energy.to(total))
+        return self.energyembeddingblock(atom / self.norm, atomic_numbers, atomic_numbers).squeeze(-1)

@@ -210,6 +210,9 @@ class SpinConv(nn.Module):
         """Whether ``forward(batch, stress=True)`` is defined: energy-centric and periodic."""
         return self.regress_forces and not self.direct_forces and self.use_pbc
 
+    # ``forward(batch, atom_energies=True)`` returns the per-atom terms of the energy.
+    supports_atom_energies = True
+
     @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -310,8 +313,11 @@ class SpinConv(nn.Module):
                              f"volume {float(volume[index]):.3g} Å^3")
         return cell, volume
 
-    def forward(self, data, stress: bool = False) -> dict[str, Tensor]:
+    def forward(self, data, stress: bool = False, atom_energies: bool = False) -> dict[str, Tensor]:
         """``data``: a torch_geometric Batch; returns {"energy": (B,), "forces": (N,3)}.
+
+        ``atom_energies=True`` adds "atom_energies": (N,), the per-atom terms the energy head
+        sums into each structure's energy.
 
         ``stress=True`` (energy-centric, periodic structures) adds "stress": (B,3,3), the
         derivative of the energy with respect to a symmetric strain of positions and cell,
@@ -345,8 +351,10 @@ class SpinConv(nn.Module):
                 strain = torch.zeros_like(cells, requires_grad=True)
                 positions, cell = apply_strain(pos, cells, strain, batch)
             graph, x, frame_weight, env = self._backbone(data, positions, atomic_numbers, cell)
-            energy = self.energy_head(x, graph.edge_index[1], atomic_numbers, batch, num_structures, env)
+            energy, per_atom = self.energy_head(x, graph.edge_index[1], atomic_numbers, batch, num_structures, env)
             result = {"energy": energy}
+            if atom_energies:
+                result["atom_energies"] = per_atom
             if self.regress_forces:
                 if grad_forces:
                     inputs = (pos, strain) if stress else (pos,)

@@ -412,8 +412,11 @@ def check_dataset_paths(config: Config, splits: Iterable[str]) -> None:
         if split not in config["dataset"]:
             raise config.fail(f"dataset.{split}", "this run needs the split but the config has none")
         src = config["dataset"][split]["src"]
-        if src not in NON_PATH_SOURCES and not os.path.exists(src):
-            raise config.fail(f"dataset.{split}.src", f"path {src!r} does not exist")
+        for path in (src if isinstance(src, list) else [src]):
+            if not isinstance(path, str):
+                raise config.fail(f"dataset.{split}.src", f"must be a path (or a list of paths), got {path!r}")
+            if path not in NON_PATH_SOURCES and not os.path.exists(path):
+                raise config.fail(f"dataset.{split}.src", f"path {path!r} does not exist")
 
 
 def plain(config: Mapping[str, Any]) -> Dict[str, Any]:

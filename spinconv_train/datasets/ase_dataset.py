@@ -45,8 +45,8 @@ def ase_input_files(src: str, pattern: Optional[str] = None) -> List[str]:
 class AseDataset(Dataset):
     """Every frame of the ASE-readable files of ``src``, held in memory, one split.
 
-    Config keys: ``src`` (a file, or a folder whose files match ``pattern``; files in name
-    order, frames in file order), ``pattern`` (globs, default ``*.xyz,*.extxyz,*.traj,*.db``),
+    Config keys: ``src`` (a file, or a folder whose files match ``pattern``, or a list of
+    them; files in name order within a folder, frames in file order), ``pattern`` (globs, default ``*.xyz,*.extxyz,*.traj,*.db``),
     ``split`` (``all``, default, or ``train`` / ``val`` / ``test`` of a seeded split by
     ``train_size``, ``val_size``, ``test_size`` (default: the rest) and ``seed``),
     ``energy`` / ``forces`` (default true: each frame's stored labels are required; false
@@ -67,7 +67,9 @@ class AseDataset(Dataset):
         check_config_keys(config, self.CONFIG_KEYS, "ase dataset")
         if "src" not in config:
             raise DatasetError("ase dataset config needs a 'src' key (a file or folder)", field="src")
-        self.src = str(config["src"])
+        sources = config["src"]
+        sources = [str(s) for s in sources] if isinstance(sources, (list, tuple)) else [str(sources)]
+        self.src = ", ".join(sources)
         self.split = config.get("split", "all")
         if self.split not in (*SPLIT_NAMES, "all"):
             raise DatasetError(f"split {self.split!r} is not one of all, train, val, test", field="split")
@@ -81,7 +83,7 @@ class AseDataset(Dataset):
         if subtract and not sidecars:
             raise DatasetError("oc20_ref_energy needs oc20_txt: true (the references are in the .txt files)",
                                field="oc20_ref_energy")
-        self.files = ase_input_files(self.src, config.get("pattern"))
+        self.files = [f for source in sources for f in ase_input_files(source, config.get("pattern"))]
         records: List[Data] = []
         for file_index, path in enumerate(self.files):
             frames = read_frames(path)

@@ -41,7 +41,9 @@ class LmdbDataset(Dataset):
     """Structures stored in OC20-layout LMDB files.
 
     Config keys:
-      ``src``: a folder of ``*.lmdb`` shards or one ``.lmdb`` file (required);
+      ``src``: a folder of ``*.lmdb`` shards or one ``.lmdb`` file, or a list of them whose
+      records follow one another in list order (e.g. new data plus a replay of the data a
+      model was pretrained on) (required);
       ``required_fields``: fields every record must carry (e.g. ``["y", "force"]`` for
       S2EF, ``["y_relaxed"]`` for IS2RE, ``["pos_relaxed"]`` for IS2RS);
       ``elements``: optional list of allowed atomic numbers;
@@ -61,15 +63,24 @@ class LmdbDataset(Dataset):
         check_config_keys(config, self.CONFIG_KEYS, "lmdb dataset")
         if "src" not in config:
             raise DatasetError("lmdb dataset config needs a 'src' key (folder or .lmdb file)", field="src")
-        self.src = str(config["src"])
+        sources = config["src"]
+        self.sources = [str(s) for s in sources] if isinstance(sources, (list, tuple)) else [str(sources)]
+        if not self.sources:
+            raise DatasetError("lmdb dataset src is an empty list", field="src")
+        self.src = self.sources[0] if len(self.sources) == 1 else ", ".join(self.sources)
         self.required_fields = tuple(config.get("required_fields", ()))
         elements = config.get("elements")
         self.elements = None if elements is None else tuple(int(e) for e in elements)
         self.validate = bool(config.get("validate", True))
         self.transform = transform
-        self.shards = find_shards(self.src)
+        per_source = [find_shards(source) for source in self.sources]
+        self.shards = [shard for shards in per_source for shard in shards]
         lengths = [read_length(shared_readonly_env(shard), shard) for shard in self.shards]
         self._offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        # records per source, in order (for each source's metadata.npz)
+        shard_counts = np.cumsum([0] + [len(shards) for shards in per_source])
+        self._source_records = [int(self._offsets[shard_counts[k + 1]] - self._offsets[shard_counts[k]])
+                                for k in range(len(self.sources))]
 
     # -- lazy, per-process file handles -------------------------------------------------
     def _env(self, shard: int):
@@ -139,26 +150,35 @@ class LmdbDataset(Dataset):
         return [transform(data) for data in items]
 
     # -- cheap passes for samplers and fitted statistics ---------------------------------
-    def metadata_path(self) -> str:
-        """Where ``metadata.npz`` is looked for: in ``src`` or next to the ``.lmdb`` file."""
-        folder = self.src if os.path.isdir(self.src) else os.path.dirname(os.path.abspath(self.src))
+    def metadata_path(self, source: int = 0) -> str:
+        """Where a source's ``metadata.npz`` is looked for: in its folder or next to its ``.lmdb`` file."""
+        src = self.sources[source]
+        folder = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
         return os.path.join(folder, METADATA_NAME)
 
     def get_natoms(self) -> np.ndarray:
-        """Atoms per record, from ``metadata.npz`` when it matches, else read (with a warning)."""
-        path = self.metadata_path()
+        """Atoms per record, from each source's ``metadata.npz`` when it matches, else read
+        (with a warning)."""
+        parts, start = [], 0
+        for source, count in enumerate(self._source_records):
+            parts.append(self._source_natoms(source, start, count))
+            start += count
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+    def _source_natoms(self, source: int, start: int, count: int) -> np.ndarray:
+        path = self.metadata_path(source)
         if os.path.isfile(path):
             with np.load(path) as meta:
-                if "natoms" in meta and len(meta["natoms"]) == len(self):
+                if "natoms" in meta and len(meta["natoms"]) == count:
                     return np.asarray(meta["natoms"], dtype=np.int64)
-            reason = f"{path} has no 'natoms' array of length {len(self)}"
+            reason = f"{path} has no 'natoms' array of length {count}"
         else:
             reason = f"no {path}"
-        message = (f"{reason}: reading natoms from all {len(self)} records of {self.src} "
+        message = (f"{reason}: reading natoms from all {count} records of {self.sources[source]} "
                    "(slow; write metadata.npz with scripts/preprocess_ef.py)")
         logger.warning(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-        return np.array([self._natoms_of(self.raw_record(i)) for i in range(len(self))], dtype=np.int64)
+        return np.array([self._natoms_of(self.raw_record(i)) for i in range(start, start + count)], dtype=np.int64)
 
     @staticmethod
     def _natoms_of(data: Data) -> int:

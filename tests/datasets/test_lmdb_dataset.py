@@ -4,6 +4,7 @@ from __future__ import annotations
 import copyreg
 import os
 import pickle
+import warnings
 
 import lmdb
 import numpy as np
@@ -257,3 +258,22 @@ def test_get_natoms_metadata_and_fallback(shard_folder, records):
         assert np.array_equal(ds.get_natoms(), expected)
     np.savez(shard_folder / "metadata.npz", natoms=expected + 1)  # proves the file is used
     assert np.array_equal(ds.get_natoms(), expected + 1)
+
+
+def test_src_list_concatenates_sources_with_their_metadata(tmp_path):
+    from trainers.trainer_testing import emt_slabs, write_split
+
+    a = write_split(str(tmp_path / "a"), emt_slabs(3, seed=1))
+    b = write_split(str(tmp_path / "b"), emt_slabs(2, seed=2))
+    both = LmdbDataset({"src": [a, b]})
+    first, second = LmdbDataset({"src": a}), LmdbDataset({"src": b})
+    assert len(both) == 5 and both.sources == [a, b]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # both metadata.npz files are used: no read pass
+        natoms = both.get_natoms()
+    assert natoms.tolist() == first.get_natoms().tolist() + second.get_natoms().tolist()
+    for i, record in enumerate([first[k] for k in range(3)] + [second[k] for k in range(2)]):
+        assert torch.equal(both[i].pos, record.pos) and float(both[i].y) == float(record.y)
+    os.remove(os.path.join(b, "metadata.npz"))
+    with pytest.warns(RuntimeWarning, match=r"no .*b/metadata.npz: reading natoms from all 2 records of"):
+        assert LmdbDataset({"src": [a, b]}).get_natoms().tolist() == natoms.tolist()

@@ -138,3 +138,15 @@ def test_readme_freeze_prefixes_exist_in_spinconv():
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert frozen > 0 and trainable
     assert all(n.startswith(("message_blocks.1.", "energy_head.")) for n in trainable)
+
+
+def test_finetune_with_replay_of_the_pretraining_data(s2ef_data, pretrained, tmp_path, capsys):
+    """A list of sources: the new data plus the pretraining data (replay against forgetting)."""
+    path = _finetune_config(tmp_path, s2ef_data, pretrained)
+    run = _train(path, tmp_path / "runs", f"--dataset.train.src=[{s2ef_data['val']}, {s2ef_data['train']}]")
+    assert ckpt.load(os.path.join(run, "checkpoint.pt"))["step"] == (4 + 8) // 2  # one epoch over both
+    missing = str(tmp_path / "missing")
+    code = main(["--mode", "train", "--config-yml", path, "--run-dir", str(tmp_path / "bad"), "--no-progress",
+                 f"--dataset.train.src=[{s2ef_data['val']}, {missing}]"])
+    assert code == 2
+    assert f"key 'dataset.train.src': path '{missing}' does not exist" in capsys.readouterr().err

@@ -32,14 +32,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--structure", help="a structure file ASE can read (last frame used)")
     source.add_argument("--molecule", help="an ASE g2 molecule name, e.g. CH3CH2OH")
-    p.add_argument("--ensemble", choices=("nve", "langevin", "npt"), default="nve",
-                   help="npt: isotropic MTK barostat + thermostat (needs a periodic cell and an energy-centric model)")
+    p.add_argument("--ensemble", choices=("nve", "langevin", "nvt", "npt"), default="nve",
+                   help="nvt: Nose-Hoover chain thermostat; npt: isotropic MTK barostat + thermostat (needs a "
+                        "periodic cell and an energy-centric model)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
     p.add_argument("--temperature", type=float, default=300.0, help="K: initial velocities and thermostat")
     p.add_argument("--friction", type=float, default=0.01, help="Langevin friction per fs")
     p.add_argument("--pressure", type=float, default=1.0, help="bar (npt)")
-    p.add_argument("--thermostat-fs", type=float, default=None, help="npt thermostat damping time (default 100 steps)")
+    p.add_argument("--thermostat-fs", type=float, default=None,
+                   help="nvt / npt thermostat damping time (default 100 steps)")
     p.add_argument("--barostat-fs", type=float, default=None, help="npt barostat damping time (default 1000 steps)")
     p.add_argument("--interval", type=int, default=10, help="log and trajectory every N steps")
     p.add_argument("--seed", type=int, default=0)

@@ -23,7 +23,7 @@ from typing import List, Optional
 import numpy as np
 from ase import Atoms, units
 
-ENSEMBLES = ("nve", "langevin", "npt")
+ENSEMBLES = ("nve", "langevin", "nvt", "npt")
 
 
 @dataclass
@@ -31,8 +31,8 @@ class MDLog:
     """Energies (eV), temperature (K), cell volume (Å^3, 0 without a cell) and pressure
     (bar, virial plus ideal-gas part; NaN where the calculator gives no stress) every
     ``interval`` steps, step 0 included; ``conserved``: the quantity the integrator
-    conserves (NVE: the total energy; NPT: ASE's MTK conserved energy; Langevin: the
-    total energy, which it does not conserve)."""
+    conserves (NVE: the total energy; NVT / NPT: ASE's Nose-Hoover chain / MTK conserved
+    energy; Langevin: the total energy, which it does not conserve)."""
 
     interval: int
     steps: List[int] = field(default_factory=list)
@@ -124,13 +124,15 @@ def run_md(
 
     Velocities are drawn from Maxwell-Boltzmann at ``temperature_k`` (``None``: keep the
     atoms' momenta). ``trajectory``: an ASE ``.traj`` file of every ``interval``-th frame.
+    ``nvt``: ASE's Nose-Hoover chain thermostat (damping time ``thermostat_fs``, default 100
+    steps; deterministic, with a conserved extended energy, unlike ``langevin``).
     ``npt``: ASE's isotropic MTK integrator (Nose-Hoover chains for the temperature and the
     cell volume) at ``pressure_bar``, damping times ``thermostat_fs`` (default 100 steps)
     and ``barostat_fs`` (default 1000 steps); it needs a periodic cell and a calculator with
     the stress (an energy-centric SpinConv).
     """
     from ase.md.langevin import Langevin
-    from ase.md.nose_hoover_chain import IsotropicMTKNPT
+    from ase.md.nose_hoover_chain import IsotropicMTKNPT, NoseHooverChainNVT
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.md.verlet import VelocityVerlet
 
@@ -155,6 +157,11 @@ def run_md(
     dt = timestep_fs * units.fs
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=dt)
+    elif ensemble == "nvt":
+        if temperature_k is None:
+            raise ValueError("the nvt ensemble needs temperature_k")
+        tdamp = (100 * timestep_fs if thermostat_fs is None else thermostat_fs) * units.fs
+        dyn = NoseHooverChainNVT(atoms, timestep=dt, temperature_K=temperature_k, tdamp=tdamp)
     elif ensemble == "npt":
         tdamp = (100 * timestep_fs if thermostat_fs is None else thermostat_fs) * units.fs
         pdamp = (1000 * timestep_fs if barostat_fs is None else barostat_fs) * units.fs
@@ -175,7 +182,8 @@ def run_md(
         log.temperature.append(float(atoms.get_temperature()))
         log.volume.append(float(atoms.cell.volume) if atoms.pbc.any() else 0.0)
         log.pressure.append(_pressure_bar(atoms, with_stress))
-        conserved = dyn.get_conserved_energy() if ensemble == "npt" else log.potential[-1] + log.kinetic[-1]
+        conserved = (dyn.get_conserved_energy() if ensemble in ("nvt", "npt")
+                     else log.potential[-1] + log.kinetic[-1])
         log.conserved.append(float(conserved))
         log.max_forces_std.append(float(atoms.calc.results.get("max_forces_std", float("nan"))))
 

@@ -112,6 +112,8 @@ SCHEMA: Dict[str, Any] = {
         "stress_coefficient": (NUM, 0.0),
         "loss_stress": ((str,), "mae"),
         "clip_grad_norm": (NUM + (None,), None),
+        # micro-batches whose gradients add up to one optimiser step (effective batch = batch_size x this)
+        "accumulate_grad_batches": ((int,), 1),
         "ema_decay": (NUM + (None,), None),
         "eval_max_batches": ((int, None), None),
         # Early stopping, checked at each validation: stop after this many validations without a
@@ -371,7 +373,7 @@ def _check_values(config: Config) -> None:
     for key in ("energy_coefficient", "force_coefficient", "stress_coefficient"):
         if not optim[key] >= 0:
             raise config.fail(f"optim.{key}", f"must be >= 0, got {optim[key]}")
-    for key in ("batch_size",):
+    for key in ("batch_size", "accumulate_grad_batches"):
         if optim[key] < 1:
             raise config.fail(f"optim.{key}", f"must be >= 1, got {optim[key]}")
     if optim["early_stopping_patience"] is not None and optim["early_stopping_patience"] < 1:

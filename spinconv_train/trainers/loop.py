@@ -1,6 +1,7 @@
 """The shared loop: train steps, periodic evaluation and checkpoints, prediction."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def total_steps(optim: Mapping[str, Any], steps_per_epoch: int) -> int:
-    """``optim.max_steps`` when set, else ``max_epochs × steps per epoch``."""
+    """``optim.max_steps`` when set, else ``max_epochs × (optimiser) steps per epoch``."""
     if optim["max_steps"] is not None:
         return int(optim["max_steps"])
     return int(optim["max_epochs"]) * steps_per_epoch
@@ -49,17 +50,31 @@ def _check_finite(session: Session, loss: torch.Tensor, batch: Any) -> None:
         f"{session.batch_in_epoch + 1}); batch sids: {batch_sids(batch)}; {kept}, nothing was written after it")
 
 
-def train_step(session: Session, batch: Any) -> Dict[str, torch.Tensor]:
-    """One optimiser step on ``batch``; return the model's (detached) outputs and the loss."""
-    model, optimizer = session.train_model, session.optimizer
+def accumulate_gradients(session: Session, batch: Any, weight: float, sync: bool) -> Dict[str, torch.Tensor]:
+    """Forward and backward of ``batch``, adding ``weight`` times its loss gradient to the
+    parameters' gradients; ``sync=False`` skips DDP's gradient all-reduce (for all but the
+    last micro-batch of an accumulated step). Returns the detached outputs and the loss."""
+    model = session.train_model
     model.train()
-    with torch.autocast(device_type=session.device.type, enabled=session.amp):
-        out = model(batch, **session.task.model_kwargs())
-        loss = session.task.loss(out, batch)
-    _check_finite(session, loss, batch)
-    optimizer.zero_grad(set_to_none=True)
-    scaler = session.scaler
-    (scaler.scale(loss) if scaler is not None else loss).backward()
+    no_sync = getattr(model, "no_sync", None)
+    context = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
+    with context:
+        with torch.autocast(device_type=session.device.type, enabled=session.amp):
+            out = model(batch, **session.task.model_kwargs())
+            loss = session.task.loss(out, batch)
+        _check_finite(session, loss, batch)
+        scaled = loss * weight if weight != 1.0 else loss
+        scaler = session.scaler
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+    outputs = {k: v.detach().float() for k, v in out.items()}
+    outputs["loss"] = loss.detach()
+    return outputs
+
+
+def optimizer_step(session: Session) -> None:
+    """Clip, step the optimiser (through the AMP scaler), update the EMA and the schedule,
+    and zero the gradients for the next step."""
+    optimizer, scaler = session.optimizer, session.scaler
     clip = session.config["optim"]["clip_grad_norm"]
     if clip:
         if scaler is not None:
@@ -70,13 +85,11 @@ def train_step(session: Session, batch: Any) -> Dict[str, torch.Tensor]:
         scaler.update()
     else:
         optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     if session.ema is not None:
         session.ema.update_parameters(session.model)
     session.step += 1
     session.scheduler.step(session.step)
-    outputs = {k: v.detach().float() for k, v in out.items()}
-    outputs["loss"] = loss.detach()
-    return outputs
 
 
 @torch.no_grad()
@@ -162,9 +175,11 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
     Returns the untrained (or, fine-tuning, pretrained; new runs only) and final validation metrics.
     """
     optim, log_cfg = session.config["optim"], session.config["logger"]
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
+    batches_per_epoch = len(train_loader)
+    if batches_per_epoch == 0:
         raise ValueError("the training loader yields no batches (empty training split?)")
+    accumulate = int(optim["accumulate_grad_batches"])
+    steps_per_epoch = math.ceil(batches_per_epoch / accumulate)  # optimiser steps
     total = total_steps(optim, steps_per_epoch)
     attach_scheduler(session, total)
     sampler = train_loader.batch_sampler
@@ -185,6 +200,7 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
     tick = time.perf_counter()
     bar = tqdm(total=total, initial=session.step, desc="training", disable=not _progress(session))
     session.stop_reason = None
+    session.optimizer.zero_grad(set_to_none=True)
     while session.step < total and not session.stop_reason:
         sampler.set_epoch(session.epoch)
         if session.batch_in_epoch:
@@ -192,20 +208,28 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
                                      "seed": session.config["seed"]})
         for batch in train_loader:
             batch = batch.to(session.device)
-            out = train_step(session, batch)
-            bar.update(1)
+            # micro-batches of one optimiser step: `accumulate` of them (fewer at an epoch's end),
+            # each loss weighted by 1 / their number; checkpoints fall between steps only
+            group_start = session.batch_in_epoch - session.batch_in_epoch % accumulate
+            group = min(accumulate, batches_per_epoch - group_start)
+            last = session.batch_in_epoch - group_start == group - 1
+            out = accumulate_gradients(session, batch, 1.0 / group, sync=last)
             n = int(batch.natoms.numel())
             window.add("loss", (float(out["loss"]) * n, float(n)))
             session.task.update_metrics(window, session.task.denormalize(out, batch), batch)
             session.batch_in_epoch += 1
-            if session.batch_in_epoch == steps_per_epoch:
+            if session.batch_in_epoch == batches_per_epoch:
                 session.epoch, session.batch_in_epoch = session.epoch + 1, 0
+            if not last:
+                continue
+            optimizer_step(session)
+            bar.update(1)
             if session.step % print_every == 0:
                 train_metrics = window.compute(session.device)
                 train_metrics["lr"] = session.optimizer.param_groups[0]["lr"]
-                session.loggers.log(train_metrics, session.step, "train", _epoch_float(session, steps_per_epoch))
+                session.loggers.log(train_metrics, session.step, "train", _epoch_float(session, batches_per_epoch))
                 rate = (time.perf_counter() - tick) / print_every
-                _announce(session, _train_line(session, total, steps_per_epoch, train_metrics, rate))
+                _announce(session, _train_line(session, total, batches_per_epoch, train_metrics, rate))
                 window, tick = MetricAccumulator([*session.task.metric_names(), "loss"]), time.perf_counter()
             done = session.step >= total
             epoch_end = session.batch_in_epoch == 0
@@ -223,13 +247,14 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
     return session.history
 
 
-def _epoch_float(session: Session, steps_per_epoch: int) -> float:
-    return round(session.epoch + session.batch_in_epoch / steps_per_epoch, 4)
+def _epoch_float(session: Session, batches_per_epoch: int) -> float:
+    return round(session.epoch + session.batch_in_epoch / batches_per_epoch, 4)
 
 
-def _train_line(session: Session, total: int, steps_per_epoch: int, metrics: Mapping[str, float], rate: float) -> str:
+def _train_line(session: Session, total: int, batches_per_epoch: int, metrics: Mapping[str, float],
+                rate: float) -> str:
     keys = [k for k in ("loss", "energy_mae", "forces_mae") if k in metrics and math.isfinite(metrics[k])]
-    parts = [f"step {session.step}/{total}", f"epoch {_epoch_float(session, steps_per_epoch):.2f}"]
+    parts = [f"step {session.step}/{total}", f"epoch {_epoch_float(session, batches_per_epoch):.2f}"]
     parts += [f"{k} {metrics[k]:.4g}" for k in keys]
     parts += [f"lr {metrics['lr']:.3g}", f"{rate:.3f} s/step"]
     return "  ".join(parts)

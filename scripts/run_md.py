@@ -44,6 +44,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="nvt / npt thermostat damping time (default 100 steps)")
     p.add_argument("--barostat-fs", type=float, default=None, help="npt barostat damping time (default 1000 steps)")
     p.add_argument("--interval", type=int, default=10, help="log and trajectory every N steps")
+    p.add_argument("--max-force-std", type=float, default=None,
+                   help="with several --checkpoint files: stop once the committee's largest per-atom force "
+                        "spread exceeds this (eV/Å) and write that structure to uncertain.extxyz")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even when EMA weights were saved")
@@ -84,14 +87,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         log = run_md(atoms, args.steps, args.timestep, args.ensemble, args.temperature, args.friction, args.seed,
                      args.interval, trajectory=os.path.join(args.output_dir, "md.traj"), pressure_bar=args.pressure,
-                     thermostat_fs=args.thermostat_fs, barostat_fs=args.barostat_fs)
+                     thermostat_fs=args.thermostat_fs, barostat_fs=args.barostat_fs,
+                     max_forces_std=args.max_force_std)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     log.write_csv(os.path.join(args.output_dir, "md.csv"))
+    if log.stopped_at is not None:
+        from ase.io import write
+
+        stopped = atoms.copy()
+        stopped.info["md_step"] = log.stopped_at
+        write(os.path.join(args.output_dir, "uncertain.extxyz"), stopped, format="extxyz")
+        print(f"note: stopped early, {log.stop_reason}; structure in uncertain.extxyz", file=sys.stderr)
     summary = {
         "atoms": len(atoms), "ensemble": args.ensemble, "steps": args.steps, "timestep_fs": args.timestep,
-        "ms_per_step": 1000.0 * log.seconds / max(args.steps, 1),
+        "ms_per_step": 1000.0 * log.seconds / max(args.steps if log.stopped_at is None else log.stopped_at, 1),
         "mean_temperature_k": float(sum(log.temperature) / len(log.temperature)),
         "max_total_energy_error_ev": log.max_energy_error(),
         "max_conserved_energy_error_ev": log.max_conserved_error(),
@@ -101,6 +112,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "model_caveats": caveats,
         "committee_members": len(args.checkpoint),
         "max_forces_std_ev_a": float(np.nanmax(log.max_forces_std)) if len(args.checkpoint) > 1 else None,
+        "stopped_at_step": log.stopped_at,
+        "stop_reason": log.stop_reason,
     }
     from spinconv_train.config import write_text_atomic
 

@@ -44,6 +44,8 @@ class MDLog:
     conserved: List[float] = field(default_factory=list)
     max_forces_std: List[float] = field(default_factory=list)  # committee spread (eV/Å); NaN for one model
     seconds: float = 0.0
+    stop_reason: Optional[str] = None  # why the run ended before its steps (uncertainty threshold)
+    stopped_at: Optional[int] = None
 
     @property
     def total(self) -> np.ndarray:
@@ -106,6 +108,12 @@ def _pressure_bar(atoms: Atoms, with_stress: bool) -> float:
     return float(-stress[:3].mean() / units.bar)
 
 
+def _probe_results(atoms: Atoms) -> dict:
+    """The calculator's results for the current structure (computing them if needed)."""
+    atoms.get_forces()
+    return atoms.calc.results
+
+
 def run_md(
     atoms: Atoms,
     steps: int,
@@ -119,6 +127,7 @@ def run_md(
     pressure_bar: float = 1.0,
     thermostat_fs: Optional[float] = None,
     barostat_fs: Optional[float] = None,
+    max_forces_std: Optional[float] = None,
 ) -> MDLog:
     """Integrate ``atoms`` (with a calculator attached) for ``steps`` steps.
 
@@ -129,7 +138,9 @@ def run_md(
     ``npt``: ASE's isotropic MTK integrator (Nose-Hoover chains for the temperature and the
     cell volume) at ``pressure_bar``, damping times ``thermostat_fs`` (default 100 steps)
     and ``barostat_fs`` (default 1000 steps); it needs a periodic cell and a calculator with
-    the stress (an energy-centric SpinConv).
+    the stress (an energy-centric SpinConv). ``max_forces_std`` (eV/Å, a committee
+    calculator): stop after the first step whose largest per-atom force spread exceeds it,
+    leaving ``atoms`` at that structure (for active learning: label it, retrain).
     """
     from ase.md.langevin import Langevin
     from ase.md.nose_hoover_chain import IsotropicMTKNPT, NoseHooverChainNVT
@@ -142,6 +153,8 @@ def run_md(
         raise ValueError(f"need steps >= 0, timestep_fs > 0 and interval >= 1; got {steps}, {timestep_fs}, {interval}")
     if atoms.calc is None:
         raise ValueError("atoms have no calculator (attach a ModelCalculator)")
+    if max_forces_std is not None and "max_forces_std" not in _probe_results(atoms):
+        raise ValueError("max_forces_std needs a committee calculator (CommitteeCalculator: several checkpoints)")
     calc_stress = "stress" in getattr(atoms.calc, "implemented_properties", ())
     if ensemble == "npt":
         if not atoms.pbc.all() or atoms.cell.volume < 1e-6:
@@ -196,7 +209,15 @@ def run_md(
         dyn.attach(writer.write, interval=interval)
     start = time.perf_counter()
     try:
-        dyn.run(steps)
+        for _ in dyn.irun(steps):
+            spread = atoms.calc.results.get("max_forces_std")
+            if max_forces_std is not None and spread is not None and spread > max_forces_std:
+                log.stopped_at = int(dyn.nsteps)
+                log.stop_reason = (f"max_forces_std {spread:.4g} eV/Å > {max_forces_std:g} at step "
+                                   f"{dyn.nsteps}")
+                if log.steps[-1:] != [dyn.nsteps]:
+                    record()  # the log ends at the structure the run stopped on
+                break
     finally:
         log.seconds = time.perf_counter() - start
         if writer is not None:

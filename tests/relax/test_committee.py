@@ -73,6 +73,26 @@ def test_md_with_a_committee_logs_the_spread_and_conserves_the_mean_energy():
     assert exchanged > 0.05 and log.max_energy_error() < 0.01 * exchanged
 
 
+def test_md_stops_where_the_committee_disagrees():
+    atoms = rattled_molecule("CH3CH2OH", seed=1)
+    probe = atoms.copy()
+    probe.calc = CommitteeCalculator([_member(0), _member(1)])
+    log = run_md(probe, 12, 0.5, "nve", temperature_k=600.0, seed=0)
+    spreads = np.asarray(log.max_forces_std)
+    threshold = float(np.median(spreads[1:]))
+    first = int(np.argmax(spreads > threshold))
+    assert first > 0  # the run gets under way before it stops
+    stopped = atoms.copy()
+    stopped.calc = CommitteeCalculator([_member(0), _member(1)])
+    log = run_md(stopped, 12, 0.5, "nve", temperature_k=600.0, seed=0, max_forces_std=threshold)
+    assert log.stopped_at == first and log.steps[-1] == first and len(log.steps) == first + 1
+    assert "max_forces_std" in log.stop_reason and stopped.calc.results["max_forces_std"] > threshold
+    with pytest.raises(ValueError, match="max_forces_std needs a committee"):
+        single = atoms.copy()
+        single.calc = _member(0)
+        run_md(single, 2, 0.5, max_forces_std=0.1)
+
+
 @pytest.fixture(scope="module")
 def two_checkpoints(force_checkpoint, s2ef_data, tmp_path_factory):
     from spinconv_train.cli import main
@@ -114,3 +134,8 @@ def test_scripts_take_several_checkpoints(two_checkpoints, tmp_path, capsys):
     assert md_summary["committee_members"] == 2 and md_summary["max_forces_std_ev_a"] > 0
     rows = (tmp_path / "md" / "md.csv").read_text().splitlines()
     assert rows[0].endswith("max_forces_std_ev_a") and all(float(r.split(",")[-1]) > 0 for r in rows[1:])
+    assert md.main(["--checkpoint", *two_checkpoints, "--structure", structure, "--steps", "3",
+                    "--max-force-std", "1e-9", "--output-dir", str(tmp_path / "stop")]) == 0
+    stop_summary = json.loads((tmp_path / "stop" / "summary.json").read_text())
+    assert stop_summary["stopped_at_step"] == 0 and "max_forces_std" in stop_summary["stop_reason"]
+    assert read(str(tmp_path / "stop" / "uncertain.extxyz")).info["md_step"] == 0

@@ -115,3 +115,16 @@ def test_predict_mode_on_unlabelled_ase_files(ase_folder, tmp_path):
         assert pred["ids"].tolist() == ["0_0", "0_1", "0_2"]
         assert pred["energy"].shape == (3,) and np.isfinite(pred["energy"]).all()
         assert pred["forces"].shape == (3 * 9, 3)  # free atoms only: 4 of 13 fixed per frame
+
+
+def test_ase_config_template_trains_on_ase_files(ase_folder, tmp_path):
+    """configs/ase/spinconv.yml with its README-style overrides (small model for speed)."""
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "ase", "spinconv.yml")
+    train = os.path.join(ase_folder, "in1.extxyz")
+    val = os.path.join(ase_folder, "in0.traj")
+    assert main(["--mode", "train", "--config-yml", config, f"--dataset.train.src={train}",
+                 f"--dataset.val.src={val}", "--optim.max_epochs=null", "--optim.max_steps=2",
+                 "--model.hidden_channels=8", "--model.mid_hidden_channels=8", "--model.num_interactions=1",
+                 "--logger.backends=[]", "--run-dir", str(tmp_path / "runs"), "--no-progress"]) == 0
+    run = only_run_dir(tmp_path / "runs")
+    assert read_jsonl(run, "val")[-1]["step"] == 2

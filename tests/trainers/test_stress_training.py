@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 import pytest
 from ase.build import bulk
 from ase.build import molecule as build_molecule
@@ -66,6 +67,13 @@ def test_preprocessing_keeps_the_stress(stress_data, tmp_path):
     write(str(molecule), [mol])
     with pytest.raises(DatasetError, match="stress"):
         preprocess_ef([str(molecule)], str(tmp_path / "out"), stress=True, progress=False)
+    # the ase dataset reads the same stresses from the source file
+    from spinconv_train.datasets import AseDataset
+
+    direct = AseDataset({"src": str(root / "train.extxyz"), "stress": True})
+    assert torch.equal(direct[3].stress, record.stress)
+    with pytest.raises(DatasetError, match="molecule.extxyz, record 0, field 'stress'"):
+        AseDataset({"src": str(molecule), "stress": True})
 
 
 def _config(paths, **optim):

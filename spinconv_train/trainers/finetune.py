@@ -6,7 +6,7 @@ The ``finetune`` config section::
       checkpoint: runs/<run>/best_checkpoint.pt  # weights to start from (null: a new model)
       weights: auto        # auto: the EMA weights when the checkpoint kept them; ema; model
       targets: checkpoint  # checkpoint: keep its normaliser / element references; fit: fit on this run's data
-      freeze: []           # parameter-name prefixes held fixed, e.g. [distance_expansion, embedding]
+      freeze: []           # parameter-name prefixes held fixed, e.g. [dist_block, embeddingblock2]
 
 Only the weights are taken: the optimiser, scheduler, step counter and EMA start afresh
 (resuming an interrupted fine-tuning run with ``--checkpoint`` restores those as usual;

@@ -139,3 +139,25 @@ def test_energy_centric_inference_reuses_the_kernel_with_the_same_forces():
     for key in ("energy", "forces"):
         assert torch.equal(first[key], second[key])
         assert torch.allclose(first[key], recorded[key].detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_calculator_calls_reuse_the_kernel_and_a_mode_switch_drops_it():
+    """The ASE calculator calls model.eval() before every structure: that must not drop the
+    kept kernels (it did, rebuilding them on every MD step); train() then eval() does."""
+    from spinconv_train.relax import ModelCalculator
+
+    class RawOutputs:
+        def denormalize(self, out, batch):
+            return out
+
+    model = make_model(dtype=torch.float64, force_estimator="grad").eval()
+    convs = [m for m in model.modules() if isinstance(m, GridSpinConv)]
+    atoms = rattled_molecule()
+    atoms.calc = ModelCalculator(model, RawOutputs())
+    atoms.get_forces()
+    kept = [m._kernel_cache[2] for m in convs]
+    atoms.positions[0, 0] += 0.01
+    atoms.get_forces()  # a second structure: eval() again, same weights
+    assert all(m._kernel_cache[2] is k for m, k in zip(convs, kept))
+    model.train()
+    assert all(m._kernel_cache is None for m in convs)

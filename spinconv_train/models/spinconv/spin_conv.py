@@ -212,7 +212,10 @@ class GridSpinConv(nn.Module):
         self._kernel_cache = None
 
     def train(self, mode: bool = True) -> "GridSpinConv":
-        self.clear_kernel_cache()  # switching modes brackets every optimisation phase
+        # A switch of mode brackets every optimisation phase; a repeated eval() (the ASE
+        # calculator calls it before every structure) keeps the kernel.
+        if bool(mode) != self.training:
+            self.clear_kernel_cache()
         return super().train(mode)
 
     def __getstate__(self) -> dict:

@@ -141,3 +141,36 @@ def test_cuda_stress_and_smooth_interpolation_match_cpu():
     for key in ("energy", "forces", "stress"):
         assert on_gpu[key].device.type == "cuda"
         assert _relative_error(on_gpu[key].detach(), on_cpu[key].detach()) < 1e-9, key
+
+
+def test_cuda_batched_relaxation_and_atom_energies_match_cpu():
+    """Batched relaxations (threads sharing model calls) and per-atom energies on CUDA."""
+    import copy
+
+    import numpy as np
+
+    from models.spinconv_testkit import distorted_crystal, to_data
+    from spinconv_train.relax.mode import relax_calculator
+    from spinconv_train.relax.runner import relax_indices
+    from spinconv_train.relax.settings import RelaxOptions
+
+    class RawOutputs:
+        def denormalize(self, out, batch):
+            return out
+
+    model = make_model(torch.float64, force_estimator="grad", envelope=True, sphere_interpolation="smooth").eval()
+    records = [to_data(distorted_crystal(seed=s)) for s in (1, 2, 3)]
+    options = RelaxOptions.from_mapping({"name": "fire", "steps": 8, "batch_size": 3})
+    results = {}
+    for device in ("cpu", "cuda"):
+        copy_model = copy.deepcopy(model).to(device)
+        evaluator = relax_calculator(copy_model, RawOutputs(), torch.device(device), 3)
+        results[device] = relax_indices(records, [0, 1, 2], evaluator, options)
+        assert max(evaluator.batch_sizes) == 3
+    for a, b in zip(results["cpu"], results["cuda"]):
+        np.testing.assert_allclose(b.positions, a.positions, atol=1e-6)
+        assert a.steps == b.steps
+    batch = to_batch([slab_with_adsorbate(0)], torch.float64)
+    on_cpu = model(batch.clone(), atom_energies=True)["atom_energies"]
+    on_gpu = model.to(CUDA)(batch.clone().to(CUDA), atom_energies=True)["atom_energies"]
+    assert _relative_error(on_gpu.detach(), on_cpu.detach()) < 1e-9

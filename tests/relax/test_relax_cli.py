@@ -78,3 +78,25 @@ def test_run_relaxations_from_checkpoint_config_with_overrides(force_checkpoint,
     with np.load(os.path.join(run, "relaxations.npz")) as npz:
         assert len(npz["sid"]) == 8 and (npz["steps"] <= 2).all()
     assert not os.path.exists(os.path.join(run, "trajectories"))
+
+
+def test_run_relaxations_on_ase_files(force_checkpoint, tmp_path):
+    """Any checkpoint relaxes the structures of an extxyz file through the ase dataset."""
+    from ase.io import write
+
+    from trainers.trainer_testing import emt_frames
+
+    frames = emt_frames(5, n=3, labelled=False)
+    source = str(tmp_path / "to_relax.extxyz")
+    write(source, frames)
+    assert main(["--mode", "run-relaxations", "--checkpoint", force_checkpoint, "--run-dir", str(tmp_path / "runs"),
+                 "--no-progress", "--task.relax_dataset.name=ase", f"--task.relax_dataset.src={source}",
+                 "--task.relax_dataset.energy=false", "--task.relax_dataset.forces=false",
+                 "--task.relax_opt.steps=3"]) == 0
+    with np.load(os.path.join(only_run_dir(tmp_path / "runs"), "relaxations.npz")) as npz:
+        assert npz["natoms"].tolist() == [len(a) for a in frames]
+        assert ((npz["steps"] >= 1) & (npz["steps"] <= 3)).all()
+        positions = np.split(npz["positions"], np.cumsum(npz["natoms"])[:-1])
+    for atoms, relaxed in zip(frames, positions):
+        fixed = atoms.constraints[0].get_indices()
+        np.testing.assert_allclose(relaxed[fixed], atoms.positions[fixed], atol=1e-5)  # float32 round trip

@@ -66,6 +66,9 @@ class BatchEvaluator:
         with_stress = self.supports_stress and all(a.pbc.all() and a.cell.volume > 1e-6 for a in frames)
         try:
             results: Sequence[Any] = self.predict(frames, with_stress)
+            if len(results) != len(keys):  # a waiting thread would never be answered
+                raise RuntimeError(f"the batched prediction returned {len(results)} results for {len(keys)} "
+                                   "structures")
         except Exception as err:  # noqa: BLE001 - every waiting thread re-raises it
             results = [err] * len(keys)
         self.batch_sizes.append(len(keys))

@@ -193,6 +193,9 @@ def test_batched_relaxation_raises_model_and_record_errors_without_hanging(relax
                                                        for a in frames])
     with pytest.raises(KeyError, match="record 1 is unreadable"):
         relax_indices(Broken(), [0, 1, 2], evaluator, options)
+    short = BatchEvaluator(lambda frames, stress: [{"energy": 0.0, "forces": np.ones((len(frames[0]), 3))}])
+    with pytest.raises(RuntimeError, match="returned 1 results for 3 structures"):
+        relax_indices(relax_dataset, [0, 1, 2], short, options)
 
 
 def test_relax_batch_size_is_checked():

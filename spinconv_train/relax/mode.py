@@ -13,12 +13,12 @@ from torch.utils.data import Dataset
 
 from spinconv_train.config import Config, write_text_atomic
 from spinconv_train.datasets import DatasetError
+from spinconv_train.datasets.lmdb_io import save_npz_atomic
 from spinconv_train.registry import DATASETS
 from spinconv_train.relax.batched import BatchEvaluator
 from spinconv_train.relax.calculator import ModelCalculator, require_forces_task
 from spinconv_train.relax.evaluate import predict_atoms
 from spinconv_train.relax.metrics import relaxation_metrics
-from spinconv_train.datasets.lmdb_io import save_npz_atomic
 from spinconv_train.relax.output import submission_arrays, write_relaxations
 from spinconv_train.relax.runner import RelaxResult, relax_indices
 from spinconv_train.relax.settings import RelaxSettings, relax_settings

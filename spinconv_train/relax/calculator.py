@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
-from ase.stress import full_3x3_to_voigt_6_stress
 
-from spinconv_train.relax.convert import atoms_to_batch
-from spinconv_train.trainers.checkpoint import CheckpointError
-
-
-class NotAForceModelError(CheckpointError):
-    """The checkpoint's trainer or model does not predict forces."""
+from spinconv_train.relax.evaluate import NotAForceModelError, predict_atoms
 
 
 def require_forces_task(task: Any, trainer: str, source: str) -> None:
@@ -46,10 +39,7 @@ class ModelCalculator(Calculator):
         super().__init__(**kwargs)
         self.model = model
         self.task = task
-        first = next(model.parameters(), torch.empty(0))
-        self.device = device if device is not None else first.device
-        # positions and cell in the model's precision (float64 models get unrounded inputs)
-        self.dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
+        self.device = device if device is not None else next(model.parameters(), torch.empty(0)).device
         self.supports_stress = bool(getattr(model, "supports_stress", False))  # energy-centric, periodic
         # per-atom energies ("energies", ASE's name) where the model's energy head exposes them
         self.supports_atom_energies = bool(getattr(model, "supports_atom_energies", False))
@@ -69,8 +59,6 @@ class ModelCalculator(Calculator):
     def calculate(self, atoms: Optional[Atoms] = None, properties: Sequence[str] = ("energy",),
                   system_changes: Sequence[str] = all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        batch = atoms_to_batch(self.atoms, self.device, self.dtype)
-        self.model.eval()
         # The stress costs little next to the forces (one more input of the same backward),
         # so it is computed whenever defined: a later get_stress() (cell filters, the MD
         # log's pressure) then needs no second model call.
@@ -80,23 +68,16 @@ class ModelCalculator(Calculator):
             raise PropertyNotImplementedError(
                 f"stress needs an energy-centric SpinConv (force_estimator: grad); this model is "
                 f"{type(self.model).__name__} with force_estimator={getattr(self.model, 'force_estimator', None)!r}")
-        kwargs = {"stress": True} if want_stress else {}
-        if self.supports_atom_energies:
-            kwargs["atom_energies"] = True  # free: the energy head computes them anyway
-        with torch.no_grad():  # gradient-force models enable autograd inside their forward
-            out = self.model(batch, **kwargs)
-        if "forces" not in out:
-            raise NotAForceModelError(f"model {type(self.model).__name__} returned no 'forces' "
-                                      "(was it built with regress_forces: false?)")
-        pred = self.task.denormalize(out, batch)
+        # the batched predictions' model call for this one structure (float64 models get
+        # unrounded float64 positions; per-atom energies come free with the energy head's)
+        (pred,) = predict_atoms(self.model, self.task, [self.atoms], batch_size=1, stress=want_stress,
+                                device=self.device)
         self.evaluations += 1
-        energy = float(pred["energy"].reshape(-1)[0])
-        self.results = {"energy": energy, "free_energy": energy,
-                        "forces": pred["forces"].cpu().numpy().astype(np.float64).reshape(len(self.atoms), 3)}
-        if want_stress:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(pred["stress"].reshape(3, 3).cpu().numpy())
-        if "atom_energies" in pred:
-            self.results["energies"] = pred["atom_energies"].cpu().numpy().astype(np.float64)
+        energy = float(pred["energy"])
+        self.results = {"energy": energy, "free_energy": energy, "forces": pred["forces"]}
+        for key in ("stress", "energies"):
+            if key in pred:
+                self.results[key] = pred[key]
 
 
 def load_force_model(path: str, device: torch.device, use_ema: bool = True) -> tuple:

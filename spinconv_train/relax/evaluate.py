@@ -11,13 +11,19 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from spinconv_train.datasets import DatasetError, collate
 from spinconv_train.datasets.ase_convert import atoms_to_data
+from spinconv_train.trainers.checkpoint import CheckpointError
+
+
+class NotAForceModelError(CheckpointError):
+    """The checkpoint's trainer or model does not predict forces."""
 
 
 def predict_atoms(model: torch.nn.Module, task: Any, frames: Sequence[Atoms], batch_size: int = 16,
                   stress: bool = False, device: Optional[torch.device] = None) -> List[Dict[str, np.ndarray]]:
     """``{"energy", "forces"[, "stress"][, "energies"]}`` per frame (eV, eV/Å, eV/Å^3 Voigt,
     per-atom eV for models that expose them), in batches of ``batch_size`` structures, in the
-    training data's units (as ``--mode predict``)."""
+    training data's units (as ``--mode predict``). The ASE calculator makes the same call
+    for one structure."""
     first = next(model.parameters(), torch.empty(0))  # (a parameterless test double: CPU, float32)
     device = device if device is not None else first.device
     dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
@@ -38,6 +44,9 @@ def predict_atoms(model: torch.nn.Module, task: Any, frames: Sequence[Atoms], ba
             kwargs["atom_energies"] = True
         with torch.no_grad():  # gradient-force models enable autograd inside their forward
             out = model(batch, **kwargs)
+        if "forces" not in out:
+            raise NotAForceModelError(f"model {type(model).__name__} returned no 'forces' "
+                                      "(was it built with regress_forces: false?)")
         pred = task.denormalize(out, batch)
         energies = pred["energy"].reshape(-1).cpu().numpy()
         forces = pred["forces"].cpu().numpy().astype(np.float64)

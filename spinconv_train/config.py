@@ -413,12 +413,17 @@ def check_dataset_paths(config: Config, splits: Iterable[str]) -> None:
     for split in splits:
         if split not in config["dataset"]:
             raise config.fail(f"dataset.{split}", "this run needs the split but the config has none")
-        src = config["dataset"][split]["src"]
-        for path in (src if isinstance(src, list) else [src]):
-            if not isinstance(path, str):
-                raise config.fail(f"dataset.{split}.src", f"must be a path (or a list of paths), got {path!r}")
-            if path not in NON_PATH_SOURCES and not os.path.exists(path):
-                raise config.fail(f"dataset.{split}.src", f"path {path!r} does not exist")
+        check_source_paths(config, f"dataset.{split}.src", config["dataset"][split]["src"])
+
+
+def check_source_paths(config: Config, key: str, src: Any) -> None:
+    """Raise a ConfigError naming ``key`` when ``src`` (a path or a list of paths) is not a
+    path or does not exist."""
+    for path in (src if isinstance(src, list) else [src]):
+        if not isinstance(path, str):
+            raise config.fail(key, f"must be a path (or a list of paths), got {path!r}")
+        if path not in NON_PATH_SOURCES and not os.path.exists(path):
+            raise config.fail(key, f"path {path!r} does not exist")
 
 
 def plain(config: Mapping[str, Any]) -> Dict[str, Any]:

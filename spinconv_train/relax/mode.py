@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Union
 
 from torch.utils.data import Dataset
 
-from spinconv_train.config import Config, write_text_atomic
+from spinconv_train.config import Config, check_source_paths, write_text_atomic
 from spinconv_train.datasets import DatasetError
 from spinconv_train.datasets.lmdb_io import save_npz_atomic
 from spinconv_train.registry import DATASETS
@@ -34,9 +34,8 @@ def build_relax_dataset(config: Config, settings: RelaxSettings) -> Dataset:
     """The dataset of ``task.relax_dataset`` (class ``name``, default ``lmdb``)."""
     section = dict(settings.dataset)
     name = section.pop("name", "lmdb")
-    src = str(section["src"])
-    if not os.path.exists(src):
-        raise config.fail("task.relax_dataset.src", f"path {src!r} does not exist")
+    src = section["src"]
+    check_source_paths(config, "task.relax_dataset.src", src)
     try:
         cls = DATASETS.get(name)
     except KeyError as err:

@@ -54,13 +54,13 @@ def load_pretrained(model: torch.nn.Module, config: Config) -> Optional[TargetSt
     if saved.get("model", {}).get("name") != config["model"]["name"]:
         raise config.fail("finetune.checkpoint", f"checkpoint {path!r} holds a {saved.get('model', {}).get('name')!r} "
                           f"model, the config builds {config['model']['name']!r}")
+    differences = ckpt.model_differences(saved.get("model", {}), config["model"])
     try:
         model.load_state_dict(pretrained_state(payload, path, section["weights"]))
     except RuntimeError as err:
         raise ckpt.CheckpointError(f"finetune.checkpoint {path!r}: its weights do not fit the configured model "
-                                   f"({'; '.join(ckpt.model_differences(saved.get('model', {}), config['model']))}): "
-                                   f"{err}") from None
-    for line in ckpt.model_differences(saved.get("model", {}), config["model"]):
+                                   f"({'; '.join(differences)}): {err}") from None
+    for line in differences:
         logger.info("fine-tuning with a changed setting: %s", line)
     logger.info("fine-tuning from %s (step %s of its run)", path, payload.get("step"))
     if section["targets"] == "fit":
@@ -86,6 +86,7 @@ def freeze(model: torch.nn.Module, prefixes: List[str], config: Config) -> int:
     if not prefixes:
         return 0
     named = dict(model.named_parameters())
+    total = sum(p.numel() for p in named.values())
     frozen = 0
     for prefix in prefixes:
         hits = [name for name in named if name == prefix or name.startswith(prefix + ".")]
@@ -97,8 +98,7 @@ def freeze(model: torch.nn.Module, prefixes: List[str], config: Config) -> int:
             if named[name].requires_grad:
                 named[name].requires_grad_(False)
                 frozen += named[name].numel()
-    if frozen == sum(p.numel() for p in named.values()):
+    if frozen == total:
         raise config.fail("finetune.freeze", "freezes every parameter; nothing would train")
-    logger.info("froze %d of %d parameter values (%s)", frozen, sum(p.numel() for p in named.values()),
-                ", ".join(prefixes))
+    logger.info("froze %d of %d parameter values (%s)", frozen, total, ", ".join(prefixes))
     return frozen

@@ -63,7 +63,7 @@ def accumulate_gradients(session: Session, batch: Any, weight: float, sync: bool
             out = model(batch, **session.task.model_kwargs())
             loss = session.task.loss(out, batch)
         _check_finite(session, loss, batch)
-        scaled = loss * weight if weight != 1.0 else loss
+        scaled = loss * weight  # exact for weight 1
         scaler = session.scaler
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
     outputs = {k: v.detach().float() for k, v in out.items()}

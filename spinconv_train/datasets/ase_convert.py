@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import List, Mapping, NamedTuple, Optional, Union
+from typing import Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -197,6 +197,19 @@ def frame_record(atoms: Atoms, path: str, file_index: int, fid: int, refs: Optio
                                "training on stress needs it for every frame", path, fid, "stress")
     return atoms_to_data(atoms, value, force, sid=sid, fid=record_fid, refs=refs, source=path, index=fid,
                          stress=frame_stress_value)
+
+
+def file_records(path: str, file_index: int, refs: Optional[RefTable] = None, energy: bool = True,
+                 forces: bool = True, stress: bool = False, sidecars: bool = False,
+                 subtract_reference: bool = False) -> Iterator[Tuple[int, Data]]:
+    """``(index in the file, record)`` for every frame of ``path`` (see ``frame_record``);
+    with ``sidecars`` the OC20 ``.txt`` rows beside the file give sid / fid (and, with
+    ``subtract_reference``, the reference energies)."""
+    frames = read_frames(path)
+    rows = read_sidecar(sidecar_path(path), len(frames), path) if sidecars else [None] * len(frames)
+    for fid, (atoms, row) in enumerate(zip(frames, rows)):
+        yield fid, frame_record(atoms, path, file_index, fid, refs, energy=energy, forces=forces, stress=stress,
+                                sidecar=row, subtract_reference=subtract_reference)
 
 
 class SidecarRow(NamedTuple):

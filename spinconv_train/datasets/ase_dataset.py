@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 
 from ..registry import DATASETS
-from .ase_convert import frame_record, load_refs, read_frames, read_sidecar, sidecar_path
+from .ase_convert import file_records, load_refs
 from .errors import DatasetError, check_config_keys
-from .element_refs import scalar
 from .records import normalize_structure, validate_structure
 from .splits import SPLIT_NAMES, split_by_size
 
@@ -86,12 +84,9 @@ class AseDataset(Dataset):
         self.files = [f for source in sources for f in ase_input_files(source, config.get("pattern"))]
         records: List[Data] = []
         for file_index, path in enumerate(self.files):
-            frames = read_frames(path)
-            rows = read_sidecar(sidecar_path(path), len(frames), path) if sidecars else [None] * len(frames)
-            for fid, (atoms, row) in enumerate(zip(frames, rows)):
-                data = frame_record(atoms, path, file_index, fid, refs, energy=energy, forces=forces,
-                                    stress=bool(config.get("stress", False)), sidecar=row,
-                                    subtract_reference=subtract)
+            for fid, data in file_records(path, file_index, refs, energy=energy, forces=forces,
+                                          stress=bool(config.get("stress", False)), sidecars=sidecars,
+                                          subtract_reference=subtract):
                 normalize_structure(data, path, fid)
                 validate_structure(data, path, fid, required, elements)
                 records.append(data)
@@ -118,18 +113,3 @@ class AseDataset(Dataset):
     def get_natoms(self) -> np.ndarray:
         """Atoms per structure."""
         return np.array([int(r.natoms) for r in self.records], dtype=np.int64)
-
-    def energies_and_counts(self, field: str = "y", indices: Optional[Sequence[int]] = None,
-                            max_z: int = 118) -> tuple:
-        """``(energies (n,), element counts (n, max_z+1))`` of ``indices`` (default: all)."""
-        rows = range(len(self)) if indices is None else indices
-        energies = np.empty(len(rows), dtype=np.float64)
-        counts = np.zeros((len(rows), max_z + 1), dtype=np.float64)
-        for row, index in enumerate(rows):
-            record = self.records[int(index)]
-            value = getattr(record, field, None)
-            if value is None:
-                raise DatasetError("missing energy field", self.src, int(index), field)
-            energies[row] = scalar(value)
-            counts[row] = np.bincount(torch.as_tensor(record.atomic_numbers).long().numpy(), minlength=max_z + 1)
-        return energies, counts

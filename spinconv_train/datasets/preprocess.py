@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .ase_convert import atoms_to_data, frame_record, frame_results, load_refs, read_frames, read_sidecar, sidecar_path
+from .ase_convert import atoms_to_data, file_records, frame_results, load_refs, read_frames
 from .errors import DatasetError
 from .lmdb_io import LmdbWriter, save_npz_atomic
 from .records import validate_structure
@@ -23,14 +23,11 @@ def _write_shard(job: tuple) -> List[int]:
     natoms = []
     with LmdbWriter(path) as writer:
         for file_index, name in tqdm(files, desc=f"shard {shard}", position=shard, leave=False, disable=not progress):
-            frames = read_frames(name)
-            rows = read_sidecar(sidecar_path(name), len(frames), name) if sidecars else [None] * len(frames)
-            for fid, (atoms, row) in enumerate(zip(frames, rows)):
-                data = frame_record(atoms, name, file_index, fid, refs, stress=with_stress, sidecar=row,
-                                    subtract_reference=subtract_reference)
+            for fid, data in file_records(name, file_index, refs, stress=with_stress, sidecars=sidecars,
+                                          subtract_reference=subtract_reference):
                 validate_structure(data, name, fid, ("y", "force"))
                 writer.append(data if transform is None else transform(data))
-                natoms.append(len(atoms))
+                natoms.append(int(data.natoms))
     return natoms
 
 

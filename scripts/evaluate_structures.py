@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from typing import List, Optional
 
 
@@ -48,6 +46,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
     from ase.io import write
 
+    from spinconv_train.atomic_files import atomic_path
     from spinconv_train.datasets import DatasetError
     from spinconv_train.datasets.ase_convert import read_frames
     from spinconv_train.relax.calculator import load_force_model
@@ -75,17 +74,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "energy_std" in pred:
             atoms.info[f"{args.prefix}energy_std"] = pred["energy_std"]
             atoms.arrays[f"{args.prefix}forces_std"] = pred["forces_std"]
-    folder = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".extxyz")
-    os.close(fd)
-    try:
+    with atomic_path(args.out, suffix=".extxyz") as tmp:
         write(tmp, frames, format="extxyz")
-        os.replace(tmp, args.out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     summary = {"out": args.out, **error_summary(frames, predictions)}
     if len(members) > 1:
         summary["committee_members"] = len(members)

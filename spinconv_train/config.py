@@ -10,11 +10,12 @@ from __future__ import annotations
 import copy
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
+
+from spinconv_train.atomic_files import atomic_path
 
 CLI_ORIGIN = "command line"
 
@@ -438,14 +439,5 @@ def save_config(config: Mapping[str, Any], path: str) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=os.path.basename(path)) as tmp, open(tmp, "w") as handle:
+        handle.write(text)

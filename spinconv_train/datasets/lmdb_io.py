@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from spinconv_train.atomic_files import atomic_path
+
 from .errors import DatasetError
 
 LENGTH_KEY = b"length"
@@ -258,15 +260,5 @@ def _default_mode() -> int:
 
 def save_npz_atomic(path: str, **arrays: np.ndarray) -> None:
     """``np.savez`` to a temporary file next to ``path``, then rename into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, suffix=".npz", mode=_default_mode()) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)

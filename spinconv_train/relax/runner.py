@@ -7,8 +7,8 @@ can split the work (``indices[rank::world_size]``) and gather the results.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Union
@@ -19,6 +19,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from tqdm import tqdm
 
+from spinconv_train.atomic_files import atomic_path
 from spinconv_train.relax.batched import BatchEvaluator, run_batched
 from spinconv_train.relax.convert import free_atoms, record_to_atoms
 from spinconv_train.relax.settings import OPTIMIZERS, RelaxOptions
@@ -60,21 +61,10 @@ def relax_atoms(atoms: Atoms, options: RelaxOptions, trajectory: Optional[str] =
     """Relax ``atoms`` (its calculator attached) in place until the largest free-atom force
     norm is below ``options.fmax`` or ``options.steps`` steps were taken; returns
     ``(steps, converged)``. ``trajectory`` is written via a temporary file and renamed."""
-    tmp = None
-    if trajectory is not None:
-        folder = os.path.dirname(os.path.abspath(trajectory))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".traj")
-        os.close(fd)
-    try:
-        with make_optimizer(atoms, options, tmp) as optimizer:
-            converged = bool(optimizer.run(fmax=options.fmax, steps=options.steps))
-            steps = int(optimizer.nsteps)
-        if tmp is not None:
-            os.replace(tmp, trajectory)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    output = atomic_path(trajectory, suffix=".traj") if trajectory is not None else contextlib.nullcontext()
+    with output as tmp, make_optimizer(atoms, options, tmp) as optimizer:
+        converged = bool(optimizer.run(fmax=options.fmax, steps=options.steps))
+        steps = int(optimizer.nsteps)
     return steps, converged
 
 

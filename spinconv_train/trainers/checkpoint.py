@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from typing import Any, Dict, List, Mapping
 
 import numpy as np
 import torch
 
+from spinconv_train.atomic_files import atomic_path
 from spinconv_train.config import plain
 
 CHECKPOINT = "checkpoint.pt"
@@ -36,17 +36,8 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 def save_atomic(payload: Mapping[str, Any], path: str) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".pt") as tmp:
         torch.save(dict(payload), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load(path: str) -> Dict[str, Any]:

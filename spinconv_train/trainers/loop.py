@@ -5,7 +5,6 @@ import contextlib
 import logging
 import math
 import os
-import tempfile
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -14,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from spinconv_train.atomic_files import atomic_path
 from spinconv_train.modules.evaluator import MetricAccumulator
 from spinconv_train.trainers import distributed as dist
 from spinconv_train.trainers.session import Session, attach_scheduler
@@ -292,13 +292,5 @@ def predict(session: Session, loader: DataLoader, path: str) -> str:
 
 
 def _savez_atomic(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)

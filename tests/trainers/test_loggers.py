@@ -48,11 +48,11 @@ def test_file_logger_writes_atomically(tmp_path, monkeypatch):
     class FailingFile(io.StringIO):
         write = failing_write
 
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(config_module.os, "fdopen", lambda fd, mode: (os.close(fd), FailingFile())[1])
+    # write_text_atomic opens its temporary file with open(): make that file fail on write
+    monkeypatch.setattr(config_module, "open", lambda path, mode: FailingFile(), raising=False)
     with pytest.raises(OSError, match="disk full"):
         logger.log({"loss": 1.0}, step=2, split="train")
-    monkeypatch.setattr(config_module.os, "fdopen", real_fdopen)
+    monkeypatch.delattr(config_module, "open")
     assert ((tmp_path / "metrics.csv").read_text(), (tmp_path / "metrics.jsonl").read_text()) == before
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -44,6 +42,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import numpy as np
     import torch
 
+    from spinconv_train.benchmarks.timing import time_interleaved
     from spinconv_train.datasets import LmdbDataset
     from spinconv_train.relax.calculator import load_force_model
     from spinconv_train.relax.mode import relax_calculator
@@ -56,33 +55,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     model, task = load_force_model(args.checkpoint, device)
     dataset = LmdbDataset({"src": args.data})
     indices = list(range(len(dataset) if args.limit is None else min(args.limit, len(dataset))))
-    times: Dict[int, List[float]] = {b: [] for b in args.batch_sizes}
     calls: Dict[int, int] = {}
     positions: Dict[int, List[np.ndarray]] = {}
     steps: Dict[int, int] = {}
-    for _ in range(args.repeats):
-        for size in args.batch_sizes:
-            options = RelaxOptions.from_mapping({"name": args.optimizer, "steps": args.steps, "fmax": args.fmax,
-                                                 "batch_size": size})
+
+    def relaxation(size: int) -> Callable[[], None]:
+        options = RelaxOptions.from_mapping({"name": args.optimizer, "steps": args.steps, "fmax": args.fmax,
+                                             "batch_size": size})
+
+        def run() -> None:
             calculator = relax_calculator(model, task, device, size)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
             results = relax_indices(dataset, indices, calculator, options)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times[size].append(time.perf_counter() - start)
             calls[size] = len(calculator.batch_sizes) if hasattr(calculator, "batch_sizes") \
                 else calculator.evaluations
             positions[size] = [r.positions for r in results]
             steps[size] = sum(r.steps for r in results)
-    base = statistics.median(times[args.batch_sizes[0]])
+        return run
+
+    # rounds alternate the batch sizes, so a noisy machine slows them alike
+    timings = time_interleaved({size: relaxation(size) for size in args.batch_sizes}, args.repeats, warmup=0,
+                               device=device)
+    base = timings[args.batch_sizes[0]].median
     for size in args.batch_sizes:
-        median = statistics.median(times[size])
+        median = timings[size].median
         print(json.dumps({"batch_size": size, "structures": len(indices), "median_s": round(median, 4),
                           "structures_per_s": round(len(indices) / median, 4), "model_calls": calls[size],
                           "optimizer_steps": steps[size], "speedup": round(base / median, 3),
-                          "runs_s": [round(t, 4) for t in times[size]]}))
+                          "runs_s": [round(t, 4) for t in timings[size].times]}))
     ref = positions[args.batch_sizes[0]]
     diff = max(float(np.abs(a - b).max()) for size in args.batch_sizes for a, b in zip(ref, positions[size]))
     print(json.dumps({"summary": True, "device": str(device), "threads": torch.get_num_threads(),

@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from spinconv_train.relax.evaluate import calculator_properties
+
 # (structures, with stress?) -> one {"energy", "forces"[, "stress"]} per structure
 Predictor = Callable[[List[Atoms], bool], List[Dict[str, Any]]]
 
@@ -85,8 +87,7 @@ class BatchMemberCalculator(Calculator):
         super().__init__(**kwargs)
         self.evaluator = evaluator
         self.key = key
-        if not evaluator.supports_stress:
-            self.implemented_properties = ["energy", "free_energy", "forces"]
+        self.implemented_properties = calculator_properties(evaluator.supports_stress, atom_energies=False)
 
     def calculate(self, atoms: Optional[Atoms] = None, properties: Sequence[str] = ("energy",),
                   system_changes: Sequence[str] = all_changes) -> None:

@@ -8,7 +8,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from spinconv_train.relax.evaluate import NotAForceModelError, predict_atoms
+from spinconv_train.relax.evaluate import NotAForceModelError, calculator_properties, predict_atoms
 
 
 def require_forces_task(task: Any, trainer: str, source: str) -> None:
@@ -43,11 +43,7 @@ class ModelCalculator(Calculator):
         self.supports_stress = bool(getattr(model, "supports_stress", False))  # energy-centric, periodic
         # per-atom energies ("energies", ASE's name) where the model's energy head exposes them
         self.supports_atom_energies = bool(getattr(model, "supports_atom_energies", False))
-        unsupported = {"stress"} if not self.supports_stress else set()
-        if not self.supports_atom_energies:
-            unsupported.add("energies")
-        # ASE refuses get_stress() / get_potential_energies() before calling the model
-        self.implemented_properties = [p for p in self.implemented_properties if p not in unsupported]
+        self.implemented_properties = calculator_properties(self.supports_stress, self.supports_atom_energies)
         self.evaluations = 0
 
     @classmethod

@@ -16,6 +16,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from spinconv_train.relax.calculator import ModelCalculator
+from spinconv_train.relax.evaluate import calculator_properties
 
 
 def committee_statistics(predictions: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
@@ -47,10 +48,8 @@ class CommitteeCalculator(Calculator):
         if len(members) < 2:
             raise ValueError(f"a committee needs at least 2 members, got {len(members)}")
         self.members = list(members)
-        self.implemented_properties = [
-            p for p in self.implemented_properties
-            if not (p == "stress" and not all(m.supports_stress for m in self.members))
-            and not (p == "energies" and not all(m.supports_atom_energies for m in self.members))]
+        self.implemented_properties = calculator_properties(all(m.supports_stress for m in self.members),
+                                                            all(m.supports_atom_energies for m in self.members))
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str], device: str = "cpu", use_ema: bool = True) -> "CommitteeCalculator":

@@ -18,6 +18,13 @@ class NotAForceModelError(CheckpointError):
     """The checkpoint's trainer or model does not predict forces."""
 
 
+def calculator_properties(stress: bool, atom_energies: bool) -> List[str]:
+    """An ASE calculator's ``implemented_properties``: ASE refuses ``get_stress()`` /
+    ``get_potential_energies()`` before calling a calculator that does not list them."""
+    optional = [name for name, on in (("stress", stress), ("energies", atom_energies)) if on]
+    return ["energy", "free_energy", "forces", *optional]
+
+
 def predict_atoms(model: torch.nn.Module, task: Any, frames: Sequence[Atoms], batch_size: int = 16,
                   stress: bool = False, device: Optional[torch.device] = None) -> List[Dict[str, np.ndarray]]:
     """``{"energy", "forces"[, "stress"][, "energies"]}`` per frame (eV, eV/Å, eV/Å^3 Voigt,

@@ -13,6 +13,7 @@ from spinconv_train.config import plain
 
 CHECKPOINT = "checkpoint.pt"
 BEST_CHECKPOINT = "best_checkpoint.pt"
+EXPORT_KEY = "exported"  # present in exported models (trainers/export.py): weights without training state
 
 
 class CheckpointError(RuntimeError):
@@ -52,6 +53,14 @@ def load(path: str) -> Dict[str, Any]:
         if key not in payload:
             raise CheckpointError(f"checkpoint {path!r} has no {key!r} entry; not a spinconv_train checkpoint")
     return payload
+
+
+def require_training_state(payload: Mapping[str, Any], path: str) -> None:
+    """Refuse to resume training from an exported model (it has no optimiser, sampler or RNG state)."""
+    if payload.get(EXPORT_KEY) is not None:
+        raise CheckpointError(
+            f"checkpoint {path!r} is an exported model (weights only, no optimiser or sampler state) and cannot "
+            f"resume training; start a new run from its weights with --finetune.checkpoint={path}")
 
 
 def model_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:

@@ -154,6 +154,8 @@ def open_session(config: Config, options: RunOptions, mode: str, train_dataset: 
     payload = ckpt.load(options.checkpoint) if options.checkpoint else None
     if payload is None and mode != "train":
         raise ckpt.CheckpointError(f"--mode {mode} needs --checkpoint (a checkpoint.pt of a trained run)")
+    if payload is not None and mode == "train":
+        ckpt.require_training_state(payload, options.checkpoint)
     model = build.build_model(config)
     targets: Optional[TargetState] = None
     if payload is not None:

@@ -36,6 +36,12 @@ def find_shards(src: str) -> List[str]:
     raise DatasetError("dataset src does not exist", src, field="src")
 
 
+def record_natoms(data: Data) -> int:
+    """Atoms of a stored record: its ``natoms`` field, else the length of ``pos``."""
+    natoms = getattr(data, "natoms", None)
+    return int(natoms) if natoms is not None else int(data.pos.shape[0])
+
+
 @DATASETS.register("lmdb", "trajectory_lmdb", "single_point_lmdb")
 class LmdbDataset(Dataset):
     """Structures stored in OC20-layout LMDB files.
@@ -175,15 +181,10 @@ class LmdbDataset(Dataset):
         else:
             reason = f"no {path}"
         message = (f"{reason}: reading natoms from all {count} records of {self.sources[source]} "
-                   "(slow; write metadata.npz with scripts/preprocess_ef.py)")
+                   f"(slow; write it once with: python scripts/write_lmdb_metadata.py {self.sources[source]})")
         logger.warning(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-        return np.array([self._natoms_of(self.raw_record(i)) for i in range(start, start + count)], dtype=np.int64)
-
-    @staticmethod
-    def _natoms_of(data: Data) -> int:
-        natoms = getattr(data, "natoms", None)
-        return int(natoms) if natoms is not None else int(data.pos.shape[0])
+        return np.array([record_natoms(self.raw_record(i)) for i in range(start, start + count)], dtype=np.int64)
 
     def energies_and_counts(
         self, field: str = "y", indices: Optional[Sequence[int]] = None, max_z: int = 118

@@ -1,0 +1,70 @@
+"""``metadata.npz`` (atoms per record) for OC20-layout LMDBs written elsewhere.
+
+The balanced batch sampler needs every record's atom count before the first batch. Our
+preprocessing scripts write it beside the shards; for LMDBs from other sources (the OC20
+downloads, files written by the reference code) :func:`write_lmdb_metadata` reads each
+record once, shard by shard (in parallel with ``workers``), and writes the file
+atomically where :class:`LmdbDataset` looks for it.
+"""
+from __future__ import annotations
+
+import glob
+import multiprocessing
+import os
+import time
+from typing import Any, Dict
+
+import numpy as np
+
+from .errors import DatasetError
+from .lmdb_dataset import METADATA_NAME, LmdbDataset, find_shards, record_natoms
+from .lmdb_io import save_npz_atomic
+
+
+def shard_natoms(path: str) -> np.ndarray:
+    """Atoms of every record of one ``.lmdb`` file, in record order."""
+    dataset = LmdbDataset({"src": path, "validate": False})
+    try:
+        return np.array([record_natoms(dataset.raw_record(i)) for i in range(len(dataset))], dtype=np.int64)
+    finally:
+        dataset.close()
+
+
+def metadata_destination(src: str) -> str:
+    """Where :class:`LmdbDataset` looks for the metadata of ``src`` (a folder or one file).
+
+    A single file that shares its folder with other ``.lmdb`` files is refused: the
+    folder's ``metadata.npz`` describes all of them together."""
+    shards = find_shards(src)
+    if os.path.isdir(src):
+        return os.path.join(src, METADATA_NAME)
+    folder = os.path.dirname(os.path.abspath(src))
+    others = [p for p in glob.glob(os.path.join(folder, "*.lmdb")) if os.path.abspath(p) != os.path.abspath(shards[0])]
+    if others:
+        raise DatasetError(f"{len(others)} other .lmdb file(s) share this file's folder, whose {METADATA_NAME} "
+                           f"describes all of them: pass the folder {folder} instead", src, field="src")
+    return os.path.join(folder, METADATA_NAME)
+
+
+def write_lmdb_metadata(src: str, workers: int = 1, overwrite: bool = False) -> Dict[str, Any]:
+    """Count the atoms of every record of ``src`` and write its ``metadata.npz``.
+
+    Returns a summary: the metadata path, shards, records, total atoms and seconds taken.
+    An existing file is kept unless ``overwrite``."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    destination = metadata_destination(src)
+    if os.path.exists(destination) and not overwrite:
+        raise DatasetError(f"{destination} exists; pass overwrite to replace it", src)
+    shards = find_shards(src)
+    start = time.perf_counter()
+    if workers > 1 and len(shards) > 1:
+        # spawn: the parent may hold open LMDB handles and torch threads, which fork would copy.
+        with multiprocessing.get_context("spawn").Pool(min(workers, len(shards))) as pool:
+            counts = pool.map(shard_natoms, shards)
+    else:
+        counts = [shard_natoms(shard) for shard in shards]
+    natoms = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    save_npz_atomic(destination, natoms=natoms)
+    return {"metadata": destination, "shards": len(shards), "records": int(natoms.size),
+            "atoms": int(natoms.sum()), "seconds": round(time.perf_counter() - start, 3)}

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from spinconv_train.config import Config, ConfigError, load_config, write_text_atomic
+from spinconv_train.config import Config, ConfigError, extra_val_splits, load_config, write_text_atomic
 from spinconv_train.registry import RegistryError
 
 MODES = ("train", "validate", "predict", "run-relaxations")
@@ -112,24 +112,31 @@ def run(args: argparse.Namespace, config: Config) -> Dict[str, Dict[str, float]]
             session = open_session(config, options, "train", train_dataset=train_set)
             val = build.eval_loader(build.build_dataset(config, "val"), eval_batch, workers) \
                 if "val" in config["dataset"] else None
+            extra = {split: build.eval_loader(build.build_dataset(config, split), eval_batch, workers)
+                     for split in extra_val_splits(config)}
             try:
                 train = build.train_loader(train_set, optim["batch_size"], config["seed"], workers)
-                return loop.train(session, train, val)
+                return loop.train(session, train, val, extra)
             finally:
                 session.close()
         if args.mode == "validate":
             build.require_split(config, "val")
             session = open_session(config, options, "validate")
+            results = {}
             try:
-                loader = build.eval_loader(build.build_dataset(config, "val"), eval_batch, workers)
-                metrics = loop.evaluate(session, loader)
-                session.loggers.log(metrics, session.step, "validate")
+                for split in ["val", *extra_val_splits(config)]:
+                    loader = build.eval_loader(build.build_dataset(config, split), eval_batch, workers)
+                    results[split] = loop.evaluate(session, loader, f"validating ({split})")
+                    session.loggers.log(results[split], session.step, "validate" if split == "val" else
+                                        f"validate_{split}")
             finally:
                 session.close()
             if dist.is_main():
-                print("validation metrics:\n" + loop.format_table({"val": metrics}), flush=True)
-                write_text_atomic(os.path.join(session.run_dir, "validate_metrics.json"), json.dumps(metrics, indent=2))
-            return {"val": metrics}
+                print("validation metrics:\n" + loop.format_table(results), flush=True)
+                for split, metrics in results.items():
+                    name = "validate_metrics.json" if split == "val" else f"validate_metrics_{split}.json"
+                    write_text_atomic(os.path.join(session.run_dir, name), json.dumps(metrics, indent=2))
+            return results
         if args.mode == "run-relaxations":
             from spinconv_train.relax import run_relaxations
 

@@ -48,6 +48,8 @@ def parse_scalar(text: str) -> Any:
 # Each leaf is (accepted types, default). ``None`` in the types means the key may be null.
 # A section given as ``ANY_KEYS`` accepts any keys (checked later by the consumer).
 ANY_KEYS = "any-keys"
+# Names of extra validation splits: dataset.val_<name> (e.g. val_ood, val_ood_ads).
+EXTRA_VAL_PATTERN = r"val_[A-Za-z0-9_]+"
 NUM = (int, float)
 
 SCHEMA: Dict[str, Any] = {
@@ -59,6 +61,9 @@ SCHEMA: Dict[str, Any] = {
         "train": ANY_KEYS,
         "val": ANY_KEYS,
         "test": ANY_KEYS,
+        # More validation splits, evaluated and logged with `val` (which alone selects the
+        # best checkpoint and drives the plateau schedule and early stopping).
+        "__pattern__": EXTRA_VAL_PATTERN,
     },
     "task": {
         "dataset": ((str,), "lmdb"),
@@ -319,9 +324,15 @@ def _validate(node: Mapping[str, Any], schema: Mapping[str, Any], config: Config
         if key not in schema:
             if "__extra__" in schema:
                 continue
-            known = ", ".join(k for k in schema if k != "__extra__")
-            raise config.fail(dotted, f"unknown key; known keys here: {known}")
-        spec = schema[key]
+            pattern = schema.get("__pattern__")
+            if pattern is None or not re.fullmatch(pattern, key):
+                known = ", ".join(k for k in schema if not k.startswith("__"))
+                if pattern is not None:
+                    known += f", or names matching {pattern}"
+                raise config.fail(dotted, f"unknown key; known keys here: {known}")
+            spec = ANY_KEYS
+        else:
+            spec = schema[key]
         if spec == ANY_KEYS:
             if not isinstance(value, dict):
                 raise config.fail(dotted, f"must be a mapping, got {type(value).__name__} {value!r}")
@@ -342,7 +353,7 @@ def _validate(node: Mapping[str, Any], schema: Mapping[str, Any], config: Config
 
 def _fill_defaults(node: Dict[str, Any], schema: Mapping[str, Any]) -> None:
     for key, spec in schema.items():
-        if key == "__extra__" or spec == ANY_KEYS:
+        if key.startswith("__") or spec == ANY_KEYS:
             continue
         if isinstance(spec, dict):
             if key == "dataset":
@@ -389,6 +400,15 @@ def _check_values(config: Config) -> None:
     for split, value in config["dataset"].items():
         if "src" not in value:
             raise config.fail(f"dataset.{split}", "missing key 'src' (the data path)")
+    extra = extra_val_splits(config)
+    if extra and "val" not in config["dataset"]:
+        raise config.fail(f"dataset.{extra[0]}", "extra validation splits need dataset.val (the split that "
+                          "selects the best checkpoint)")
+
+
+def extra_val_splits(config: Mapping[str, Any]) -> List[str]:
+    """The ``dataset.val_<name>`` splits, in config order."""
+    return [split for split in config.get("dataset", {}) if re.fullmatch(EXTRA_VAL_PATTERN, split)]
 
 
 FINETUNE_WEIGHTS = ("auto", "ema", "model")

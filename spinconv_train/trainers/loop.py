@@ -134,13 +134,24 @@ def _announce(session: Session, text: str) -> None:
         print(text, flush=True)
 
 
-def _validate_and_checkpoint(session: Session, val_loader: Optional[DataLoader]) -> None:
+def evaluate_extra_splits(session: Session, loaders: Mapping[str, DataLoader], label: str, epoch: float) -> None:
+    """Evaluate the extra validation splits (``dataset.val_<name>``), log each under its name
+    and keep them in ``session.history`` as ``<label>/<name>``."""
+    for split, loader in loaders.items():
+        metrics = evaluate(session, loader, f"validating ({split})")
+        session.loggers.log(metrics, session.step, split, epoch)
+        session.history[f"{label}/{split}"] = metrics
+
+
+def _validate_and_checkpoint(session: Session, val_loader: Optional[DataLoader],
+                             extra_val: Mapping[str, DataLoader]) -> None:
     metrics: Dict[str, float] = {}
     if val_loader is not None:
         metrics = evaluate(session, val_loader)
         session.loggers.log(metrics, session.step, "val", session.epoch)
         session.history["trained"] = metrics
         _announce(session, f"step {session.step} val " + " ".join(f"{k} {v:.5g}" for k, v in metrics.items()))
+        evaluate_extra_splits(session, extra_val, "trained", session.epoch)
         session.scheduler.on_validation(metrics, session.step)
         if session.is_better(metrics[session.metric]):
             session.best_metric = metrics[session.metric]
@@ -167,13 +178,17 @@ def early_stop_reason(session: Session) -> Optional[str]:
     return None
 
 
-def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataLoader]) -> Dict[str, Dict[str, float]]:
+def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataLoader],
+          extra_val: Optional[Mapping[str, DataLoader]] = None) -> Dict[str, Dict[str, float]]:
     """Train to ``optim.max_steps`` / ``max_epochs`` (or until early stopping); evaluate every
     ``eval_every`` steps (or each epoch) and at the end, writing ``checkpoint.pt`` and
-    ``best_checkpoint.pt``.
+    ``best_checkpoint.pt``. ``extra_val`` (split name -> loader) are evaluated with the
+    validation split and logged under their names; only ``val_loader`` selects the best checkpoint.
 
-    Returns the untrained (or, fine-tuning, pretrained; new runs only) and final validation metrics.
+    Returns the untrained (or, fine-tuning, pretrained; new runs only) and final validation
+    metrics, keyed ``untrained`` / ``pretrained`` / ``trained``, and ``<key>/<split>`` for the extra splits.
     """
+    extra_val = dict(extra_val or {})
     optim, log_cfg = session.config["optim"], session.config["logger"]
     batches_per_epoch = len(train_loader)
     if batches_per_epoch == 0:
@@ -194,6 +209,7 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
         session.history[start] = evaluate(session, val_loader, f"validating ({start})")
         session.loggers.log(session.history[start], 0, "val", 0)
         _announce(session, f"{start} model, validation metrics:\n" + format_table({start: session.history[start]}))
+        evaluate_extra_splits(session, extra_val, start, 0)
     eval_every, ckpt_every = optim["eval_every"], optim["checkpoint_every"]
     print_every = max(1, int(log_cfg["print_every"]))
     window = MetricAccumulator([*session.task.metric_names(), "loss"])
@@ -234,7 +250,7 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
             done = session.step >= total
             epoch_end = session.batch_in_epoch == 0
             if done or (eval_every and session.step % eval_every == 0) or (not eval_every and epoch_end):
-                _validate_and_checkpoint(session, val_loader)
+                _validate_and_checkpoint(session, val_loader, extra_val)
                 tick = time.perf_counter()  # the step rate excludes evaluation
             elif ckpt_every and session.step % ckpt_every == 0:
                 session.save()
@@ -242,8 +258,11 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
                 break
     bar.close()
     if dist.is_main() and "trained" in session.history:
-        rows = {k: session.history[k] for k in ("untrained", "pretrained", "trained") if k in session.history}
-        print("validation metrics:\n" + format_table(rows), flush=True)
+        labels = [k for k in ("untrained", "pretrained", "trained") if k in session.history]
+        print("validation metrics:\n" + format_table({k: session.history[k] for k in labels}), flush=True)
+        for split in extra_val:
+            rows = {k: session.history[f"{k}/{split}"] for k in labels if f"{k}/{split}" in session.history}
+            print(f"validation metrics, {split}:\n" + format_table(rows), flush=True)
     return session.history
 
 

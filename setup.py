@@ -31,5 +31,13 @@ setup(
         "qm9": ["qm9pack>=1.0.3"],
         "xtb": ["tblite>=0.4"],
     },
-    entry_points={"console_scripts": ["spinconv-train=spinconv_train.cli:main"]},
+    entry_points={"console_scripts": [
+        "spinconv-train=spinconv_train.cli:main",
+        "spinconv-preprocess-ef=spinconv_train.commands.preprocess_ef:main",
+        "spinconv-preprocess-relaxed=spinconv_train.commands.preprocess_relaxed:main",
+        "spinconv-lmdb-metadata=spinconv_train.commands.write_lmdb_metadata:main",
+        "spinconv-evaluate=spinconv_train.commands.evaluate_structures:main",
+        "spinconv-md=spinconv_train.commands.run_md:main",
+        "spinconv-export=spinconv_train.commands.export_model:main",
+    ]},
 )

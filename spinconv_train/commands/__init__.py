@@ -1,0 +1,15 @@
+"""Command-line tools installed with the package (``setup.py`` console scripts).
+
+``spinconv-train`` (``spinconv_train.cli``) trains, validates, predicts and relaxes; the
+commands here prepare data and use trained models:
+
+- ``spinconv-preprocess-ef``: ASE files -> S2EF LMDB (``preprocess_ef``)
+- ``spinconv-preprocess-relaxed``: initial/relaxed pairs -> IS2RE/IS2RS LMDB (``preprocess_relaxed``)
+- ``spinconv-lmdb-metadata``: atom counts for LMDBs written elsewhere (``write_lmdb_metadata``)
+- ``spinconv-evaluate``: predictions and errors on ASE files (``evaluate_structures``)
+- ``spinconv-md``: molecular dynamics with ASE integrators (``run_md``)
+- ``spinconv-export``: a checkpoint reduced to config, weights and normaliser (``export_model``)
+
+Each module has ``parse_args(argv)`` and ``main(argv) -> exit code``; ``scripts/<module>.py``
+runs the same from a checkout.
+"""

@@ -1,0 +1,90 @@
+"""Predict energies and forces (and stresses) of ASE structures with a trained model.
+
+    spinconv-evaluate --checkpoint runs/<run>/best_checkpoint.pt \\
+        --structures test.extxyz [more files] --out predictions.extxyz
+
+Reads every frame of the inputs (extxyz, ASE trajectories, ASE databases, any format
+ase.io reads), predicts in batches and writes one extxyz with the frames and their
+predictions as ``<prefix>energy`` (info), ``<prefix>forces`` (arrays), for SpinConv the
+per-atom ``<prefix>energies`` (arrays) and, with ``--stress``, ``<prefix>stress`` (info,
+Voigt); labels stored with the frames are kept.
+Where frames store labels, the last stdout line (JSON) holds the MAE and RMSE of energy
+(also per atom), forces (every component of every atom) and stress. Several
+``--checkpoint`` files form a committee: the mean is written as the prediction, with
+``<prefix>energy_std`` and per-atom ``<prefix>forces_std`` (their spread).
+
+``spinconv-evaluate`` is installed with the package; from a checkout ``python scripts/evaluate_structures.py`` is the same.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, nargs="+",
+                   help="checkpoint.pt of a `trainer: forces` run; several: a committee (mean and spread)")
+    p.add_argument("--structures", nargs="+", required=True, help="ASE-readable files (all frames are used)")
+    p.add_argument("--out", required=True, help="output extxyz (written atomically)")
+    p.add_argument("--batch-size", type=int, default=16, help="structures per model call")
+    p.add_argument("--stress", action="store_true", help="also predict stresses (energy-centric SpinConv, "
+                   "periodic frames)")
+    p.add_argument("--prefix", default="spinconv_", help="prefix of the predicted keys in the output")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even when EMA weights were saved")
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    import numpy as np
+    import torch
+    from ase.io import write
+
+    from spinconv_train.atomic_files import atomic_path
+    from spinconv_train.datasets import DatasetError
+    from spinconv_train.datasets.ase_convert import read_frames
+    from spinconv_train.relax.calculator import load_force_model
+    from spinconv_train.relax.committee import committee_statistics
+    from spinconv_train.relax.evaluate import error_summary, predict_atoms
+    from spinconv_train.trainers.checkpoint import CheckpointError
+
+    try:
+        frames = [atoms for path in args.structures for atoms in read_frames(path)]
+        members = []
+        for path in args.checkpoint:
+            model, task = load_force_model(path, torch.device(args.device), use_ema=not args.no_ema)
+            members.append(predict_atoms(model, task, frames, args.batch_size, stress=args.stress))
+    except (DatasetError, CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    predictions = members[0] if len(members) == 1 else [committee_statistics(p) for p in zip(*members)]
+    for atoms, pred in zip(frames, predictions):
+        atoms.info[f"{args.prefix}energy"] = float(pred["energy"])
+        atoms.arrays[f"{args.prefix}forces"] = pred["forces"]
+        if "stress" in pred:
+            atoms.info[f"{args.prefix}stress"] = pred["stress"]
+        if "energies" in pred:
+            atoms.arrays[f"{args.prefix}energies"] = pred["energies"]
+        if "energy_std" in pred:
+            atoms.info[f"{args.prefix}energy_std"] = pred["energy_std"]
+            atoms.arrays[f"{args.prefix}forces_std"] = pred["forces_std"]
+    with atomic_path(args.out, suffix=".extxyz") as tmp:
+        write(tmp, frames, format="extxyz")
+    summary = {"out": args.out, **error_summary(frames, predictions)}
+    if len(members) > 1:
+        summary["committee_members"] = len(members)
+        summary["mean_energy_std"] = float(np.mean([p["energy_std"] for p in predictions]))
+        summary["max_forces_std"] = float(max(p["max_forces_std"] for p in predictions))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

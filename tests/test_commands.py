@@ -1,0 +1,53 @@
+"""The console scripts of setup.py: each resolves to a command's main(), answers --help,
+and scripts/<name>.py in a checkout runs the same function."""
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+
+import pytest
+
+from trainers.trainer_testing import ROOT, load_script
+
+
+def _declared_entry_points():
+    """``name -> "module:function"`` as written in setup.py (not the installed metadata,
+    which an editable install only refreshes on reinstall)."""
+    tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            scripts = ast.literal_eval(node.value)["console_scripts"]
+            return dict(item.split("=", 1) for item in scripts)
+    raise AssertionError("setup.py declares no entry_points")
+
+
+ENTRY_POINTS = _declared_entry_points()
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_entry_point_answers_help(name, capsys):
+    module_name, function = ENTRY_POINTS[name].split(":")
+    main = getattr(importlib.import_module(module_name), function)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(n for n in ENTRY_POINTS if n != "spinconv-train"))
+def test_checkout_script_runs_the_same_command(name):
+    module_name, function = ENTRY_POINTS[name].split(":")
+    module = importlib.import_module(module_name)
+    script = load_script(module_name.rsplit(".", 1)[1])
+    assert script.main is getattr(module, function)
+
+
+def test_preprocess_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
+    from spinconv_train.commands import preprocess_ef, preprocess_relaxed
+
+    missing = str(tmp_path / "missing.extxyz")
+    assert preprocess_ef.main([missing, "--out", str(tmp_path / "out")]) == 2
+    assert missing in capsys.readouterr().err
+    assert preprocess_relaxed.main(["--out", str(tmp_path / "out2"), "--initial", missing]) == 2
+    assert "give both initial and relaxed files" in capsys.readouterr().err

@@ -13,3 +13,21 @@ commands here prepare data and use trained models:
 Each module has ``parse_args(argv)`` and ``main(argv) -> exit code``; ``scripts/<module>.py``
 runs the same from a checkout.
 """
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable, Mapping, Tuple, Type
+
+
+def report(produce: Callable[[], Mapping[str, Any]], errors: Tuple[Type[BaseException], ...]) -> int:
+    """Print ``produce()``'s summary as one JSON line and return 0, or print an input error
+    (one of ``errors``) as one ``error: ...`` line on stderr and return 2."""
+    try:
+        summary = produce()
+    except errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(dict(summary)), flush=True)
+    return 0

@@ -15,9 +15,10 @@ training. Prints one JSON line: sizes before and after, weights taken, parameter
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import List, Optional
+
+from spinconv_train.commands import report
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -35,13 +36,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from spinconv_train.trainers.checkpoint import CheckpointError
     from spinconv_train.trainers.export import export_checkpoint
 
-    try:
-        summary = export_checkpoint(args.checkpoint, args.out, weights=args.weights, overwrite=args.overwrite)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+    return report(lambda: export_checkpoint(args.checkpoint, args.out, weights=args.weights,
+                                            overwrite=args.overwrite), (CheckpointError,))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ OC20's S2EF downloads (``N.extxyz.xz`` with ``N.txt.xz`` rows ``random<sid>,fram
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import List, Optional
+
+from spinconv_train.commands import report
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -57,15 +58,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from spinconv_train.datasets.preprocess import preprocess_ef
 
     graph = None if args.graph_cutoff is None else (args.graph_cutoff, args.max_neighbors)
-    try:
-        summary = preprocess_ef(args.inputs, args.out, args.num_shards, args.workers, args.ref_energies,
-                                graph=graph, stress=args.stress, oc20_sidecars=args.oc20_txt,
-                                subtract_reference=args.oc20_ref_energy)
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+    return report(lambda: preprocess_ef(args.inputs, args.out, args.num_shards, args.workers, args.ref_energies,
+                                        graph=graph, stress=args.stress, oc20_sidecars=args.oc20_txt,
+                                        subtract_reference=args.oc20_ref_energy), (DatasetError,))
 
 
 if __name__ == "__main__":

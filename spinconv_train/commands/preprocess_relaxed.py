@@ -13,9 +13,10 @@ IS2RE/IS2RS files. ``--ref-energies`` as in preprocess_ef.py.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import List, Optional
+
+from spinconv_train.commands import report
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -33,13 +34,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from spinconv_train.datasets import DatasetError
     from spinconv_train.datasets.preprocess import preprocess_relaxed
 
-    try:
-        summary = preprocess_relaxed(args.out, args.trajectories, args.initial, args.relaxed, args.ref_energies)
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+    return report(lambda: preprocess_relaxed(args.out, args.trajectories, args.initial, args.relaxed,
+                                             args.ref_energies), (DatasetError,))
 
 
 if __name__ == "__main__":

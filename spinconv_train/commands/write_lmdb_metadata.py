@@ -13,9 +13,10 @@ line per SRC; an existing file is kept unless ``--overwrite``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import List, Optional
+
+from spinconv_train.commands import report
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -34,14 +35,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from spinconv_train.datasets import DatasetError
     from spinconv_train.datasets.lmdb_metadata import write_lmdb_metadata
 
-    code = 0
-    for src in args.src:
-        try:
-            print(json.dumps({"src": src, **write_lmdb_metadata(src, args.workers, args.overwrite)}), flush=True)
-        except DatasetError as err:
-            print(f"error: {err}", file=sys.stderr)
-            code = 2
-    return code
+    codes = [report(lambda: {"src": src, **write_lmdb_metadata(src, args.workers, args.overwrite)}, (DatasetError,))
+             for src in args.src]
+    return max(codes)
 
 
 if __name__ == "__main__":

@@ -47,9 +47,22 @@ class ModelCalculator(Calculator):
         self.evaluations = 0
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str = "cpu", use_ema: bool = True) -> "ModelCalculator":
-        """A calculator for the model of ``path`` (EMA weights when saved and ``use_ema``)."""
+    def from_checkpoint(cls, path: str, device: str = "cpu", use_ema: bool = True,
+                        cuda_graphs: bool = False) -> "ModelCalculator":
+        """A calculator for the model of ``path`` (EMA weights when saved and ``use_ema``).
+
+        ``cuda_graphs``: replay SpinConv's forward from CUDA graphs (``GraphedSpinConv``;
+        CUDA only): the same results, without Python launching every kernel of every step."""
         model, task = load_force_model(path, torch.device(device), use_ema)
+        if cuda_graphs:
+            from spinconv_train.models.spinconv.graphed import GraphedSpinConv
+
+            if torch.device(device).type != "cuda":
+                raise ValueError(f"CUDA graphs need a CUDA device, got device {device!r}")
+            try:
+                model = GraphedSpinConv(model)
+            except TypeError as err:
+                raise ValueError(f"checkpoint {path!r}: {err}") from None
         return cls(model, task, torch.device(device))
 
     def calculate(self, atoms: Optional[Atoms] = None, properties: Sequence[str] = ("energy",),

@@ -52,9 +52,12 @@ class CommitteeCalculator(Calculator):
                                                             all(m.supports_atom_energies for m in self.members))
 
     @classmethod
-    def from_checkpoints(cls, paths: Sequence[str], device: str = "cpu", use_ema: bool = True) -> "CommitteeCalculator":
-        """One member per checkpoint (EMA weights when saved and ``use_ema``)."""
-        return cls([ModelCalculator.from_checkpoint(p, device=device, use_ema=use_ema) for p in paths])
+    def from_checkpoints(cls, paths: Sequence[str], device: str = "cpu", use_ema: bool = True,
+                         cuda_graphs: bool = False) -> "CommitteeCalculator":
+        """One member per checkpoint (EMA weights when saved and ``use_ema``; ``cuda_graphs``
+        as ``ModelCalculator.from_checkpoint``)."""
+        return cls([ModelCalculator.from_checkpoint(p, device=device, use_ema=use_ema, cuda_graphs=cuda_graphs)
+                    for p in paths])
 
     @property
     def models(self) -> List[Any]:

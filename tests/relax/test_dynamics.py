@@ -187,3 +187,16 @@ def test_run_md_script_on_a_checkpoint(force_checkpoint, s2ef_data, tmp_path):
     assert len(read(str(out / "md.traj"), index=":")) == 3
     assert script.main(["--checkpoint", force_checkpoint, "--structure", str(tmp_path / "missing.xyz"),
                         "--output-dir", str(out)]) == 2
+
+
+def test_cuda_graphs_need_cuda_and_spinconv(force_checkpoint, tmp_path, capsys):
+    script = load_script("run_md")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--checkpoint", force_checkpoint, "--molecule", "H2O", "--cuda-graphs"])
+    assert exit_info.value.code == 2 and "--cuda-graphs needs a CUDA --device" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        ModelCalculator.from_checkpoint(force_checkpoint, device="cpu", cuda_graphs=True)
+    if torch.cuda.is_available():  # the fixture's model is SchNet: no CUDA graph wrapper for it
+        assert script.main(["--checkpoint", force_checkpoint, "--molecule", "H2O", "--cuda-graphs", "--device",
+                            "cuda", "--output-dir", str(tmp_path / "md")]) == 2
+        assert "SpinConv" in capsys.readouterr().err

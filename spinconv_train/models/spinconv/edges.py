@@ -56,7 +56,29 @@ def check_atomic_numbers(atomic_numbers: Tensor, batch: Tensor, max_num_elements
         )
 
 
-def build_edge_graph(
+@dataclass
+class EdgeIndices:
+    """The integer part of an ``EdgeGraph``, on the model's device: what the neighbour
+    search on the host decided. With the positions and cell it determines the graph, so a
+    caller may build it once and reuse it (e.g. replaying a captured CUDA graph)."""
+
+    edge_index: Tensor  # (2, E), sorted by target
+    cell_offsets: Tensor  # (E, 3) integer image shifts
+    rev: Tensor  # (E,)
+    degree: Tensor  # (N,) in-degrees
+    num_pairs: int  # sum of the sources' degrees: the size of the pair lists
+
+
+def lattice(data, pos: Tensor, use_pbc: bool, cell: Tensor | None = None) -> Tensor | None:
+    """The (B, 3, 3) cells the edge vectors use (``cell`` or ``data.cell``; None without PBC)."""
+    if cell is None:
+        cell = getattr(data, "cell", None)
+    if not use_pbc or cell is None:
+        return None
+    return cell.reshape(-1, 3, 3).to(pos.dtype)
+
+
+def edge_indices(
     data,
     pos: Tensor,
     cutoff: float,
@@ -64,17 +86,12 @@ def build_edge_graph(
     use_pbc: bool,
     otf_graph: bool,
     cell: Tensor | None = None,
-) -> EdgeGraph:
-    """Edges of ``data`` (a torch_geometric Batch) with vectors computed from ``pos`` and
-    the lattice ``cell`` (default ``data.cell``; a strained copy for the stress)."""
+) -> EdgeIndices:
+    """Neighbour search, capping, checks and reverse edges on the host, then one transfer
+    of the per-edge integers to ``pos``' device (the only wait for a GPU)."""
     batch = data.batch
     num_atoms = pos.shape[0]
-    if cell is None:
-        cell = getattr(data, "cell", None)
-    if not use_pbc:
-        cell = None
-    if cell is not None:
-        cell = cell.reshape(-1, 3, 3).to(pos.dtype)
+    cell = lattice(data, pos, use_pbc, cell)
     precomputed = getattr(data, "edge_index", None)
     host = torch.device("cpu")
     if otf_graph or precomputed is None:
@@ -104,13 +121,35 @@ def build_edge_graph(
     # Only the small per-edge/per-atom arrays travel; the (pairs,) lists, ~30x larger, are
     # built on the device, with their size known here so that nothing there waits.
     edge_index, rev, degree, cell_offsets = _to_device(pos.device, edge_index, rev, degree, shifts.round().long())
-    pair_src, pair_dst = edge_pairs(edge_index, degree, num_pairs)
+    return EdgeIndices(edge_index, cell_offsets, rev, degree, num_pairs)
+
+
+def edge_graph(indices: EdgeIndices, pos: Tensor, cell: Tensor | None, batch: Tensor) -> EdgeGraph:
+    """The graph on the device: pair lists and differentiable vectors from ``pos`` and the
+    ``lattice`` cells. Nothing here synchronises with a GPU (it can be captured)."""
+    edge_index, rev = indices.edge_index, indices.rev
+    pair_src, pair_dst = edge_pairs(edge_index, indices.degree, indices.num_pairs)
     pair_is_reverse = pair_src == rev[pair_dst]
-    cell_offsets = cell_offsets.to(pos.dtype)
+    cell_offsets = indices.cell_offsets.to(pos.dtype)
     vec = edge_vectors(pos, edge_index, cell_offsets, cell, batch)
     dist = vec.norm(dim=-1)
     unit = vec / dist.unsqueeze(-1)
     return EdgeGraph(edge_index, cell_offsets, vec, dist, unit, rev, pair_src, pair_dst, pair_is_reverse)
+
+
+def build_edge_graph(
+    data,
+    pos: Tensor,
+    cutoff: float,
+    max_neighbors: int,
+    use_pbc: bool,
+    otf_graph: bool,
+    cell: Tensor | None = None,
+) -> EdgeGraph:
+    """Edges of ``data`` (a torch_geometric Batch) with vectors computed from ``pos`` and
+    the lattice ``cell`` (default ``data.cell``; a strained copy for the stress)."""
+    indices = edge_indices(data, pos, cutoff, max_neighbors, use_pbc, otf_graph, cell)
+    return edge_graph(indices, pos, lattice(data, pos, use_pbc, cell), data.batch)
 
 
 def _to_device(device: torch.device, *tensors: Tensor) -> tuple[Tensor, ...]:

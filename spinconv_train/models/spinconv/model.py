@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from .activation import SiLU, activate
 from .distance import DistanceBlock, GaussianBasis, cosine_weight, polynomial_envelope
-from .edges import EdgeGraph, build_edge_graph, check_atomic_numbers
+from .edges import EdgeGraph, EdgeIndices, build_edge_graph, check_atomic_numbers, edge_graph, edge_indices, lattice
 from .embedding import EmbeddingBlock, he_init_
 from .energy_head import EnergyHead
 from .force_head import EdgeForceHead, ForceHead
@@ -261,13 +261,26 @@ class SpinConv(nn.Module):
             interpolation=self.sphere_interpolation,
         )
 
+    def edge_indices(self, data) -> EdgeIndices:
+        """Check ``data``'s atomic numbers and search its neighbours (on the host): what
+        ``forward(data, edges=...)`` needs besides the positions. Valid while no atom
+        crosses the cutoff, i.e. for the positions it was computed from."""
+        batch = data.batch if data.batch is not None else torch.zeros_like(data.atomic_numbers, dtype=torch.long)
+        check_atomic_numbers(data.atomic_numbers.long(), batch, self.max_num_elements)
+        with torch.no_grad():
+            return edge_indices(data, data.pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph)
+
     def _backbone(
-        self, data, pos: Tensor, atomic_numbers: Tensor, cell: Tensor | None = None
+        self, data, pos: Tensor, atomic_numbers: Tensor, cell: Tensor | None = None,
+        edges: EdgeIndices | None = None,
     ) -> tuple[EdgeGraph, Tensor, Tensor, Tensor | None]:
         """Graph, final edge messages (E, hidden), frame weights and envelope (or None)."""
         with geometry_precision(pos):  # graph, frames and sphere coordinates never in half precision
-            graph = build_edge_graph(data, pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph,
-                                     cell)
+            if edges is None:
+                graph = build_edge_graph(data, pos, self.cutoff, self.max_num_neighbors, self.use_pbc,
+                                         self.otf_graph, cell)
+            else:
+                graph = edge_graph(edges, pos, lattice(data, pos, self.use_pbc, cell), data.batch)
             frame_weight, env = self._radial_weights(graph.dist)
             plan = self._edge_plan(graph, pos.shape[0], frame_weight, env)
         src_el = atomic_numbers[graph.edge_index[0]]
@@ -296,9 +309,9 @@ class SpinConv(nn.Module):
                  for i in range(0, dist.shape[0], chunk)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    def _check_stress_input(self, data, grad_forces: bool) -> tuple[Tensor, Tensor]:
+    def _check_stress_input(self, data, grad_forces: bool, check_volumes: bool = True) -> tuple[Tensor, Tensor]:
         """The batch's (B,3,3) cells and (B,) volumes, after checking that a stress is
-        defined for them."""
+        defined for them (``check_volumes=False`` skips the one check that waits for a GPU)."""
         if not (self.regress_forces and grad_forces):
             raise ValueError("stress is the strain derivative of the energy: it needs an energy-centric "
                              f"model (force_estimator: grad), this one has force_estimator={self.force_estimator!r}")
@@ -307,14 +320,19 @@ class SpinConv(nn.Module):
             raise ValueError("stress needs periodic structures (use_pbc: true and a cell per structure)")
         cell = cell.reshape(-1, 3, 3).to(data.pos.dtype)
         volume = torch.linalg.det(cell).abs()
-        if bool((volume < 1e-6).any()):
+        if check_volumes and bool((volume < 1e-6).any()):
             index = int((volume < 1e-6).nonzero()[0])
             raise ValueError(f"stress needs a cell with a volume; structure {index} of the batch has "
                              f"volume {float(volume[index]):.3g} Å^3")
         return cell, volume
 
-    def forward(self, data, stress: bool = False, atom_energies: bool = False) -> dict[str, Tensor]:
+    def forward(self, data, stress: bool = False, atom_energies: bool = False,
+                edges: EdgeIndices | None = None) -> dict[str, Tensor]:
         """``data``: a torch_geometric Batch; returns {"energy": (B,), "forces": (N,3)}.
+
+        ``edges``: ``self.edge_indices(data)`` computed beforehand (it also checks the atomic
+        numbers, so the forward then neither searches neighbours nor waits for a GPU; with
+        ``stress`` the caller checks the cells' volumes, ``_check_stress_input``).
 
         ``atom_energies=True`` adds "atom_energies": (N,), the per-atom terms the energy head
         sums into each structure's energy.
@@ -329,7 +347,8 @@ class SpinConv(nn.Module):
         if batch is None:
             batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
             data.batch = batch
-        check_atomic_numbers(atomic_numbers, batch, self.max_num_elements)
+        if edges is None:
+            check_atomic_numbers(atomic_numbers, batch, self.max_num_elements)
         num_structures = int(data.natoms.numel())
         grad_forces = self.regress_forces and not self.direct_forces
         if grad_forces and torch.is_inference_mode_enabled():
@@ -339,7 +358,7 @@ class SpinConv(nn.Module):
                 "torch.no_grad() instead (it turns autograd back on for the forces only)"
             )
         if stress:
-            cells, volume = self._check_stress_input(data, grad_forces)
+            cells, volume = self._check_stress_input(data, grad_forces, check_volumes=edges is None)
         outer_grad = torch.is_grad_enabled()
         # Called under no_grad, autograd runs for -dE/dpos only: no weight needs a gradient.
         weights = frozen_weights() if grad_forces and not outer_grad else contextlib.nullcontext()
@@ -350,7 +369,7 @@ class SpinConv(nn.Module):
             if stress:
                 strain = torch.zeros_like(cells, requires_grad=True)
                 positions, cell = apply_strain(pos, cells, strain, batch)
-            graph, x, frame_weight, env = self._backbone(data, positions, atomic_numbers, cell)
+            graph, x, frame_weight, env = self._backbone(data, positions, atomic_numbers, cell, edges)
             energy, per_atom = self.energy_head(x, graph.edge_index[1], atomic_numbers, batch, num_structures, env)
             result = {"energy": energy}
             if atom_energies:

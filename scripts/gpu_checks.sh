@@ -4,7 +4,8 @@
 # batch 32 with TF32 for both; energy-centric training; one ethanol molecule). Usage:
 #   REFERENCE_ROOT=/path/to/ocp OUT=/tmp/gpu bash scripts/gpu_checks.sh
 # Each step has its own time limit so one slow step cannot hide the others' results; the
-# limits add up to under 10 minutes (one device call). RUN_SCALING=1 / RUN_PROFILE=1 add
+# limits add up to under 10 minutes (one device call). RUN_GRAPHS=1 adds the CUDA-graph timing;
+# RUN_SCALING=1 / RUN_PROFILE=1 add
 # the 100 -> 2000 atom scaling and a profile; RUN_RELAX=1 batched against one-at-a-time
 # relaxations (a 30-step force model, 30 L-BFGS steps per OC20-mini structure).
 set -u -o pipefail
@@ -40,6 +41,10 @@ echo "== one ethanol molecule (launch-bound latency): ours vs reference"
 timeout 40 python3 scripts/benchmark_model.py --device cuda "${compare[@]}" --molecule CH3CH2OH --batch-size 1 \
     --mode forward train --repeats 20 --warmup 3 --no-flops --no-memory --output "$OUT/bench_molecule.jsonl" \
     | grep -E '"case": "ratio"' | cut -c1-300
+if [ -n "${RUN_GRAPHS:-}" ]; then
+    echo "== CUDA graphs (GraphedSpinConv) against plain calls: ethanol (MD17, OC20 configs), 8 slabs"
+    timeout 90 python3 scripts/benchmark_cuda_graphs.py --repeats 30 | cut -c1-400
+fi
 if [ -n "${RUN_SCALING:-}" ]; then
     echo "== scaling 100 -> 2000 atoms (forward)"
     timeout 90 python3 scripts/benchmark_model.py --device cuda --scaling --mode forward --no-flops \

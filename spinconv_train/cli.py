@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="debug logging and autograd anomaly detection")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--split", help="with --mode validate: evaluate this dataset split (e.g. test, for "
+                        "labelled test sets) instead of val and the val_<name> splits")
     parser.add_argument("--sweep-yml", help="with --mode train: a YAML file of config keys and lists of values; "
                         "one run per combination (locally one after another, with --submit one job each)")
     dist = parser.add_argument_group("distributed / SLURM")
@@ -76,6 +78,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.run_name is not None and (not args.run_name or args.run_name in (".", "..")
                                       or os.sep in args.run_name or "/" in args.run_name):
         raise UsageError(f"--run-name {args.run_name!r}: give a plain folder name (no path separators)")
+    if args.split is not None and args.mode != "validate":
+        raise UsageError(f"--split {args.split}: only --mode validate evaluates a chosen split")
     if args.config_yml is None and args.checkpoint is None:
         raise UsageError("give --config-yml (and/or --checkpoint to resume or evaluate)")
 
@@ -122,13 +126,14 @@ def run(args: argparse.Namespace, config: Config) -> Dict[str, Dict[str, float]]
             finally:
                 session.close()
         if args.mode == "validate":
-            build.require_split(config, "val")
+            splits = [args.split] if args.split else ["val", *extra_val_splits(config)]
+            build.require_split(config, splits[0])
             session = open_session(config, options, "validate")
             results = {}
             try:
-                for split in ["val", *extra_val_splits(config)]:
+                for split in splits:
                     loader = build.eval_loader(build.build_dataset(config, split), eval_batch, workers)
-                    results[split] = loop.evaluate(session, loader, f"validating ({split})")
+                    results[split] = loop.evaluate(session, loader, f"validating ({split})", split)
                     session.loggers.log(results[split], session.step, "validate" if split == "val" else
                                         f"validate_{split}")
             finally:

@@ -34,6 +34,10 @@ class EnergyTask:
         self.loss_kind = optim["loss_energy"].lower()
         self.default_metric = "energy_mae" if self.num_targets == 1 else "mean_mae"
 
+    def label_fields(self) -> List[str]:
+        """Fields every evaluated record must carry."""
+        return [self.energy_field]
+
     def model_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of every model call (none)."""
         return {}

@@ -42,6 +42,10 @@ class ForcesTask:
     def trains_stress(self) -> bool:
         return self.stress_coef > 0
 
+    def label_fields(self) -> List[str]:
+        """Fields every evaluated record must carry."""
+        return ["y", "force", "stress"] if self.trains_stress else ["y", "force"]
+
     def model_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of every model call: the stress when it is trained."""
         return {"stress": True} if self.trains_stress else {}

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from spinconv_train.atomic_files import atomic_path
+from spinconv_train.datasets.errors import DatasetError
 from spinconv_train.modules.evaluator import MetricAccumulator
 from spinconv_train.trainers import distributed as dist
 from spinconv_train.trainers.session import Session, attach_scheduler
@@ -92,9 +93,18 @@ def optimizer_step(session: Session) -> None:
     session.scheduler.step(session.step)
 
 
+def _check_labels(session: Session, batch: Any, split: str) -> None:
+    missing = [f for f in session.task.label_fields() if getattr(batch, f, None) is None]
+    if missing:
+        raise DatasetError(f"the records of dataset.{split} carry no {', '.join(repr(m) for m in missing)} "
+                           "labels, so they cannot be evaluated; predict unlabelled structures with --mode predict",
+                           field=missing[0])
+
+
 @torch.no_grad()
-def evaluate(session: Session, loader: DataLoader, desc: str = "validating") -> Dict[str, float]:
-    """Metrics (and the loss) of the evaluation weights over ``loader``, all ranks combined.
+def evaluate(session: Session, loader: DataLoader, desc: str = "validating", split: str = "val") -> Dict[str, float]:
+    """Metrics (and the loss) of the evaluation weights over ``loader`` (the ``split``
+    dataset, named in errors), all ranks combined.
 
     The global RNG is forked, so evaluating never changes a training run's random stream.
     """
@@ -106,6 +116,8 @@ def evaluate(session: Session, loader: DataLoader, desc: str = "validating") -> 
         for i, batch in enumerate(tqdm(loader, desc=desc, disable=not _progress(session), leave=False)):
             if limit is not None and i >= limit:
                 break
+            if i == 0:
+                _check_labels(session, batch, split)
             batch = batch.to(session.device)
             out = model(batch, **session.task.model_kwargs())
             loss = session.task.loss(out, batch)
@@ -138,7 +150,7 @@ def evaluate_extra_splits(session: Session, loaders: Mapping[str, DataLoader], l
     """Evaluate the extra validation splits (``dataset.val_<name>``), log each under its name
     and keep them in ``session.history`` as ``<label>/<name>``."""
     for split, loader in loaders.items():
-        metrics = evaluate(session, loader, f"validating ({split})")
+        metrics = evaluate(session, loader, f"validating ({split})", split)
         session.loggers.log(metrics, session.step, split, epoch)
         session.history[f"{label}/{split}"] = metrics
 

@@ -67,3 +67,29 @@ def test_extra_split_names_and_dependencies_are_checked(s2ef_data):
     orphan = dict(base, dataset={"train": {"src": s2ef_data["train"]}, "val_ood": {"src": s2ef_data["val"]}})
     with pytest.raises(ConfigError, match="dataset.val_ood.*need dataset.val"):
         config_from_dict(orphan, origin="test")
+
+
+def test_validate_a_chosen_split(s2ef_data, tmp_path, capsys):
+    run = _train(tmp_path, "run", {"train": s2ef_data["train"], "val": s2ef_data["val"], "test": s2ef_data["train"]})
+    args = ["--mode", "validate", "--checkpoint", os.path.join(run, "checkpoint.pt"), "--no-progress"]
+    assert main([*args, "--run-dir", str(tmp_path / "t"), "--split", "test"]) == 0
+    out = only_run_dir(tmp_path / "t")
+    assert sorted(f for f in os.listdir(out) if f.endswith(".json")) == ["validate_metrics_test.json"]
+    with open(os.path.join(out, "validate_metrics_test.json")) as handle:
+        test = json.load(handle)
+    assert main([*args, "--run-dir", str(tmp_path / "v"), f"--dataset.val.src={s2ef_data['train']}"]) == 0
+    with open(os.path.join(only_run_dir(tmp_path / "v"), "validate_metrics.json")) as handle:
+        assert json.load(handle) == test  # the test split holds the training data here
+    capsys.readouterr()
+    assert main([*args, "--run-dir", str(tmp_path / "x"), "--split", "nope"]) == 2
+    assert "dataset.nope" in capsys.readouterr().err
+    assert main(["--mode", "predict", "--checkpoint", os.path.join(run, "checkpoint.pt"), "--split", "test"]) == 2
+    assert "only --mode validate" in capsys.readouterr().err
+
+
+def test_unlabelled_split_is_named_not_a_traceback(s2ef_data, tmp_path, capsys):
+    run = _train(tmp_path, "run", {"train": s2ef_data["train"], "val": s2ef_data["val"], "test": s2ef_data["test"]})
+    assert main(["--mode", "validate", "--checkpoint", os.path.join(run, "checkpoint.pt"), "--no-progress",
+                 "--run-dir", str(tmp_path / "t"), "--split", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.test" in err and "'y'" in err and "--mode predict" in err

@@ -99,3 +99,19 @@ def test_script_errors_are_named(force_checkpoint, tmp_path, capsys):
                         "--stress"]) == 2
     assert "stress needs an energy-centric SpinConv" in capsys.readouterr().err
     assert not (tmp_path / "pred.extxyz").exists()
+
+
+def test_atoms_to_batch_is_the_batch_the_predictions_use():
+    from spinconv_train.relax import atoms_to_batch
+
+    torch.manual_seed(0)
+    model = make_model(torch.float64, force_estimator="grad", envelope=True).eval()
+    atoms = slab_with_adsorbate(2)
+    batch = atoms_to_batch(atoms, torch.device("cpu"), torch.float64)
+    assert batch.pos.dtype == torch.float64 and np.array_equal(batch.pos.numpy(), atoms.positions)
+    assert batch.natoms.tolist() == [len(atoms)] and batch.batch.tolist() == [0] * len(atoms)
+    with torch.no_grad():
+        out = model(batch)
+    (pred,) = predict_atoms(model, _RawOutputs(), [atoms], batch_size=1)
+    assert float(out["energy"]) == pytest.approx(pred["energy"], abs=1e-12)
+    np.testing.assert_allclose(out["forces"].numpy(), pred["forces"], atol=1e-12)

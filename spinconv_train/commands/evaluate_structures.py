@@ -9,7 +9,8 @@ predictions as ``<prefix>energy`` (info), ``<prefix>forces`` (arrays), for SpinC
 per-atom ``<prefix>energies`` (arrays) and, with ``--stress``, ``<prefix>stress`` (info,
 Voigt); labels stored with the frames are kept.
 Where frames store labels, the last stdout line (JSON) holds the MAE and RMSE of energy
-(also per atom), forces (every component of every atom) and stress. Several
+(also per atom), forces (every component of every atom; also per element,
+``forces_by_element``) and stress. Several
 ``--checkpoint`` files form a committee: the mean is written as the prediction, with
 ``<prefix>energy_std`` and per-atom ``<prefix>forces_std`` (their spread).
 

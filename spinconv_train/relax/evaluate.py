@@ -84,8 +84,10 @@ def stored_labels(atoms: Atoms) -> Dict[str, np.ndarray]:
 
 def error_summary(frames: Sequence[Atoms], predictions: Iterable[Dict[str, np.ndarray]]) -> Dict[str, Any]:
     """MAE / RMSE of energy (also per atom), forces (all components) and stress (Voigt)
-    over the frames that store each label; counts of frames compared."""
+    over the frames that store each label; counts of frames compared; and the force MAE /
+    RMSE of each element (``forces_by_element``: symbol -> mae, rmse, atoms)."""
     sums: Dict[str, List[np.ndarray]] = {}
+    by_element: Dict[str, List[np.ndarray]] = {}
     for atoms, pred in zip(frames, predictions):
         labels = stored_labels(atoms)
         if "energy" in labels:
@@ -93,7 +95,10 @@ def error_summary(frames: Sequence[Atoms], predictions: Iterable[Dict[str, np.nd
             sums.setdefault("energy", []).append(np.array([error]))
             sums.setdefault("energy_per_atom", []).append(np.array([error / len(atoms)]))
         if "forces" in labels:
-            sums.setdefault("forces", []).append((pred["forces"] - labels["forces"]).reshape(-1))
+            difference = pred["forces"] - labels["forces"]
+            sums.setdefault("forces", []).append(difference.reshape(-1))
+            for symbol, row in zip(atoms.get_chemical_symbols(), difference):
+                by_element.setdefault(symbol, []).append(row)
         if "stress" in labels and "stress" in pred:
             sums.setdefault("stress", []).append((pred["stress"] - labels["stress"]).reshape(-1))
     summary: Dict[str, Any] = {"frames": len(frames)}
@@ -102,4 +107,9 @@ def error_summary(frames: Sequence[Atoms], predictions: Iterable[Dict[str, np.nd
         summary[f"{key}_mae"] = float(np.abs(errors).mean())
         summary[f"{key}_rmse"] = float(np.sqrt((errors ** 2).mean()))
         summary[f"{key}_frames"] = len(parts)
+    if by_element:
+        summary["forces_by_element"] = {
+            symbol: {"mae": float(np.abs(rows).mean()), "rmse": float(np.sqrt((np.square(rows)).mean())),
+                     "atoms": len(rows)}
+            for symbol, rows in sorted((s, np.stack(r)) for s, r in by_element.items())}
     return summary

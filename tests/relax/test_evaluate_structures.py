@@ -115,3 +115,23 @@ def test_atoms_to_batch_is_the_batch_the_predictions_use():
     (pred,) = predict_atoms(model, _RawOutputs(), [atoms], batch_size=1)
     assert float(out["energy"]) == pytest.approx(pred["energy"], abs=1e-12)
     np.testing.assert_allclose(out["forces"].numpy(), pred["forces"], atol=1e-12)
+
+
+def test_force_errors_by_element_match_numpy():
+    frames = [rattled_molecule(seed=s) for s in range(2)]  # ethanol: C, O, H
+    rng = np.random.default_rng(0)
+    preds, errors = [], {}
+    for atoms in frames:
+        labels = rng.normal(size=(len(atoms), 3))
+        atoms.calc = SinglePointCalculator(atoms, forces=labels)
+        predicted = labels + rng.normal(scale=0.1, size=labels.shape)
+        preds.append({"energy": np.float64(0.0), "forces": predicted})
+        for symbol, row in zip(atoms.get_chemical_symbols(), predicted - labels):
+            errors.setdefault(symbol, []).append(row)
+    by_element = error_summary(frames, preds)["forces_by_element"]
+    assert sorted(by_element) == ["C", "H", "O"]
+    for symbol, rows in errors.items():
+        rows = np.array(rows)
+        assert by_element[symbol]["atoms"] == len(rows)
+        assert by_element[symbol]["mae"] == pytest.approx(np.abs(rows).mean())
+        assert by_element[symbol]["rmse"] == pytest.approx(np.sqrt((rows ** 2).mean()))

@@ -53,16 +53,7 @@ class ModelCalculator(Calculator):
 
         ``cuda_graphs``: replay SpinConv's forward from CUDA graphs (``GraphedSpinConv``;
         CUDA only): the same results, without Python launching every kernel of every step."""
-        model, task = load_force_model(path, torch.device(device), use_ema)
-        if cuda_graphs:
-            from spinconv_train.models.spinconv.graphed import GraphedSpinConv
-
-            if torch.device(device).type != "cuda":
-                raise ValueError(f"CUDA graphs need a CUDA device, got device {device!r}")
-            try:
-                model = GraphedSpinConv(model)
-            except TypeError as err:
-                raise ValueError(f"checkpoint {path!r}: {err}") from None
+        model, task = load_force_model(path, torch.device(device), use_ema, cuda_graphs)
         return cls(model, task, torch.device(device))
 
     def calculate(self, atoms: Optional[Atoms] = None, properties: Sequence[str] = ("energy",),
@@ -89,8 +80,9 @@ class ModelCalculator(Calculator):
                 self.results[key] = pred[key]
 
 
-def load_force_model(path: str, device: torch.device, use_ema: bool = True) -> tuple:
-    """``(model, task)`` of a checkpoint, built from the config saved inside it."""
+def load_force_model(path: str, device: torch.device, use_ema: bool = True, cuda_graphs: bool = False) -> tuple:
+    """``(model, task)`` of a checkpoint, built from the config saved inside it; with
+    ``cuda_graphs`` the model is wrapped in ``GraphedSpinConv`` (SpinConv on CUDA only)."""
     from spinconv_train.config import config_from_dict
     from spinconv_train.modules.ema import ema_from_checkpoint
     from spinconv_train.trainers import build
@@ -106,4 +98,13 @@ def load_force_model(path: str, device: torch.device, use_ema: bool = True) -> t
     if ema is not None:
         model = ema.module
     model.to(device).eval()
+    if cuda_graphs:
+        from spinconv_train.models.spinconv.graphed import GraphedSpinConv
+
+        if device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, got device {str(device)!r}")
+        try:
+            model = GraphedSpinConv(model)
+        except TypeError as err:
+            raise ValueError(f"checkpoint {path!r}: {err}") from None
     return model, task

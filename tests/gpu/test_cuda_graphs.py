@@ -76,3 +76,22 @@ def test_calculator_md_with_graphs_follows_the_plain_trajectory():
         VelocityVerlet(atoms, 0.1 * units.fs).run(20)
         runs.append(atoms.positions.copy())
     np.testing.assert_allclose(runs[1], runs[0], atol=1e-9)
+
+
+def test_batched_predictions_of_one_molecule_reuse_one_graph_per_batch_size():
+    from spinconv_train.relax.evaluate import predict_atoms
+
+    class RawOutputs:
+        def denormalize(self, out, batch):
+            return out
+
+    model = make_model(torch.float64, force_estimator="grad", envelope=True, use_pbc=False, cutoff=6.0).to(CUDA).eval()
+    graphed = GraphedSpinConv(model)
+    frames = [_moved(rattled_molecule(), seed) for seed in range(10)]  # an MD17-like test set
+    plain = predict_atoms(model, RawOutputs(), frames, batch_size=4, device=CUDA)
+    replayed = predict_atoms(graphed, RawOutputs(), frames, batch_size=4, device=CUDA)
+    assert graphed.captures == 2  # batches of 4, 4 and 2 structures
+    for a, b in zip(plain, replayed):
+        assert abs(a["energy"] - b["energy"]) < 1e-10
+        np.testing.assert_allclose(b["forces"], a["forces"], atol=1e-10)
+        np.testing.assert_allclose(b["energies"], a["energies"], atol=1e-10)

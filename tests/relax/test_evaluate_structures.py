@@ -135,3 +135,11 @@ def test_force_errors_by_element_match_numpy():
         assert by_element[symbol]["atoms"] == len(rows)
         assert by_element[symbol]["mae"] == pytest.approx(np.abs(rows).mean())
         assert by_element[symbol]["rmse"] == pytest.approx(np.sqrt((rows ** 2).mean()))
+
+
+def test_cuda_graphs_flag_needs_a_cuda_device(force_checkpoint, tmp_path, capsys):
+    script = load_script("evaluate_structures")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--checkpoint", force_checkpoint, "--structures", "x.extxyz", "--out", "y.extxyz",
+                     "--cuda-graphs"])
+    assert exit_info.value.code == 2 and "--cuda-graphs needs a CUDA --device" in capsys.readouterr().err

@@ -39,5 +39,6 @@ setup(
         "spinconv-evaluate=spinconv_train.commands.evaluate_structures:main",
         "spinconv-md=spinconv_train.commands.run_md:main",
         "spinconv-export=spinconv_train.commands.export_model:main",
+        "spinconv-inspect=spinconv_train.commands.inspect_checkpoint:main",
     ]},
 )

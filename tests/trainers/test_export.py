@@ -132,3 +132,29 @@ def test_export_errors_name_the_file_and_leave_outputs_alone(trained, s2ef_data,
     assert script.main(["--checkpoint", trained, "--out", str(existing), "--overwrite"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["weights"] == "ema" and ckpt.load(str(existing))["exported"] is not None
+
+
+def test_inspect_tells_checkpoints_and_exported_models_apart(trained, tmp_path, capsys):
+    script = load_script("inspect_checkpoint")
+    out = str(tmp_path / "model.pt")
+    export_checkpoint(trained, out)
+    assert script.main([trained, out]) == 0
+    first, second = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    source = ckpt.load(trained)
+    assert first["kind"] == "training checkpoint" and first["resumable"] and first["ema_weights"]
+    assert first["step"] == source["step"] and first["last_validation"] == source["metrics"]
+    assert first["parameters"] == sum(t.numel() for t in source["model"].values())
+    assert first["model"] == "schnet" and first["datasets"]["train"] == source["config"]["dataset"]["train"]["src"]
+    assert second["kind"] == "exported model" and not second["resumable"] and second["ema_weights"]
+    assert second["exported_from"]["source"] == os.path.abspath(trained)
+    assert second["parameters"] == first["parameters"] and second["normalizer"] == first["normalizer"]
+    missing = str(tmp_path / "missing.pt")
+    assert script.main([missing]) == 2 and missing in capsys.readouterr().err
+
+
+def test_inspect_names_the_elements_with_references():
+    from spinconv_train.commands.inspect_checkpoint import _nonzero_references
+
+    references = [0.0] * 10
+    references[1], references[8] = -13.6, -432.1
+    assert _nonzero_references({"references": references}) == {"H": -13.6, "O": -432.1}

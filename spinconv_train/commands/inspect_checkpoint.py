@@ -1,0 +1,75 @@
+"""Describe a checkpoint or exported model: what was trained on what, how far, how well.
+
+    spinconv-inspect runs/<run>/best_checkpoint.pt [more files]
+
+Prints one JSON object per file: whether it is a training checkpoint (resumable) or an
+exported model, trainer, model name and settings, parameters, which weights it holds (and
+whether EMA weights are there), step, epoch, the monitored metric's best value and the
+metrics of its last validation, the normaliser and element references, and the dataset
+sources of the run. Reads the file on the CPU; builds no model.
+
+``spinconv-inspect`` is installed with the package; from a checkout ``python scripts/inspect_checkpoint.py`` is the same.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Dict, List, Mapping, Optional
+
+from spinconv_train.commands import report
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", help="checkpoint.pt, best_checkpoint.pt or an exported model")
+    return p.parse_args(argv)
+
+
+def describe(payload: Mapping[str, Any], path: str) -> Dict[str, Any]:
+    """The summary of a loaded checkpoint ``payload`` (see the module docstring)."""
+    config = payload["config"]
+    model = dict(config.get("model", {}))
+    exported = payload.get("exported")
+    weights = payload["model"]
+    targets = payload.get("targets") or {}
+    refs = targets.get("element_references")
+    return {
+        "path": path,
+        "kind": "exported model" if exported else "training checkpoint",
+        "resumable": not exported,
+        "exported_from": exported,
+        "trainer": config.get("trainer"),
+        "model": model.pop("name", None),
+        "model_settings": model,
+        "parameters": int(sum(t.numel() for t in weights.values() if t.is_floating_point())),
+        "ema_weights": payload.get("ema") is not None if not exported else exported.get("weights") == "ema",
+        "step": payload.get("step"),
+        "epoch": payload.get("epoch"),
+        "monitored_metric": config.get("task", {}).get("metric"),
+        "best_metric": payload.get("best_metric"),
+        "last_validation": payload.get("metrics") or {},
+        "normalizer": targets.get("normalizer"),
+        "element_references": None if refs is None else _nonzero_references(refs),
+        "datasets": {split: section.get("src") for split, section in config.get("dataset", {}).items()
+                     if isinstance(section, dict)},
+    }
+
+
+def _nonzero_references(state: Mapping[str, Any]) -> Dict[str, float]:
+    """{element symbol: reference energy} of the elements with a fitted (non-zero) reference."""
+    from ase.data import chemical_symbols
+
+    return {chemical_symbols[z]: float(v) for z, v in enumerate(state.get("references", []))
+            if v and z < len(chemical_symbols)}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    from spinconv_train.trainers.checkpoint import CheckpointError, load
+
+    codes = [report(lambda: describe(load(path), path), (CheckpointError,)) for path in args.checkpoints]
+    return max(codes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

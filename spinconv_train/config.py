@@ -56,6 +56,9 @@ SCHEMA: Dict[str, Any] = {
     "includes": ((list, str), []),
     "trainer": ((str,), "forces"),
     "seed": ((int,), 0),
+    # Floating-point precision of the model and of the batches it sees: float32, or float64
+    # (slower; for force fields meant for long MD, as MACE and NequIP offer).
+    "precision": ((str,), "float32"),
     "dataset": {
         # Each split is a mapping given to the dataset class; `src` is required.
         "train": ANY_KEYS,
@@ -369,8 +372,15 @@ _OPTIMIZERS = ("adam", "adamw")
 _SCHEDULERS = ("constant", "step", "cosine", "reducelronplateau", "plateau")
 
 
+PRECISIONS = {"float32": "float32", "float64": "float64", "fp32": "float32", "fp64": "float64",
+              "single": "float32", "double": "float64"}
+
+
 def _check_values(config: Config) -> None:
     """Checks of values that the types alone do not catch."""
+    if config["precision"] not in PRECISIONS:
+        raise config.fail("precision", f"unknown precision {config['precision']!r}; use float32 or float64")
+    config["precision"] = PRECISIONS[config["precision"]]
     optim = config["optim"]
     for key in ("loss_energy", "loss_force", "loss_stress"):
         if optim[key].lower() not in _LOSSES:

@@ -59,7 +59,12 @@ def build_model(config: Config) -> torch.nn.Module:
         if not getattr(model, "supports_stress", False):
             raise config.fail("optim.stress_coefficient", f"model {name!r} does not compute the stress; use "
                               "an energy-centric SpinConv (force_estimator: grad, use_pbc: true)")
-    return model
+    return model.to(model_dtype(config))
+
+
+def model_dtype(config: Config) -> torch.dtype:
+    """The torch dtype of ``precision`` (float32 or float64)."""
+    return torch.float64 if config.get("precision", "float32") == "float64" else torch.float32
 
 
 def build_dataset(config: Config, split: str) -> Dataset:

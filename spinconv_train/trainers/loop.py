@@ -17,6 +17,7 @@ from spinconv_train.atomic_files import atomic_path
 from spinconv_train.datasets.errors import DatasetError
 from spinconv_train.modules.evaluator import MetricAccumulator
 from spinconv_train.trainers import distributed as dist
+from spinconv_train.trainers.build import model_dtype
 from spinconv_train.trainers.session import Session, attach_scheduler
 from spinconv_train.trainers.targets import batch_sids
 
@@ -93,6 +94,19 @@ def optimizer_step(session: Session) -> None:
     session.scheduler.step(session.step)
 
 
+def on_device(session: Session, batch: Any) -> Any:
+    """``batch`` on the session's device, its floating-point fields in the model's
+    ``precision`` (float64 runs see float64 positions, cells and labels)."""
+    batch = batch.to(session.device)
+    dtype = model_dtype(session.config)
+    if dtype != torch.float32:
+        for key in batch.keys():
+            value = batch[key]
+            if torch.is_tensor(value) and value.is_floating_point() and value.dtype != dtype:
+                batch[key] = value.to(dtype)
+    return batch
+
+
 def _check_labels(session: Session, batch: Any, split: str) -> None:
     missing = [f for f in session.task.label_fields() if getattr(batch, f, None) is None]
     if missing:
@@ -118,7 +132,7 @@ def evaluate(session: Session, loader: DataLoader, desc: str = "validating", spl
                 break
             if i == 0:
                 _check_labels(session, batch, split)
-            batch = batch.to(session.device)
+            batch = on_device(session, batch)
             out = model(batch, **session.task.model_kwargs())
             loss = session.task.loss(out, batch)
             n = int(batch.natoms.numel())
@@ -235,7 +249,7 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
             sampler.load_state_dict({"epoch": session.epoch, "batches_yielded": session.batch_in_epoch,
                                      "seed": session.config["seed"]})
         for batch in train_loader:
-            batch = batch.to(session.device)
+            batch = on_device(session, batch)
             # micro-batches of one optimiser step: `accumulate` of them (fewer at an epoch's end),
             # each loss weighted by 1 / their number; checkpoints fall between steps only
             group_start = session.batch_in_epoch - session.batch_in_epoch % accumulate
@@ -300,7 +314,7 @@ def predict(session: Session, loader: DataLoader, path: str) -> str:
     parts: Dict[str, List[Any]] = {}
     with torch.random.fork_rng(devices=[]):
         for batch in tqdm(loader, desc="predicting", disable=not _progress(session), leave=False):
-            batch = batch.to(session.device)
+            batch = on_device(session, batch)
             out = model(batch, **session.task.model_kwargs())
             arrays = session.task.prediction_arrays(session.task.denormalize(out, batch), batch)
             for key, value in arrays.items():

@@ -190,6 +190,9 @@ def _add_training_state(session: Session, payload: Optional[Dict[str, Any]]) -> 
     config, model = session.config, session.model
     optim = config["optim"]
     session.amp = build.warn_amp_on_cpu(session.options.amp, session.device)
+    if session.amp and config["precision"] == "float64":
+        raise config.fail("precision", "--amp trains in float16 autocast; it cannot be combined with precision: "
+                          "float64 (leave out --amp, or use float32)")
     session.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
     if optim["ema_decay"]:
         session.ema = build_ema(model, float(optim["ema_decay"]))

@@ -27,9 +27,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def describe(payload: Mapping[str, Any], path: str) -> Dict[str, Any]:
     """The summary of a loaded checkpoint ``payload`` (see the module docstring)."""
+    from spinconv_train.trainers.checkpoint import EXPORT_KEY
+
     config = payload["config"]
     model = dict(config.get("model", {}))
-    exported = payload.get("exported")
+    exported = payload.get(EXPORT_KEY)
     weights = payload["model"]
     targets = payload.get("targets") or {}
     refs = targets.get("element_references")

@@ -31,11 +31,16 @@ def export_payload(payload: Mapping[str, Any], source: str, weights: str = "auto
     them, ``model`` takes the raw (last optimiser step) weights."""
     if weights not in WEIGHT_CHOICES:
         raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
+    previous = payload.get(ckpt.EXPORT_KEY) or {}
+    if previous:  # an exported model holds one set of weights: re-exporting keeps it
+        if weights not in ("auto", previous.get("weights")):
+            raise ckpt.CheckpointError(f"checkpoint {source!r} is an exported model holding only its "
+                                       f"{previous.get('weights')!r} weights; cannot take {weights!r} weights")
+        weights = "model"
     state = pretrained_state(payload, source, weights)
     chosen = "model" if weights == "model" or payload.get("ema") is None else "ema"
     exported = {key: payload.get(key) for key in _KEPT}
     exported["model"] = {name: tensor.detach().clone() for name, tensor in state.items()}
-    previous = payload.get(ckpt.EXPORT_KEY) or {}
     exported[ckpt.EXPORT_KEY] = {
         "source": previous.get("source", os.path.abspath(source)),
         "weights": previous.get("weights", chosen),

@@ -105,6 +105,9 @@ def test_reexport_keeps_the_origin(trained, tmp_path):
     export_checkpoint(first, second)
     a, b = ckpt.load(first), ckpt.load(second)
     assert b["exported"]["source"] == os.path.abspath(trained) and b["exported"]["weights"] == "ema"
+    assert export_checkpoint(first, str(tmp_path / "c.pt"), weights="ema")["weights"] == "ema"
+    with pytest.raises(ckpt.CheckpointError, match="only its 'ema' weights"):
+        export_checkpoint(first, str(tmp_path / "d.pt"), weights="model")
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name])
 

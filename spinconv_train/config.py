@@ -117,6 +117,9 @@ SCHEMA: Dict[str, Any] = {
         "energy_coefficient": (NUM, 1.0),
         "force_coefficient": (NUM, 30.0),
         "loss_energy": ((str,), "mae"),
+        # forces trainer: the energy loss on errors per atom (E/N), for data whose structures
+        # differ much in size (the normaliser still works on totals)
+        "energy_per_atom": ((bool,), False),
         "loss_force": ((str,), "mae"),
         "stress_coefficient": (NUM, 0.0),
         "loss_stress": ((str,), "mae"),

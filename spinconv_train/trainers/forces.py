@@ -31,6 +31,7 @@ class ForcesTask:
         self.train_free = bool(task["train_on_free_atoms"])
         self.eval_free = bool(task["eval_on_free_atoms"])
         self.loss_energy = optim["loss_energy"].lower()
+        self.energy_per_atom = bool(optim.get("energy_per_atom", False))
         self.loss_force = optim["loss_force"].lower()
         self.energy_coef = float(optim["energy_coefficient"])
         self.force_coef = float(optim["force_coefficient"])
@@ -64,10 +65,14 @@ class ForcesTask:
         return energy if reference is None else energy - reference
 
     def loss(self, out: Mapping[str, Tensor], batch: Any) -> Tensor:
-        """``energy_coefficient·L_E + force_coefficient·L_F`` on normalised targets."""
+        """``energy_coefficient·L_E + force_coefficient·L_F`` on normalised targets (with
+        ``optim.energy_per_atom`` the energy terms are divided by each structure's atoms)."""
         norm = self.targets.normalizer
         pred_e = out["energy"].reshape(-1)
         target_e = norm.norm(self.referenced_target(batch)).to(pred_e.dtype)
+        if self.energy_per_atom:
+            natoms = batch.natoms.reshape(-1).to(pred_e.dtype)
+            pred_e, target_e = pred_e / natoms, target_e / natoms
         if "forces" not in out:
             raise KeyError("the forces trainer needs a model that returns 'forces' (set model.regress_forces)")
         mask = free_mask(batch, self.train_free)

@@ -103,3 +103,17 @@ def test_metrics_by_tag_split_the_free_atoms_by_oc20_tag():
     assert np.isnan(metrics["forces_mae_subsurface"])  # its only atoms (0 and 3) are fixed
     assert metrics["forces_mae"] == pytest.approx(float(err[free].mean()))
     assert "forces_mae_surface" not in ForcesTask(section("task"), section("optim"), TargetState()).metric_names()
+
+
+@pytest.mark.parametrize("kind", ["mae", "mse"])
+def test_energy_per_atom_loss_divides_each_error_by_its_atoms(kind):
+    batch = toy_batch()  # structures of 3 and 4 atoms, y = 0.5 and 1.5
+    norm = Normalizer(0.0, 1.0)
+    optim = section("optim", energy_coefficient=1.0, force_coefficient=0.0, loss_energy=kind)
+    out = {"energy": torch.tensor([2.0, -1.0]), "forces": torch.zeros(batch.pos.shape[0], 3)}
+    errors = np.array([2.0 - 0.5, -1.0 - 1.5])
+    total = ForcesTask(section("task"), optim, TargetState(norm)).loss(out, batch)
+    per_atom = ForcesTask(section("task"), dict(optim, energy_per_atom=True), TargetState(norm)).loss(out, batch)
+    reduce = (lambda e: np.abs(e).mean()) if kind == "mae" else (lambda e: (e ** 2).mean())
+    assert float(total) == pytest.approx(reduce(errors))
+    assert float(per_atom) == pytest.approx(reduce(errors / np.array([3.0, 4.0])))

@@ -38,6 +38,11 @@ def energy_mae(pred: torch.Tensor, target: torch.Tensor) -> SumCount:
     return float((pred - target).abs().sum()), float(pred.shape[0])
 
 
+def energy_per_atom_mae(pred: torch.Tensor, target: torch.Tensor, natoms: torch.Tensor) -> SumCount:
+    """Mean over structures of |energy error| / atoms."""
+    return float(((pred - target).abs() / natoms.to(pred.dtype)).sum()), float(pred.shape[0])
+
+
 def energy_within_threshold(pred: torch.Tensor, target: torch.Tensor) -> SumCount:
     return float(((pred - target).abs() < ENERGY_THRESHOLD).sum()), float(pred.shape[0])
 

@@ -32,6 +32,8 @@ def test_metrics_match_numpy(random_batch):
     natoms, batch, pred_e, target_e, pred_f, target_f, free = random_batch
     value = lambda sc: sc[0] / sc[1]  # noqa: E731
     assert value(ev.energy_mae(t(pred_e), t(target_e))) == pytest.approx(np.abs(pred_e - target_e).mean())
+    assert value(ev.energy_per_atom_mae(t(pred_e), t(target_e), t(natoms))) == pytest.approx(
+        (np.abs(pred_e - target_e) / natoms).mean())
     assert value(ev.forces_mae(t(pred_f), t(target_f), t(free))) == pytest.approx(
         np.abs(pred_f[free] - target_f[free]).mean())
     p, q = pred_f[free], target_f[free]

@@ -10,6 +10,7 @@ distance of free atoms to the reference positions, success averaged over the thr
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
@@ -41,6 +42,17 @@ def energy_mae(pred: torch.Tensor, target: torch.Tensor) -> SumCount:
 def energy_per_atom_mae(pred: torch.Tensor, target: torch.Tensor, natoms: torch.Tensor) -> SumCount:
     """Mean over structures of |energy error| / atoms."""
     return float(((pred - target).abs() / natoms.to(pred.dtype)).sum()), float(pred.shape[0])
+
+
+def energy_squared_error(pred: torch.Tensor, target: torch.Tensor) -> SumCount:
+    """Sum and count of squared energy errors (an ``energy_rmse`` once the root is taken)."""
+    return float(((pred - target) ** 2).sum()), float(pred.shape[0])
+
+
+def forces_squared_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> SumCount:
+    """Sum and count of squared force components of the ``mask`` atoms (``forces_rmse``)."""
+    diff = pred[mask] - target[mask]
+    return float((diff ** 2).sum()), float(diff.numel())
 
 
 def energy_within_threshold(pred: torch.Tensor, target: torch.Tensor) -> SumCount:
@@ -110,5 +122,7 @@ class MetricAccumulator:
         packed = torch.tensor([[self.sums[n], self.counts[n]] for n in names] or [[0.0, 0.0]],
                               dtype=torch.float64, device=device)
         all_reduce_sum(packed)
-        return {n: float(packed[i, 0] / packed[i, 1]) if packed[i, 1] > 0 else float("nan")
-                for i, n in enumerate(names)}
+        values = {n: float(packed[i, 0] / packed[i, 1]) if packed[i, 1] > 0 else float("nan")
+                  for i, n in enumerate(names)}
+        # ``*_rmse`` metrics accumulate squared errors: the root is taken of the global mean.
+        return {n: math.sqrt(v) if n.endswith("_rmse") and v == v else v for n, v in values.items()}

@@ -52,7 +52,8 @@ class ForcesTask:
         return {"stress": True} if self.trains_stress else {}
 
     def metric_names(self) -> List[str]:
-        names = ["energy_mae", "energy_per_atom_mae", "forces_mae", "forces_cos", "forces_magnitude",
+        names = ["energy_mae", "energy_per_atom_mae", "energy_rmse", "forces_mae", "forces_rmse", "forces_cos",
+                 "forces_magnitude",
                  "energy_within_threshold", "energy_force_within_threshold"]
         if self.by_tag:
             names += [f"forces_{kind}_{group}" for group in TAG_GROUPS.values() for kind in ("mae", "cos")]
@@ -129,7 +130,9 @@ class ForcesTask:
         acc.add("energy_mae", ev.energy_mae(pred["energy"], target_e))
         acc.add("energy_per_atom_mae", ev.energy_per_atom_mae(pred["energy"], target_e, batch.natoms.reshape(-1)))
         acc.add("energy_within_threshold", ev.energy_within_threshold(pred["energy"], target_e))
+        acc.add("energy_rmse", ev.energy_squared_error(pred["energy"], target_e))
         acc.add("forces_mae", ev.forces_mae(pred["forces"], target_f, mask))
+        acc.add("forces_rmse", ev.forces_squared_error(pred["forces"], target_f, mask))
         acc.add("forces_cos", ev.forces_cos(pred["forces"], target_f, mask))
         acc.add("forces_magnitude", ev.forces_magnitude(pred["forces"], target_f, mask))
         acc.add("energy_force_within_threshold", ev.energy_force_within_threshold(

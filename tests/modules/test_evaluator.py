@@ -34,6 +34,14 @@ def test_metrics_match_numpy(random_batch):
     assert value(ev.energy_mae(t(pred_e), t(target_e))) == pytest.approx(np.abs(pred_e - target_e).mean())
     assert value(ev.energy_per_atom_mae(t(pred_e), t(target_e), t(natoms))) == pytest.approx(
         (np.abs(pred_e - target_e) / natoms).mean())
+    # RMSEs: the accumulator takes the root of the global mean of squared errors.
+    acc = ev.MetricAccumulator()
+    acc.add("energy_rmse", ev.energy_squared_error(t(pred_e[:2]), t(target_e[:2])))
+    acc.add("energy_rmse", ev.energy_squared_error(t(pred_e[2:]), t(target_e[2:])))
+    acc.add("forces_rmse", ev.forces_squared_error(t(pred_f), t(target_f), t(free)))
+    computed = acc.compute()
+    assert computed["energy_rmse"] == pytest.approx(np.sqrt(((pred_e - target_e) ** 2).mean()))
+    assert computed["forces_rmse"] == pytest.approx(np.sqrt(((pred_f[free] - target_f[free]) ** 2).mean()))
     assert value(ev.forces_mae(t(pred_f), t(target_f), t(free))) == pytest.approx(
         np.abs(pred_f[free] - target_f[free]).mean())
     p, q = pred_f[free], target_f[free]

@@ -385,6 +385,9 @@ def _check_values(config: Config) -> None:
         raise config.fail("precision", f"unknown precision {config['precision']!r}; use float32 or float64")
     config["precision"] = PRECISIONS[config["precision"]]
     optim = config["optim"]
+    if optim["energy_per_atom"] and config["trainer"] not in ("forces", "s2ef"):
+        raise config.fail("optim.energy_per_atom", f"applies to the forces trainer's energy loss; trainer "
+                          f"{config['trainer']!r} regresses its targets per structure")
     for key in ("loss_energy", "loss_force", "loss_stress"):
         if optim[key].lower() not in _LOSSES:
             raise config.fail(f"optim.{key}", f"unknown loss {optim[key]!r}; known: {', '.join(_LOSSES)}")

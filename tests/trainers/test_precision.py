@@ -54,11 +54,3 @@ def test_precision_values_are_checked(s2ef_data):
         assert config_from_dict(dict(config, precision=spelling))["precision"] == resolved
     with pytest.raises(ConfigError, match="precision.*float16"):
         config_from_dict(dict(config, precision="float16"))
-
-
-def test_energy_per_atom_belongs_to_the_forces_trainer(s2ef_data):
-    config = tiny_config(s2ef_data)
-    config["optim"]["energy_per_atom"] = True
-    assert config_from_dict(config)["optim"]["energy_per_atom"] is True
-    with pytest.raises(ConfigError, match="optim.energy_per_atom.*'energy'"):
-        config_from_dict(dict(config, trainer="energy"))

@@ -117,3 +117,14 @@ def test_energy_per_atom_loss_divides_each_error_by_its_atoms(kind):
     reduce = (lambda e: np.abs(e).mean()) if kind == "mae" else (lambda e: (e ** 2).mean())
     assert float(total) == pytest.approx(reduce(errors))
     assert float(per_atom) == pytest.approx(reduce(errors / np.array([3.0, 4.0])))
+
+
+def test_energy_per_atom_belongs_to_the_forces_trainer(s2ef_data):
+    from spinconv_train.config import ConfigError, config_from_dict
+    from trainers.trainer_testing import tiny_config
+
+    config = tiny_config(s2ef_data)
+    config["optim"]["energy_per_atom"] = True
+    assert config_from_dict(config)["optim"]["energy_per_atom"] is True
+    with pytest.raises(ConfigError, match="optim.energy_per_atom.*'energy'"):
+        config_from_dict(dict(config, trainer="energy"))

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from spinconv_train.config import Config, ConfigError, extra_val_splits, load_config, write_text_atomic
 from spinconv_train.registry import RegistryError
@@ -160,58 +160,6 @@ def run(args: argparse.Namespace, config: Config) -> Dict[str, Dict[str, float]]
         dist.cleanup()
 
 
-def run_sweep(args: argparse.Namespace, overrides: Sequence[str], argv: Sequence[str]) -> None:
-    """One training run per combination of ``--sweep-yml`` (see ``spinconv_train.sweep``)."""
-    from spinconv_train.sweep import read_sweep, sweep_points
-    from spinconv_train.trainers.loop import format_table
-    from spinconv_train.trainers.session import default_run_name
-
-    if args.mode != "train":
-        raise UsageError("--sweep-yml sweeps training runs: use it with --mode train")
-    if args.checkpoint:
-        raise UsageError("--sweep-yml starts new runs, it cannot resume one: leave out --checkpoint (to start "
-                         "every run from a trained model use --finetune.checkpoint=PATH)")
-    if "WORLD_SIZE" in os.environ:
-        raise UsageError("--sweep-yml under torchrun: launch the sweep without torchrun (with --submit and "
-                         "--num-gpus every run gets its own GPUs)")
-    grid = read_sweep(args.sweep_yml)
-    if args.seed is not None and "seed" in grid:
-        raise UsageError(f"--seed {args.seed} and the sweep's seed values: give one of them")
-    base = args.run_name or default_run_name(args.identifier, "train")
-    plans = []
-    for point in sweep_points(grid):
-        try:
-            config = resolve_config(args, list(overrides) + point.overrides)
-        except ConfigError as err:
-            raise ConfigError(f"sweep file {args.sweep_yml!r}, combination {point.label}: {err}") from None
-        run_args = argparse.Namespace(**{**vars(args), "run_name": f"{base}-{point.label}", "sweep_yml": None})
-        if os.path.exists(os.path.join(args.run_dir, run_args.run_name)):
-            raise UsageError(f"run directory {os.path.join(args.run_dir, run_args.run_name)!r} already exists")
-        plans.append((point, config, run_args))
-    if args.submit:
-        from spinconv_train.trainers import slurm
-
-        job_argv = slurm.strip_flags(argv, {"--sweep-yml": True})
-        for point, config, run_args in plans:
-            try:
-                slurm.submit(run_args, job_argv + point.overrides, config)
-            except ValueError as err:
-                raise UsageError(str(err)) from None
-        return
-    results: Dict[str, Dict[str, Any]] = {}
-    for index, (point, config, run_args) in enumerate(plans):
-        print(f"sweep run {index + 1}/{len(plans)}: {run_args.run_name} {json.dumps(point.values)}", flush=True)
-        history = run(run_args, config)
-        results[point.label] = {"run_dir": os.path.join(args.run_dir, run_args.run_name), "values": point.values,
-                                "trained": history.get("trained", {})}
-    summary = os.path.join(args.run_dir, f"{base}-sweep.json")
-    write_text_atomic(summary, json.dumps({"sweep": os.path.abspath(args.sweep_yml), "runs": results}, indent=2))
-    rows = {label: r["trained"] for label, r in results.items() if r["trained"]}
-    if rows:
-        print("sweep, final validation metrics:\n" + format_table(rows), flush=True)
-    print(f"sweep summary written to {summary}", flush=True)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``main.py`` and the ``spinconv-train`` command; returns the exit code."""
     parser = build_parser()
@@ -226,6 +174,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         check_flags(args)
         if args.sweep_yml:
+            from spinconv_train.sweep import run_sweep
+
             run_sweep(args, overrides, sys.argv[1:] if argv is None else argv)
             return 0
         config = resolve_config(args, overrides)

@@ -17,7 +17,7 @@ from spinconv_train.modules.element_references import ElementReferences
 from spinconv_train.modules.normalizer import Normalizer
 from spinconv_train.registry import DATASETS, MODELS, TRAINERS
 from spinconv_train.trainers import distributed as dist
-from spinconv_train.trainers.targets import TargetState
+from spinconv_train.trainers.targets import TargetState, require_labels
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,10 @@ def fit_target_state(task_cls: Any, config: Config, dataset: Dataset, progress: 
     loader = DataLoader(Subset(dataset, indices.tolist()), batch_size=64, shuffle=False, collate_fn=_collate,
                         num_workers=config["optim"]["num_workers"])
     batches = tqdm(loader, desc="fitting normaliser", disable=not progress, leave=False)
-    values = [probe.referenced_target(b) for b in batches]
+    values = []
+    for batch in batches:
+        require_labels(probe, batch, "train")
+        values.append(probe.referenced_target(batch))
     state.normalizer = Normalizer.fit(torch.cat(values, dim=0))
     logger.info("fitted %s on %d training structures", state.normalizer, take)
     return state

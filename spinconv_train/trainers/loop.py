@@ -14,12 +14,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from spinconv_train.atomic_files import atomic_path
-from spinconv_train.datasets.errors import DatasetError
 from spinconv_train.modules.evaluator import MetricAccumulator
 from spinconv_train.trainers import distributed as dist
 from spinconv_train.trainers.build import model_dtype
 from spinconv_train.trainers.session import Session, attach_scheduler
-from spinconv_train.trainers.targets import batch_sids
+from spinconv_train.trainers.targets import batch_sids, require_labels
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +106,6 @@ def on_device(session: Session, batch: Any) -> Any:
     return batch
 
 
-def _check_labels(session: Session, batch: Any, split: str) -> None:
-    missing = [f for f in session.task.label_fields() if getattr(batch, f, None) is None]
-    if missing:
-        raise DatasetError(f"the records of dataset.{split} carry no {', '.join(repr(m) for m in missing)} "
-                           "labels, so they cannot be evaluated; predict unlabelled structures with --mode predict",
-                           field=missing[0])
-
-
 @torch.no_grad()
 def evaluate(session: Session, loader: DataLoader, desc: str = "validating", split: str = "val") -> Dict[str, float]:
     """Metrics (and the loss) of the evaluation weights over ``loader`` (the ``split``
@@ -131,7 +122,7 @@ def evaluate(session: Session, loader: DataLoader, desc: str = "validating", spl
             if limit is not None and i >= limit:
                 break
             if i == 0:
-                _check_labels(session, batch, split)
+                require_labels(session.task, batch, split)
             batch = on_device(session, batch)
             out = model(batch, **session.task.model_kwargs())
             loss = session.task.loss(out, batch)
@@ -249,6 +240,7 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
             sampler.load_state_dict({"epoch": session.epoch, "batches_yielded": session.batch_in_epoch,
                                      "seed": session.config["seed"]})
         for batch in train_loader:
+            require_labels(session.task, batch, "train")
             batch = on_device(session, batch)
             # micro-batches of one optimiser step: `accumulate` of them (fewer at an epoch's end),
             # each loss weighted by 1 / their number; checkpoints fall between steps only

@@ -57,6 +57,18 @@ def batch_sids(batch: Any) -> List[Any]:
     return _as_list(getattr(batch, "sid", None), int(batch.natoms.numel())) or ["(no sid)"]
 
 
+def require_labels(task: Any, batch: Any, split: str) -> None:
+    """Raise a DatasetError naming ``dataset.<split>`` and the field when ``batch`` lacks one
+    of the labels ``task`` trains or evaluates on (e.g. an unlabelled test LMDB)."""
+    missing = [f for f in task.label_fields() if getattr(batch, f, None) is None]
+    if missing:
+        from spinconv_train.datasets.errors import DatasetError
+
+        raise DatasetError(f"the records of dataset.{split} carry no {', '.join(repr(m) for m in missing)} "
+                           "labels, so they cannot be trained or evaluated on; predict unlabelled structures "
+                           "with --mode predict", field=missing[0])
+
+
 class TargetState:
     """Normaliser and optional element references of one task (saved in checkpoints)."""
 

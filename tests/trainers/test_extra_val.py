@@ -93,3 +93,11 @@ def test_unlabelled_split_is_named_not_a_traceback(s2ef_data, tmp_path, capsys):
                  "--run-dir", str(tmp_path / "t"), "--split", "test"]) == 2
     err = capsys.readouterr().err
     assert "dataset.test" in err and "'y'" in err and "--mode predict" in err
+
+
+def test_unlabelled_training_split_is_named(s2ef_data, tmp_path, capsys):
+    config = tiny_config({"train": s2ef_data["test"]}, max_steps=1, max_epochs=None)
+    path = write_config(tmp_path, config, "unlabelled.yml")
+    assert main(["--mode", "train", "--config-yml", path, "--run-dir", str(tmp_path / "runs"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.train" in err and "'y'" in err

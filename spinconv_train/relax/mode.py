@@ -1,7 +1,8 @@
 """``--mode run-relaxations``: relax every structure of ``task.relax_dataset`` with the
 checkpoint's force model and write ``relaxations.npz`` (+ ``relaxed_positions.npz`` in the
 reference's IS2RS submission layout, ``relaxation_metrics.json``,
-+ ``trajectories/<sid>_<fid>.traj`` when ``task.write_trajectories``) in the run directory."""
+``relaxed.extxyz`` with the relaxed structures, + ``trajectories/<sid>_<fid>.traj`` when
+``task.write_trajectories``) in the run directory."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ from spinconv_train.relax.batched import BatchEvaluator
 from spinconv_train.relax.calculator import ModelCalculator, require_forces_task
 from spinconv_train.relax.evaluate import predict_atoms
 from spinconv_train.relax.metrics import relaxation_metrics
-from spinconv_train.relax.output import submission_arrays, write_relaxations
+from spinconv_train.relax.output import submission_arrays, write_relaxations, write_relaxed_structures
 from spinconv_train.relax.runner import RelaxResult, relax_indices
 from spinconv_train.relax.settings import RelaxSettings, relax_settings
 
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 RELAXATIONS = "relaxations.npz"
 SUBMISSION = "relaxed_positions.npz"  # the reference's IS2RS submission file
 METRICS = "relaxation_metrics.json"
+STRUCTURES = "relaxed.extxyz"
 
 
 def build_relax_dataset(config: Config, settings: RelaxSettings) -> Dataset:
@@ -91,6 +93,7 @@ def run_relaxations(config: Config, options: Any) -> Dict[str, float]:
         if dist.is_main():
             path = write_relaxations(os.path.join(session.run_dir, RELAXATIONS), results)
             save_npz_atomic(os.path.join(session.run_dir, SUBMISSION), **submission_arrays(results))
+            write_relaxed_structures(os.path.join(session.run_dir, STRUCTURES), dataset, results)
             write_text_atomic(os.path.join(session.run_dir, METRICS), json.dumps(metrics, indent=2))
             session.loggers.log(metrics, session.step, "relax")
             print(f"relaxed {len(results)} structures ({settings.options.name}, fmax {settings.options.fmax}, "

@@ -1,9 +1,11 @@
-"""``relaxations.npz``: one row per relaxed system, positions concatenated."""
+"""Relaxation outputs: ``relaxations.npz`` (one row per relaxed system, positions
+concatenated), the IS2RS submission arrays and ``relaxed.extxyz`` (the relaxed structures)."""
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
+from ase import Atoms
 
 from spinconv_train.datasets.lmdb_io import save_npz_atomic
 from spinconv_train.relax.runner import RelaxResult
@@ -48,4 +50,32 @@ def submission_arrays(results: Sequence[RelaxResult]) -> Dict[str, np.ndarray]:
 def write_relaxations(path: str, results: Sequence[RelaxResult]) -> str:
     """Write ``relaxations.npz`` atomically (temporary file + rename); return ``path``."""
     save_npz_atomic(path, **result_arrays(results))
+    return path
+
+
+def relaxed_atoms(dataset: Any, results: Sequence[RelaxResult]) -> List[Atoms]:
+    """The relaxed structures as ASE Atoms (elements, tags and fixed atoms from the dataset's
+    records; final positions and cell), with ``sid``, ``energy`` (model, eV), ``steps``,
+    ``converged`` and ``fmax`` in ``info``."""
+    from spinconv_train.relax.convert import record_to_atoms
+
+    frames = []
+    for result in results:
+        atoms = record_to_atoms(dataset[result.index])
+        atoms.set_cell(result.cell)
+        atoms.positions = result.positions
+        atoms.info.update({"sid": str(result.sid), "energy": float(result.energy), "steps": int(result.steps),
+                           "converged": bool(result.converged), "fmax": float(result.fmax)})
+        frames.append(atoms)
+    return frames
+
+
+def write_relaxed_structures(path: str, dataset: Any, results: Sequence[RelaxResult]) -> str:
+    """Write ``relaxed_atoms`` as one extxyz file atomically; return ``path``."""
+    from ase.io import write
+
+    from spinconv_train.atomic_files import atomic_path
+
+    with atomic_path(path, suffix=".extxyz") as tmp:
+        write(tmp, relaxed_atoms(dataset, results), format="extxyz")
     return path

@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from ase.io import read
 
 from trainers.trainer_testing import only_run_dir, tiny_config, write_config
@@ -52,6 +53,13 @@ def test_run_relaxations_writes_outputs(force_checkpoint, s2ef_data, is2re_data,
         np.testing.assert_allclose(frames[-1].positions, relaxed, atol=1e-5)
         assert frames[-1].get_potential_energy() == arrays["energy"][k]
     assert 0 < moved <= 5 * 0.04 + 1e-5  # at most maxstep per step
+    structures = read(os.path.join(run, "relaxed.extxyz"), index=":")
+    assert [str(a.info["sid"]) for a in structures] == [str(int(r.sid)) for r in records]
+    for k, (atoms, record) in enumerate(zip(structures, records)):
+        np.testing.assert_allclose(atoms.positions, arrays["positions"][offsets[k]:offsets[k + 1]], atol=1e-5)
+        assert atoms.get_atomic_numbers().tolist() == record.atomic_numbers.long().tolist()
+        assert atoms.get_potential_energy() == pytest.approx(arrays["energy"][k]) and atoms.info["steps"] == arrays["steps"][k]
+        assert len(atoms.constraints) == (1 if (record.fixed != 0).any() else 0)  # fixed atoms kept
     with open(os.path.join(run, "relaxation_metrics.json")) as handle:
         metrics = json.load(handle)
     # The fixture's pos_relaxed are its initial positions: the unrelaxed baseline scores 1.

@@ -45,7 +45,7 @@ class EnergyTask:
     def metric_names(self) -> List[str]:
         names = [f"{label}_mae" for label in self.labels]
         if len(self.labels) == 1:
-            names += ["energy_mae", "energy_within_threshold"]
+            names += ["energy_mae", "energy_rmse", "energy_within_threshold"]
         else:
             names += ["mean_mae"]
         return names
@@ -91,6 +91,7 @@ class EnergyTask:
             acc.add(f"{label}_mae", ev.energy_mae(pred["energy"][:, k], target[:, k]))
         if len(self.labels) == 1:
             acc.add("energy_mae", ev.energy_mae(pred["energy"][:, 0], target[:, 0]))
+            acc.add("energy_rmse", ev.energy_squared_error(pred["energy"][:, 0], target[:, 0]))
             acc.add("energy_within_threshold", ev.energy_within_threshold(pred["energy"][:, 0], target[:, 0]))
         else:
             err = (pred["energy"] - target).abs().mean(dim=1)

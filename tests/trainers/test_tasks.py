@@ -85,6 +85,19 @@ def test_energy_task_multi_target_metrics():
         EnergyTask(section("task", target="nope"), section("optim"), TargetState()).target(batch)
 
 
+def test_energy_task_single_target_rmse():
+    from spinconv_train.modules.evaluator import MetricAccumulator
+
+    batch = toy_batch()  # y_relaxed column 0: 1.0 and 2.0
+    task = EnergyTask(section("task", target="y_relaxed", target_indices=[0]), section("optim"),
+                      TargetState(Normalizer(0.0, 1.0)))
+    acc = MetricAccumulator(task.metric_names())
+    task.update_metrics(acc, task.denormalize({"energy": torch.tensor([[1.5], [1.0]])}, batch), batch)
+    metrics = acc.compute()
+    assert metrics["energy_mae"] == pytest.approx(0.75)
+    assert metrics["energy_rmse"] == pytest.approx(np.sqrt((0.25 + 1.0) / 2))
+
+
 def test_metrics_by_tag_split_the_free_atoms_by_oc20_tag():
     from spinconv_train.modules.evaluator import MetricAccumulator
 

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--split", help="with --mode validate: evaluate this dataset split (e.g. test, for "
                         "labelled test sets) instead of val and the val_<name> splits")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --mode train: build datasets, model and normaliser, run one training step's "
+                             "forward and backward and one batch of each validation split, print a summary; "
+                             "writes nothing")
     parser.add_argument("--sweep-yml", help="with --mode train: a YAML file of config keys and lists of values; "
                         "one run per combination (locally one after another, with --submit one job each)")
     dist = parser.add_argument_group("distributed / SLURM")
@@ -78,6 +82,9 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.run_name is not None and (not args.run_name or args.run_name in (".", "..")
                                       or os.sep in args.run_name or "/" in args.run_name):
         raise UsageError(f"--run-name {args.run_name!r}: give a plain folder name (no path separators)")
+    if args.dry_run and (args.mode != "train" or args.submit or args.sweep_yml or args.checkpoint):
+        raise UsageError("--dry-run checks a new training run: use it with --mode train, without --submit, "
+                         "--sweep-yml or --checkpoint")
     if args.split is not None and args.mode != "validate":
         raise UsageError(f"--split {args.split}: only --mode validate evaluates a chosen split")
     if args.config_yml is None and args.checkpoint is None:
@@ -179,6 +186,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             run_sweep(args, overrides, sys.argv[1:] if argv is None else argv)
             return 0
         config = resolve_config(args, overrides)
+        if args.dry_run:
+            from spinconv_train.trainers.dry_run import dry_run
+
+            print(json.dumps(dry_run(config, cpu=args.cpu), indent=2), flush=True)
+            return 0
         if args.submit:
             from spinconv_train.trainers import slurm
 

@@ -96,8 +96,13 @@ def optimizer_step(session: Session) -> None:
 def on_device(session: Session, batch: Any) -> Any:
     """``batch`` on the session's device, its floating-point fields in the model's
     ``precision`` (float64 runs see float64 positions, cells and labels)."""
-    batch = batch.to(session.device)
-    dtype = model_dtype(session.config)
+    return on_device_for(session.config, session.device, batch)
+
+
+def on_device_for(config: Mapping[str, Any], device: torch.device, batch: Any) -> Any:
+    """``on_device`` without a session: ``batch`` on ``device`` in ``config``'s precision."""
+    batch = batch.to(device)
+    dtype = model_dtype(config)
     if dtype != torch.float32:
         for key in batch.keys():
             value = batch[key]

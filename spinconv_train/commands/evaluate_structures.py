@@ -12,7 +12,8 @@ Where frames store labels, the last stdout line (JSON) holds the MAE and RMSE of
 (also per atom), forces (every component of every atom; also per element,
 ``forces_by_element``) and stress. Several
 ``--checkpoint`` files form a committee: the mean is written as the prediction, with
-``<prefix>energy_std`` and per-atom ``<prefix>forces_std`` (their spread).
+``<prefix>energy_std`` and per-atom ``<prefix>forces_std`` (their spread);
+``--select-uncertain N FILE`` writes the N frames with the largest force spread to FILE.
 
 ``spinconv-evaluate`` is installed with the package; from a checkout ``python scripts/evaluate_structures.py`` is the same.
 """
@@ -39,9 +40,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="replay the model from CUDA graphs (SpinConv on CUDA): faster for many frames of one "
                         "size, e.g. an MD17 test set, where every batch has the same shape")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even when EMA weights were saved")
+    p.add_argument("--select-uncertain", nargs=2, metavar=("N", "FILE"),
+                   help="with a committee: also write the N frames whose largest per-atom force spread is "
+                        "highest to FILE (extxyz, most uncertain first): the structures to label next")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.select_uncertain:
+        count, _ = args.select_uncertain
+        if len(args.checkpoint) < 2:
+            p.error("--select-uncertain ranks frames by the committee's spread: give two or more --checkpoint files")
+        if not count.isdigit() or int(count) < 1:
+            p.error(f"--select-uncertain N FILE: N must be a positive integer, got {count!r}")
     if args.cuda_graphs and not args.device.startswith("cuda"):
         p.error(f"--cuda-graphs needs a CUDA --device, got {args.device!r}")
     return args
@@ -84,11 +94,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             atoms.arrays[f"{args.prefix}forces_std"] = pred["forces_std"]
     with atomic_path(args.out, suffix=".extxyz") as tmp:
         write(tmp, frames, format="extxyz")
+    if args.select_uncertain:
+        count, path = int(args.select_uncertain[0]), args.select_uncertain[1]
+        order = sorted(range(len(frames)), key=lambda k: -predictions[k]["max_forces_std"])[:count]
+        with atomic_path(path, suffix=".extxyz") as tmp:
+            write(tmp, [frames[k] for k in order], format="extxyz")
     summary = {"out": args.out, **error_summary(frames, predictions)}
     if len(members) > 1:
         summary["committee_members"] = len(members)
         summary["mean_energy_std"] = float(np.mean([p["energy_std"] for p in predictions]))
         summary["max_forces_std"] = float(max(p["max_forces_std"] for p in predictions))
+    if args.select_uncertain:
+        summary["selected"] = {"file": args.select_uncertain[1], "frames": order,
+                               "max_forces_std": [float(predictions[k]["max_forces_std"]) for k in order]}
     print(json.dumps(summary))
     return 0
 

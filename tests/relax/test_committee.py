@@ -139,3 +139,27 @@ def test_scripts_take_several_checkpoints(two_checkpoints, tmp_path, capsys):
     stop_summary = json.loads((tmp_path / "stop" / "summary.json").read_text())
     assert stop_summary["stopped_at_step"] == 0 and "max_forces_std" in stop_summary["stop_reason"]
     assert read(str(tmp_path / "stop" / "uncertain.extxyz")).info["md_step"] == 0
+
+
+def test_select_uncertain_writes_the_frames_with_the_largest_spread(two_checkpoints, tmp_path, capsys):
+    from trainers.trainer_testing import emt_frames
+
+    structure = str(tmp_path / "pool.xyz")
+    write(structure, emt_frames(5, n=4))
+    evaluate = load_script("evaluate_structures")
+    picked = str(tmp_path / "to_label.extxyz")
+    assert evaluate.main(["--checkpoint", *two_checkpoints, "--structures", structure, "--out",
+                          str(tmp_path / "all.extxyz"), "--select-uncertain", "2", picked]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    everything = read(str(tmp_path / "all.extxyz"), index=":")
+    spreads = [float(a.arrays["spinconv_forces_std"].max()) for a in everything]
+    expected = sorted(range(len(spreads)), key=lambda k: -spreads[k])[:2]
+    assert summary["selected"]["frames"] == expected
+    chosen = read(picked, index=":")
+    assert len(chosen) == 2
+    for atoms, k in zip(chosen, expected):
+        np.testing.assert_allclose(atoms.positions, everything[k].positions)
+    with pytest.raises(SystemExit):  # one model has no spread to rank by
+        evaluate.main(["--checkpoint", two_checkpoints[0], "--structures", structure, "--out",
+                       str(tmp_path / "x.extxyz"), "--select-uncertain", "2", picked])
+    assert "two or more --checkpoint" in capsys.readouterr().err

@@ -90,6 +90,7 @@ SCHEMA: Dict[str, Any] = {
         "relax_dataset": ANY_KEYS,
         "relax_opt": ANY_KEYS,
         "write_trajectories": ((bool,), False),
+        "write_relaxed_structures": ((bool,), True),
     },
     "model": {"name": ((str,), None), "__extra__": ANY_KEYS},
     "optim": {

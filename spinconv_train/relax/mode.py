@@ -1,7 +1,8 @@
 """``--mode run-relaxations``: relax every structure of ``task.relax_dataset`` with the
 checkpoint's force model and write ``relaxations.npz`` (+ ``relaxed_positions.npz`` in the
 reference's IS2RS submission layout, ``relaxation_metrics.json``,
-``relaxed.extxyz`` with the relaxed structures, + ``trajectories/<sid>_<fid>.traj`` when
+``relaxed.extxyz`` with the relaxed structures unless ``task.write_relaxed_structures: false``,
++ ``trajectories/<sid>_<fid>.traj`` when
 ``task.write_trajectories``) in the run directory."""
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ def run_relaxations(config: Config, options: Any) -> Dict[str, float]:
         if dist.is_main():
             path = write_relaxations(os.path.join(session.run_dir, RELAXATIONS), results)
             save_npz_atomic(os.path.join(session.run_dir, SUBMISSION), **submission_arrays(results))
-            write_relaxed_structures(os.path.join(session.run_dir, STRUCTURES), dataset, results)
+            if settings.write_relaxed_structures:  # off for very large sets (e.g. all of OC20's IS2RE val)
+                write_relaxed_structures(os.path.join(session.run_dir, STRUCTURES), dataset, results)
             write_text_atomic(os.path.join(session.run_dir, METRICS), json.dumps(metrics, indent=2))
             session.loggers.log(metrics, session.step, "relax")
             print(f"relaxed {len(results)} structures ({settings.options.name}, fmax {settings.options.fmax}, "

@@ -10,6 +10,7 @@ Layout (as the reference's configs)::
                   relax_cell: false,                       # true: cell too (needs the stress)
                   batch_size: 8}                           # structures relaxed together (batched model calls)
       write_trajectories: false                             # one ASE .traj per system when true
+      write_relaxed_structures: true                        # relaxed.extxyz with every relaxed system
 """
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ class RelaxSettings:
     dataset: Dict[str, Any]
     options: RelaxOptions
     write_trajectories: bool = False
+    write_relaxed_structures: bool = True
 
 
 def relax_settings(config: Config) -> RelaxSettings:
@@ -112,4 +114,5 @@ def relax_settings(config: Config) -> RelaxSettings:
     except OptionError as err:
         raise config.fail(err.key, err.message) from None
     return RelaxSettings(dataset=dict(dataset), options=options,
-                         write_trajectories=bool(task.get("write_trajectories", False)))
+                         write_trajectories=bool(task.get("write_trajectories", False)),
+                         write_relaxed_structures=bool(task.get("write_relaxed_structures", True)))

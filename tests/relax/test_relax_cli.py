@@ -81,11 +81,12 @@ def test_run_relaxations_from_checkpoint_config_with_overrides(force_checkpoint,
     """Without --config-yml the checkpoint's config is used; the dataset comes as an override."""
     assert main(["--mode", "run-relaxations", "--checkpoint", force_checkpoint, "--run-dir", str(tmp_path),
                  "--no-progress", f"--task.relax_dataset.src={is2re_data['train']}",
-                 "--task.relax_opt.name=fire", "--task.relax_opt.steps=2"]) == 0
+                 "--task.relax_opt.name=fire", "--task.relax_opt.steps=2", "--task.write_relaxed_structures=false"]) == 0
     run = only_run_dir(tmp_path)
     with np.load(os.path.join(run, "relaxations.npz")) as npz:
         assert len(npz["sid"]) == 8 and (npz["steps"] <= 2).all()
     assert not os.path.exists(os.path.join(run, "trajectories"))
+    assert not os.path.exists(os.path.join(run, "relaxed.extxyz"))  # switched off
 
 
 def test_run_relaxations_on_ase_files(force_checkpoint, tmp_path):

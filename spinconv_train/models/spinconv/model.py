@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from .activation import SiLU, activate
 from .distance import DistanceBlock, GaussianBasis, cosine_weight, polynomial_envelope
-from .edges import EdgeGraph, EdgeIndices, build_edge_graph, check_atomic_numbers, edge_graph, edge_indices, lattice
+from .edges import EdgeGraph, EdgeIndices, check_atomic_numbers, edge_graph, edge_indices, lattice
 from .embedding import EmbeddingBlock, he_init_
 from .energy_head import EnergyHead
 from .force_head import EdgeForceHead, ForceHead
@@ -277,10 +277,9 @@ class SpinConv(nn.Module):
         """Graph, final edge messages (E, hidden), frame weights and envelope (or None)."""
         with geometry_precision(pos):  # graph, frames and sphere coordinates never in half precision
             if edges is None:
-                graph = build_edge_graph(data, pos, self.cutoff, self.max_num_neighbors, self.use_pbc,
-                                         self.otf_graph, cell)
-            else:
-                graph = edge_graph(edges, pos, lattice(data, pos, self.use_pbc, cell), data.batch)
+                edges = edge_indices(data, pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph,
+                                     cell)
+            graph = edge_graph(edges, pos, lattice(data, pos, self.use_pbc, cell), data.batch)
             frame_weight, env = self._radial_weights(graph.dist)
             plan = self._edge_plan(graph, pos.shape[0], frame_weight, env)
         src_el = atomic_numbers[graph.edge_index[0]]

@@ -17,6 +17,7 @@ runs the same from a checkout.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any, Callable, Mapping, Tuple, Type
@@ -32,3 +33,19 @@ def report(produce: Callable[[], Mapping[str, Any]], errors: Tuple[Type[BaseExce
         return 2
     print(json.dumps(dict(summary)), flush=True)
     return 0
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, graphs_gain: str) -> None:
+    """``--device``, ``--cuda-graphs`` (``graphs_gain``: what it buys in this command) and
+    ``--no-ema`` of the commands that load trained models; check them with
+    :func:`check_model_arguments`."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help=f"replay the model from CUDA graphs (SpinConv on a CUDA device): {graphs_gain}")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights even when EMA weights were saved")
+
+
+def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse ``--cuda-graphs`` without a CUDA ``--device`` before any model is loaded."""
+    if args.cuda_graphs and not args.device.startswith("cuda"):
+        parser.error(f"--cuda-graphs needs a CUDA --device, got {args.device!r}")

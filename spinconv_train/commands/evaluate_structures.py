@@ -24,6 +24,8 @@ import json
 import sys
 from typing import List, Optional
 
+from spinconv_train.commands import add_model_arguments, check_model_arguments
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,11 +37,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--stress", action="store_true", help="also predict stresses (energy-centric SpinConv, "
                    "periodic frames)")
     p.add_argument("--prefix", default="spinconv_", help="prefix of the predicted keys in the output")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--cuda-graphs", action="store_true",
-                   help="replay the model from CUDA graphs (SpinConv on CUDA): faster for many frames of one "
-                        "size, e.g. an MD17 test set, where every batch has the same shape")
-    p.add_argument("--no-ema", action="store_true", help="use the raw weights even when EMA weights were saved")
+    add_model_arguments(p, "faster for many frames of one size, e.g. an MD17 test set, where every batch has "
+                           "the same shape")
     p.add_argument("--select-uncertain", nargs=2, metavar=("N", "FILE"),
                    help="with a committee: also write the N frames whose largest per-atom force spread is "
                         "highest to FILE (extxyz, most uncertain first): the structures to label next")
@@ -52,8 +51,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             p.error("--select-uncertain ranks frames by the committee's spread: give two or more --checkpoint files")
         if not count.isdigit() or int(count) < 1:
             p.error(f"--select-uncertain N FILE: N must be a positive integer, got {count!r}")
-    if args.cuda_graphs and not args.device.startswith("cuda"):
-        p.error(f"--cuda-graphs needs a CUDA --device, got {args.device!r}")
+    check_model_arguments(p, args)
     return args
 
 

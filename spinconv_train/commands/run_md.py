@@ -24,6 +24,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from spinconv_train.commands import add_model_arguments, check_model_arguments
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,15 +51,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="with several --checkpoint files: stop once the committee's largest per-atom force "
                         "spread exceeds this (eV/Å) and write that structure to uncertain.extxyz")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--cuda-graphs", action="store_true",
-                   help="replay the model from CUDA graphs (SpinConv on a CUDA device): the same forces, "
-                        "much less time per step for small systems")
-    p.add_argument("--no-ema", action="store_true", help="use the raw weights even when EMA weights were saved")
+    add_model_arguments(p, "the same forces, much less time per step for small systems")
     p.add_argument("--output-dir", default="md_out")
     args = p.parse_args(argv)
-    if args.cuda_graphs and not args.device.startswith("cuda"):
-        p.error(f"--cuda-graphs needs a CUDA --device, got {args.device!r}")
+    check_model_arguments(p, args)
     return args
 
 

@@ -21,19 +21,16 @@ from spinconv_train.config import Config, extra_val_splits
 
 def dry_run(config: Config, cpu: bool = False) -> Dict[str, Any]:
     """Build the training setup of ``config`` and time one step on one batch; a summary dict."""
-    from spinconv_train.trainers import build, finetune
+    from spinconv_train.trainers import build
     from spinconv_train.trainers.loop import on_device_for
-    from spinconv_train.trainers.session import seed_everything
+    from spinconv_train.trainers.session import new_model_and_targets, seed_everything
     from spinconv_train.trainers.targets import require_labels
 
     device = build.resolve_device(cpu)
     optim = config["optim"]
     train_set = build.build_dataset(config, "train")
     seed_everything(int(config["seed"]))  # as a run does before building its model: the same initial weights
-    model = build.build_model(config)
-    targets = finetune.load_pretrained(model, config) if config["finetune"]["checkpoint"] else None
-    if targets is None:
-        targets = build.fit_target_state(build.task_class(config), config, train_set, progress=False)
+    model, targets = new_model_and_targets(config, train_set)
     task = build.build_task(config, targets)
     metric = build.monitored_metric(config, task)
     model.to(device).train()

@@ -7,7 +7,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -144,6 +144,21 @@ def make_run_dir(options: RunOptions, mode: str) -> str:
     return str(dist.broadcast_object(name))
 
 
+def new_model_and_targets(config: Config, train_dataset: Any = None,
+                          progress: bool = False) -> Tuple[torch.nn.Module, TargetState]:
+    """A new training run's model (initial weights, or ``finetune.checkpoint``'s, with the
+    ``finetune.freeze`` blocks held) and target state (the checkpoint's, or fitted on
+    ``train_dataset``, built from the config when not given). Seed first for the run's weights."""
+    model = build.build_model(config)
+    targets = finetune.load_pretrained(model, config) if config["finetune"]["checkpoint"] else None
+    if targets is None:
+        if train_dataset is None:
+            train_dataset = build.build_dataset(config, "train")
+        targets = build.fit_target_state(build.task_class(config), config, train_dataset, progress)
+    finetune.freeze(model, config["finetune"]["freeze"], config)
+    return model, targets
+
+
 def open_session(config: Config, options: RunOptions, mode: str, train_dataset: Any = None) -> Session:
     """Build the model and task (restoring ``options.checkpoint``, or fitting the target
     normaliser on ``train_dataset`` for a new run), plus the optimiser, EMA and AMP scaler
@@ -156,20 +171,14 @@ def open_session(config: Config, options: RunOptions, mode: str, train_dataset: 
         raise ckpt.CheckpointError(f"--mode {mode} needs --checkpoint (a checkpoint.pt of a trained run)")
     if payload is not None and mode == "train":
         ckpt.require_training_state(payload, options.checkpoint)
-    model = build.build_model(config)
-    targets: Optional[TargetState] = None
-    if payload is not None:
+    if payload is None:  # a new training run
+        model, targets = new_model_and_targets(config, train_dataset, options.progress and dist.is_main())
+    else:
+        model = build.build_model(config)
         ckpt.load_model_state(model, payload, options.checkpoint, config["model"])
         targets = TargetState.from_state_dict(payload["targets"])
-    elif mode == "train" and config["finetune"]["checkpoint"]:
-        targets = finetune.load_pretrained(model, config)
-    if targets is None:
-        if train_dataset is None:
-            train_dataset = build.build_dataset(config, "train")
-        targets = build.fit_target_state(build.task_class(config), config, train_dataset,
-                                         options.progress and dist.is_main())
-    if mode == "train":
-        finetune.freeze(model, config["finetune"]["freeze"], config)
+        if mode == "train":
+            finetune.freeze(model, config["finetune"]["freeze"], config)
     model.to(device)
     task = build.build_task(config, targets)
     run_dir = make_run_dir(options, mode)

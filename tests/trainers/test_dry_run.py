@@ -39,3 +39,15 @@ def test_dry_run_finds_bad_data_and_bad_flags(s2ef_data, tmp_path, capsys):
     assert "dataset.val" in capsys.readouterr().err
     assert main(["--mode", "validate", "--config-yml", unlabelled, "--dry-run", "--checkpoint", "x.pt"]) == 2
     assert "--dry-run checks a new training run" in capsys.readouterr().err
+
+
+def test_dry_run_of_a_finetuning_run_counts_the_frozen_blocks(s2ef_data, tmp_path, capsys):
+    source = write_config(tmp_path, tiny_config(s2ef_data, max_steps=1, max_epochs=None), "source.yml")
+    assert main(["--mode", "train", "--config-yml", source, "--run-dir", str(tmp_path / "src"), "--no-progress"]) == 0
+    config = tiny_config(s2ef_data, max_steps=1, max_epochs=None)
+    config["finetune"] = {"checkpoint": os.path.join(only_run_dir(tmp_path / "src"), "checkpoint.pt"),
+                          "freeze": ["net.embedding"]}
+    capsys.readouterr()
+    assert main(["--mode", "train", "--config-yml", write_config(tmp_path, config, "tune.yml"), "--dry-run"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert 0 < summary["trainable_parameters"] < summary["parameters"]

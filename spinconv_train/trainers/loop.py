@@ -126,8 +126,7 @@ def evaluate(session: Session, loader: DataLoader, desc: str = "validating", spl
         for i, batch in enumerate(tqdm(loader, desc=desc, disable=not _progress(session), leave=False)):
             if limit is not None and i >= limit:
                 break
-            if i == 0:
-                require_labels(session.task, batch, split)
+            require_labels(session.task, batch, split)
             batch = on_device(session, batch)
             out = model(batch, **session.task.model_kwargs())
             loss = session.task.loss(out, batch)

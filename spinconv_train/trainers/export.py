@@ -61,9 +61,7 @@ def export_checkpoint(source: str, destination: str, weights: str = "auto",
         raise ckpt.CheckpointError(f"export destination {destination!r} exists; choose another path or overwrite it")
     payload = ckpt.load(source)
     exported = export_payload(payload, source, weights)
-    folder = os.path.dirname(os.path.abspath(destination))
-    os.makedirs(folder, exist_ok=True)
-    ckpt.save_atomic(exported, destination)
+    ckpt.save_atomic(exported, destination)  # creates the folder
     config = exported["config"]
     return {
         "source": source,

@@ -36,6 +36,12 @@ def find_shards(src: str) -> List[str]:
     raise DatasetError("dataset src does not exist", src, field="src")
 
 
+def metadata_path(src: str) -> str:
+    """Where the ``metadata.npz`` of ``src`` is: in the folder, or next to the ``.lmdb`` file."""
+    folder = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
+    return os.path.join(folder, METADATA_NAME)
+
+
 def record_natoms(data: Data) -> int:
     """Atoms of a stored record: its ``natoms`` field, else the length of ``pos``."""
     natoms = getattr(data, "natoms", None)
@@ -157,10 +163,8 @@ class LmdbDataset(Dataset):
 
     # -- cheap passes for samplers and fitted statistics ---------------------------------
     def metadata_path(self, source: int = 0) -> str:
-        """Where a source's ``metadata.npz`` is looked for: in its folder or next to its ``.lmdb`` file."""
-        src = self.sources[source]
-        folder = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
-        return os.path.join(folder, METADATA_NAME)
+        """Where a source's ``metadata.npz`` is looked for (``metadata_path``)."""
+        return metadata_path(self.sources[source])
 
     def get_natoms(self) -> np.ndarray:
         """Atoms per record, from each source's ``metadata.npz`` when it matches, else read

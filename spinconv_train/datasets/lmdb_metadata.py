@@ -4,7 +4,7 @@ The balanced batch sampler needs every record's atom count before the first batc
 preprocessing scripts write it beside the shards; for LMDBs from other sources (the OC20
 downloads, files written by the reference code) :func:`write_lmdb_metadata` reads each
 record once, shard by shard (in parallel with ``workers``), and writes the file
-atomically where :class:`LmdbDataset` looks for it.
+atomically where :class:`LmdbDataset` looks for it (``metadata_path``).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any, Dict
 import numpy as np
 
 from .errors import DatasetError
-from .lmdb_dataset import METADATA_NAME, LmdbDataset, find_shards, record_natoms
+from .lmdb_dataset import METADATA_NAME, LmdbDataset, find_shards, metadata_path, record_natoms
 from .lmdb_io import save_npz_atomic
 
 
@@ -30,20 +30,16 @@ def shard_natoms(path: str) -> np.ndarray:
         dataset.close()
 
 
-def metadata_destination(src: str) -> str:
-    """Where :class:`LmdbDataset` looks for the metadata of ``src`` (a folder or one file).
-
-    A single file that shares its folder with other ``.lmdb`` files is refused: the
-    folder's ``metadata.npz`` describes all of them together."""
-    shards = find_shards(src)
+def check_own_folder(src: str) -> None:
+    """Refuse a single ``.lmdb`` file that shares its folder with other ``.lmdb`` files: the
+    folder's ``metadata.npz`` (``metadata_path``) describes all of them together."""
     if os.path.isdir(src):
-        return os.path.join(src, METADATA_NAME)
+        return
     folder = os.path.dirname(os.path.abspath(src))
-    others = [p for p in glob.glob(os.path.join(folder, "*.lmdb")) if os.path.abspath(p) != os.path.abspath(shards[0])]
+    others = [p for p in glob.glob(os.path.join(folder, "*.lmdb")) if os.path.abspath(p) != os.path.abspath(src)]
     if others:
         raise DatasetError(f"{len(others)} other .lmdb file(s) share this file's folder, whose {METADATA_NAME} "
                            f"describes all of them: pass the folder {folder} instead", src, field="src")
-    return os.path.join(folder, METADATA_NAME)
 
 
 def write_lmdb_metadata(src: str, workers: int = 1, overwrite: bool = False) -> Dict[str, Any]:
@@ -53,10 +49,11 @@ def write_lmdb_metadata(src: str, workers: int = 1, overwrite: bool = False) -> 
     An existing file is kept unless ``overwrite``."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    destination = metadata_destination(src)
+    shards = find_shards(src)
+    check_own_folder(src)
+    destination = metadata_path(src)
     if os.path.exists(destination) and not overwrite:
         raise DatasetError(f"{destination} exists; pass overwrite to replace it", src)
-    shards = find_shards(src)
     start = time.perf_counter()
     if workers > 1 and len(shards) > 1:
         # spawn: the parent may hold open LMDB handles and torch threads, which fork would copy.

@@ -7,7 +7,7 @@ import sys
 # (docs/benchmarks.md, "OpenMP"). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from spinconv_train.cli import main  # noqa: E402
+from spinconv_train.launch.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -98,7 +98,7 @@ def _time_predictions(num_frames: int, device) -> None:
 
     from spinconv_train.models import SpinConv
     from spinconv_train.models.spinconv.graphed import GraphedSpinConv
-    from spinconv_train.relax.evaluate import predict_atoms
+    from spinconv_train.calculators.predict import predict_atoms
 
     class RawOutputs:
         def denormalize(self, out, batch):

@@ -44,10 +44,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from spinconv_train.benchmarks.timing import time_interleaved
     from spinconv_train.datasets import LmdbDataset
-    from spinconv_train.relax.calculator import load_force_model
-    from spinconv_train.relax.mode import relax_calculator
-    from spinconv_train.relax.runner import relax_indices
-    from spinconv_train.relax.settings import RelaxOptions
+    from spinconv_train.calculators.calculator import load_force_model
+    from spinconv_train.relaxation.mode import relax_calculator
+    from spinconv_train.relaxation.runner import relax_indices
+    from spinconv_train.relaxation.settings import RelaxOptions
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -86,7 +86,7 @@ SCHEMA: Dict[str, Any] = {
         "normalizer": ((dict, None), None),
         "normalizer_fit_samples": ((int,), 10000),
         "element_references": ((bool,), False),
-        # --mode run-relaxations (checked in detail by spinconv_train/relax/settings.py)
+        # --mode run-relaxations (checked in detail by spinconv_train/relaxation/settings.py)
         "relax_dataset": ANY_KEYS,
         "relax_opt": ANY_KEYS,
         "write_trajectories": ((bool,), False),
@@ -134,7 +134,7 @@ SCHEMA: Dict[str, Any] = {
         "early_stopping_patience": ((int, None), None),
         "min_lr": (NUM + (None,), None),
     },
-    # Start a training run from a trained checkpoint's weights (spinconv_train/trainers/finetune.py).
+    # Start a training run from a trained checkpoint's weights (spinconv_train/checkpoints/pretrained.py).
     "finetune": {
         "checkpoint": ((str, None), None),
         "weights": ((str,), "auto"),

@@ -15,7 +15,7 @@ T = TypeVar("T")
 _BUILTIN_PACKAGES = (
     "spinconv_train.models",
     "spinconv_train.datasets",
-    "spinconv_train.trainers",
+    "spinconv_train.tasks",
     "spinconv_train.loggers",
 )
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from spinconv_train.modules import evaluator as ev
+from spinconv_train.tasks import metrics as ev
 
 
 @pytest.fixture

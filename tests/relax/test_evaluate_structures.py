@@ -12,9 +12,9 @@ from ase.io import read, write
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule, slab_with_adsorbate
 from trainers.trainer_testing import load_script
 from spinconv_train.datasets import DatasetError
-from spinconv_train.relax import ModelCalculator
-from spinconv_train.relax.calculator import load_force_model
-from spinconv_train.relax.evaluate import error_summary, predict_atoms
+from spinconv_train.calculators import ModelCalculator
+from spinconv_train.calculators.calculator import load_force_model
+from spinconv_train.calculators.predict import error_summary, predict_atoms
 
 
 class _RawOutputs:
@@ -102,7 +102,7 @@ def test_script_errors_are_named(force_checkpoint, tmp_path, capsys):
 
 
 def test_atoms_to_batch_is_the_batch_the_predictions_use():
-    from spinconv_train.relax import atoms_to_batch
+    from spinconv_train.calculators import atoms_to_batch
 
     torch.manual_seed(0)
     model = make_model(torch.float64, force_estimator="grad", envelope=True).eval()

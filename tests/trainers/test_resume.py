@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.cli import main
-from spinconv_train.trainers import checkpoint as ckpt
-from spinconv_train.trainers.forces import ForcesTask
+from spinconv_train.launch.cli import main
+from spinconv_train.checkpoints import store as ckpt
+from spinconv_train.tasks.forces import ForcesTask
 
 
 def _train(config_path, run_dir, *extra):

@@ -1,0 +1,243 @@
+"""A run's state (model, optimiser, position, ...) and how it is built, saved and restored."""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from spinconv_train.config import Config, save_config
+from spinconv_train.loggers import MultiLogger, build_loggers
+from spinconv_train.checkpoints.ema import build_ema, ema_from_checkpoint
+from spinconv_train.tasks.metrics import higher_is_better
+from spinconv_train.training.optim import build_optimizer
+from spinconv_train.training.scheduler import LRScheduler
+from spinconv_train.tasks import data as build
+from spinconv_train.checkpoints import store as ckpt
+from spinconv_train import distributed as dist
+from spinconv_train.checkpoints import pretrained as finetune
+from spinconv_train.tasks.targets import TargetState
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    """Command-line choices that are not part of the config."""
+
+    run_dir: str = "runs"
+    identifier: str = ""
+    run_name: Optional[str] = None  # exact folder name under run_dir (default: timestamp)
+    checkpoint: Optional[str] = None
+    amp: bool = False
+    cpu: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Session:
+    """Everything one process needs to train, evaluate or predict."""
+
+    config: Config
+    options: RunOptions
+    device: torch.device
+    run_dir: str
+    model: torch.nn.Module
+    task: Any
+    metric: str
+    loggers: MultiLogger
+    ddp_model: Optional[torch.nn.Module] = None
+    optimizer: Optional[torch.optim.Optimizer] = None
+    scheduler: Optional[LRScheduler] = None
+    ema: Optional[torch.optim.swa_utils.AveragedModel] = None
+    scaler: Optional[torch.amp.GradScaler] = None
+    amp: bool = False
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: Optional[float] = None
+    evals_since_best: int = 0  # validations since the monitored metric last improved
+    stop_reason: Optional[str] = None  # set when early stopping ends the run
+    scheduler_state: Optional[Dict[str, Any]] = None  # from a checkpoint, until the scheduler exists
+    history: Dict[str, Dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The EMA weights when EMA is on, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def train_model(self) -> torch.nn.Module:
+        return self.ddp_model if self.ddp_model is not None else self.model
+
+    def is_better(self, value: float) -> bool:
+        if self.best_metric is None or not np.isfinite(self.best_metric):
+            return bool(np.isfinite(value))
+        return value > self.best_metric if higher_is_better(self.metric) else value < self.best_metric
+
+    def close(self) -> None:
+        """Close the loggers and release the DDP wrapper. Call before the process group is
+        destroyed: a DDP reducer freed after that blocks forever in gloo's destructor."""
+        self.loggers.close()
+        self.ddp_model = None
+        gc.collect()
+
+    def checkpoint_path(self, best: bool = False) -> str:
+        return os.path.join(self.run_dir, ckpt.BEST_CHECKPOINT if best else ckpt.CHECKPOINT)
+
+    def save(self, best: bool = False, metrics: Optional[Dict[str, float]] = None) -> None:
+        """Write ``checkpoint.pt`` (or ``best_checkpoint.pt``) atomically, on rank 0 only."""
+        if not dist.is_main():
+            return
+        payload = ckpt.build_payload(
+            config=self.config, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            ema=self.ema, scaler=self.scaler, targets=self.task.targets, step=self.step, epoch=self.epoch,
+            batch_in_epoch=self.batch_in_epoch, sampler_seed=self.config["seed"],
+            best_metric=self.best_metric, metrics=metrics or {}, evals_since_best=self.evals_since_best,
+            stop_reason=self.stop_reason)
+        ckpt.save_atomic(payload, self.checkpoint_path(best))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def default_run_name(identifier: str, mode: str) -> str:
+    """``<timestamp>[-<identifier>][-<mode>]`` (no mode suffix for training runs)."""
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
+    base = f"{stamp}-{identifier}" if identifier else stamp
+    return base if mode == "train" else f"{base}-{mode}"
+
+
+class RunDirectoryExistsError(ValueError):
+    """``--run-name`` names a folder that already exists."""
+
+
+def make_run_dir(options: RunOptions, mode: str) -> str:
+    """``<run_dir>/<timestamp>[-<identifier>]``, or ``<run_dir>/<run_name>`` when given
+    (a new folder; rank 0 creates it)."""
+    name = None
+    if dist.is_main() and options.run_name:
+        name = os.path.join(options.run_dir, options.run_name)
+        try:
+            os.makedirs(name)
+        except FileExistsError:
+            raise RunDirectoryExistsError(
+                f"--run-name {options.run_name!r}: {name!r} already exists; runs never write into an "
+                "existing run directory (resume with --checkpoint and a new name)") from None
+    elif dist.is_main():
+        base = default_run_name(options.identifier, mode)
+        name = os.path.join(options.run_dir, base)
+        suffix = 1
+        while os.path.exists(name):
+            suffix += 1
+            name = os.path.join(options.run_dir, f"{base}-{suffix}")
+        os.makedirs(name)
+    return str(dist.broadcast_object(name))
+
+
+def new_model_and_targets(config: Config, train_dataset: Any = None,
+                          progress: bool = False) -> Tuple[torch.nn.Module, TargetState]:
+    """A new training run's model (initial weights, or ``finetune.checkpoint``'s, with the
+    ``finetune.freeze`` blocks held) and target state (the checkpoint's, or fitted on
+    ``train_dataset``, built from the config when not given). Seed first for the run's weights."""
+    model = build.build_model(config)
+    targets = finetune.load_pretrained(model, config) if config["finetune"]["checkpoint"] else None
+    if targets is None:
+        if train_dataset is None:
+            train_dataset = build.build_dataset(config, "train")
+        targets = build.fit_target_state(build.task_class(config), config, train_dataset, progress)
+    finetune.freeze(model, config["finetune"]["freeze"], config)
+    return model, targets
+
+
+def open_session(config: Config, options: RunOptions, mode: str, train_dataset: Any = None) -> Session:
+    """Build the model and task (restoring ``options.checkpoint``, or fitting the target
+    normaliser on ``train_dataset`` for a new run), plus the optimiser, EMA and AMP scaler
+    when training."""
+    device = build.resolve_device(options.cpu)
+    dist.setup(device)
+    seed_everything(int(config["seed"]) + dist.get_rank())
+    payload = ckpt.load(options.checkpoint) if options.checkpoint else None
+    if payload is None and mode != "train":
+        raise ckpt.CheckpointError(f"--mode {mode} needs --checkpoint (a checkpoint.pt of a trained run)")
+    if payload is not None and mode == "train":
+        ckpt.require_training_state(payload, options.checkpoint)
+    if payload is None:  # a new training run
+        model, targets = new_model_and_targets(config, train_dataset, options.progress and dist.is_main())
+    else:
+        model = build.build_model(config)
+        ckpt.load_model_state(model, payload, options.checkpoint, config["model"])
+        targets = TargetState.from_state_dict(payload["targets"])
+        if mode == "train":
+            finetune.freeze(model, config["finetune"]["freeze"], config)
+    model.to(device)
+    task = build.build_task(config, targets)
+    run_dir = make_run_dir(options, mode)
+    if dist.is_main():
+        save_config(config, os.path.join(run_dir, "config.yml"))
+    loggers = build_loggers(run_dir, config) if dist.is_main() else MultiLogger([])
+    session = Session(config=config, options=options, device=device, run_dir=run_dir, model=model, task=task,
+                      metric=build.monitored_metric(config, task), loggers=loggers)
+    if mode == "train":
+        _add_training_state(session, payload)
+    elif payload is not None:
+        session.ema = ema_from_checkpoint(model, payload, config["optim"]["ema_decay"])
+    logger.info("run directory %s", run_dir)
+    return session
+
+
+def _add_training_state(session: Session, payload: Optional[Dict[str, Any]]) -> None:
+    config, model = session.config, session.model
+    optim = config["optim"]
+    session.amp = build.warn_amp_on_cpu(session.options.amp, session.device)
+    if session.amp and config["precision"] == "float64":
+        raise config.fail("precision", "--amp trains in float16 autocast; it cannot be combined with precision: "
+                          "float64 (leave out --amp, or use float32)")
+    session.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
+    if optim["ema_decay"]:
+        session.ema = build_ema(model, float(optim["ema_decay"]))
+    session.scaler = torch.amp.GradScaler("cuda") if session.amp else None
+    if dist.get_world_size() > 1:
+        ids = [session.device.index] if session.device.type == "cuda" else None
+        session.ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if payload is not None:
+        _restore_training_state(session, payload)
+
+
+def attach_scheduler(session: Session, total_steps: int) -> None:
+    """The scheduler needs the run length, known once the training loader exists."""
+    session.scheduler = LRScheduler(session.optimizer, session.config["optim"], total_steps, session.metric)
+    if session.scheduler_state is not None:
+        session.scheduler.load_state_dict(session.scheduler_state)
+    session.scheduler.set_lr(session.step)
+
+
+def _restore_training_state(session: Session, payload: Dict[str, Any]) -> None:
+    path = session.options.checkpoint
+    try:
+        if payload.get("optimizer") is not None:
+            session.optimizer.load_state_dict(payload["optimizer"])
+        if session.ema is not None and payload.get("ema") is not None:
+            session.ema.load_state_dict(payload["ema"])
+        if session.scaler is not None and payload.get("scaler") is not None:
+            session.scaler.load_state_dict(payload["scaler"])
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise ckpt.CheckpointError(f"checkpoint {path!r}: cannot restore the training state: {err}") from None
+    session.scheduler_state = payload.get("scheduler")
+    session.step = int(payload["step"])
+    session.epoch = int(payload["epoch"])
+    session.batch_in_epoch = int(payload["sampler"]["batches_yielded"])
+    session.best_metric = payload.get("best_metric")
+    session.evals_since_best = int(payload.get("early_stopping", {}).get("evals_since_best", 0))
+    ckpt.set_rng_state(payload["rng"])
+    logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, session.step, session.epoch,
+                session.batch_in_epoch)

@@ -64,7 +64,7 @@ def test_forces_trainer_end_to_end(tmp_path, capsys):
     vals = read_jsonl(run, "val")
     assert [v["step"] for v in vals] == [0, 6]
     assert vals[-1]["loss"] < vals[0]["loss"]  # training helped
-    best = ckpt.load(os.path.join(run, "best_checkpoint.pt"))
+    best = ckpt.read(os.path.join(run, "best_checkpoint.pt"))
     assert validated["forces_mae"] == pytest.approx(best["metrics"]["forces_mae"], rel=1e-9)
     assert os.listdir(os.path.join(run, "tensorboard"))
 
@@ -91,4 +91,4 @@ def test_energy_trainer_end_to_end(tmp_path, capsys):
     assert set(pred.files) == {"ids", "energy", "natoms"} and pred["energy"].dtype == np.float32
     steps_per_epoch = -(-24 // 4)
     assert read_jsonl(resumed, "val")[-1]["step"] == 3 * steps_per_epoch
-    assert ckpt.load(os.path.join(resumed, "checkpoint.pt"))["epoch"] == 3
+    assert ckpt.read(os.path.join(resumed, "checkpoint.pt"))["epoch"] == 3

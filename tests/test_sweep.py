@@ -85,7 +85,7 @@ def test_submitted_sweep_is_one_job_per_combination(s2ef_data, tmp_path, monkeyp
     from spinconv_train.launch import slurm
 
     submitted = []
-    monkeypatch.setattr(slurm, "submit", lambda args, argv, config: submitted.append((args.run_name, list(argv),
+    monkeypatch.setattr(slurm, "submit", lambda args, argv, config, entry: submitted.append((args.run_name, list(argv),
                                                                                        config["seed"])))
     config = write_config(tmp_path, tiny_config(s2ef_data, max_steps=1, max_epochs=None))
     sweep = _sweep_file(tmp_path, {"seed": [4, 5]})

@@ -88,7 +88,7 @@ def load_force_model(path: str, device: torch.device, use_ema: bool = True, cuda
     from spinconv_train.tasks import data as build
     from spinconv_train.checkpoints import store as ckpt
     from spinconv_train.tasks.targets import TargetState
-    payload = ckpt.load(path)
+    payload = ckpt.read(path)
     config = config_from_dict(payload["config"], origin=f"checkpoint {path!r}")
     task = build.build_task(config, TargetState.from_state_dict(payload["targets"]))
     require_forces_task(task, config["trainer"], f"checkpoint {path!r}")

@@ -59,7 +59,7 @@ def export_checkpoint(source: str, destination: str, weights: str = "auto",
         raise ckpt.CheckpointError(f"export destination {destination!r} is the source checkpoint itself")
     if os.path.exists(destination) and not overwrite:
         raise ckpt.CheckpointError(f"export destination {destination!r} exists; choose another path or overwrite it")
-    payload = ckpt.load(source)
+    payload = ckpt.read(source)
     exported = export_payload(payload, source, weights)
     ckpt.save_atomic(exported, destination)  # creates the folder
     config = exported["config"]

@@ -47,7 +47,7 @@ def load_pretrained(model: torch.nn.Module, config: Config) -> Optional[TargetSt
     section = config["finetune"]
     path = section["checkpoint"]
     try:
-        payload = ckpt.load(path)
+        payload = ckpt.read(path)
     except ckpt.CheckpointError as err:
         raise config.fail("finetune.checkpoint", str(err)) from None
     saved = payload["config"]

@@ -41,8 +41,9 @@ def save_atomic(payload: Mapping[str, Any], path: str) -> None:
         torch.save(dict(payload), tmp)
 
 
-def load(path: str) -> Dict[str, Any]:
-    """Read a checkpoint written by :func:`save_atomic` (on CPU)."""
+def read(path: str) -> Dict[str, Any]:
+    """The payload dict of a checkpoint written by :func:`save_atomic` (on CPU); the model
+    and task are built from it by :func:`spinconv_train.checkpoints.load`."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     try:

@@ -67,9 +67,9 @@ def _nonzero_references(state: Mapping[str, Any]) -> Dict[str, float]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from spinconv_train.checkpoints.store import CheckpointError, load
+    from spinconv_train.checkpoints.store import CheckpointError, read
 
-    codes = [report(lambda: describe(load(path), path), (CheckpointError,)) for path in args.checkpoints]
+    codes = [report(lambda: describe(read(path), path), (CheckpointError,)) for path in args.checkpoints]
     return max(codes)
 
 

@@ -1,8 +1,9 @@
 """SLURM submission with submitit: ``main.py ... --submit``, and requeue on preemption.
 
 The submitting process names the run (``<timestamp>[-<identifier>]``), builds a submitit
-executor from the SLURM flags and submits a :class:`TrainingJob` that runs the same
-``main.py`` command on the allocation. With ``--num-gpus N`` every node runs N tasks,
+executor from the SLURM flags and submits a :class:`TrainingJob` that calls its ``entry``
+(the command line's ``main``, passed in by the caller) with the same arguments on the
+allocation. With ``--num-gpus N`` every node runs N tasks,
 one per GPU; each task gets the RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR /
 MASTER_PORT variables that ``torchrun`` would set, so the distributed code path is the
 same for both launchers.
@@ -22,7 +23,9 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from spinconv_train.rundir import default_run_name
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +109,7 @@ class TrainingJob:
     argv: List[str]  # the main.py command without submission and run-directory flags
     run_dir: str  # absolute parent folder of the run directories
     run_name: str  # the first attempt's run directory name
+    entry: Callable[[List[str]], int]  # runs a command line on the allocation (``launch.cli.main``)
     attempt: int = 0
     resume_from: Optional[str] = None  # checkpoint.pt the attempt starts from
 
@@ -131,13 +135,11 @@ class TrainingJob:
     def __call__(self) -> int:
         import submitit
 
-        from spinconv_train.launch.cli import main
-
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:
             os.environ.update(distributed_environment(env.global_rank, env.local_rank, env.num_tasks,
                                                       env.hostnames[0], env.job_id))
-        code = main(self.command())
+        code = self.entry(self.command())
         if code != 0:
             raise RuntimeError(f"main.py {' '.join(self.command())} exited with code {code}")
         return code
@@ -158,11 +160,11 @@ class TrainingJob:
         return submitit.helpers.DelayedSubmission(following)
 
 
-def submit(args: argparse.Namespace, argv: Sequence[str], config: Any) -> Any:
-    """Submit the command of ``argv`` (a ``--submit`` command line) and return the job."""
+def submit(args: argparse.Namespace, argv: Sequence[str], config: Any,
+           entry: Callable[[List[str]], int]) -> Any:
+    """Submit the command of ``argv`` (a ``--submit`` command line), run on the allocation by
+    ``entry``, and return the job."""
     import submitit
-
-    from spinconv_train.training.session import default_run_name
 
     run_dir = os.path.abspath(args.run_dir)
     run_name = args.run_name or default_run_name(args.identifier, args.mode)
@@ -172,7 +174,7 @@ def submit(args: argparse.Namespace, argv: Sequence[str], config: Any) -> Any:
     if args.config_yml:  # the job may start in another directory: the config by absolute path
         job_argv = strip_flags(job_argv, {"--config-yml": True}) + ["--config-yml", os.path.abspath(args.config_yml)]
     resume = os.path.abspath(args.checkpoint) if args.checkpoint else None
-    job = TrainingJob(job_argv, run_dir, run_name, resume_from=resume)
+    job = TrainingJob(job_argv, run_dir, run_name, entry, resume_from=resume)
     folder = os.path.join(run_dir, "slurm", "%j")
     executor = submitit.AutoExecutor(folder=folder, cluster=os.environ.get(CLUSTER_ENV) or None,
                                      slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES)

@@ -20,11 +20,14 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 import yaml
 
-from spinconv_train.config import ConfigError
+from spinconv_train.config import Config, ConfigError, write_text_atomic
+from spinconv_train.launch.args import UsageError, resolve_config
+from spinconv_train.rundir import default_run_name
+from spinconv_train.tables import format_table
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,12 @@ def sweep_points(grid: Mapping[str, List[Any]]) -> List[SweepPoint]:
     return points
 
 
-def run_sweep(args: argparse.Namespace, overrides: Sequence[str], argv: Sequence[str]) -> None:
+def run_sweep(args: argparse.Namespace, overrides: Sequence[str], argv: Sequence[str],
+              run: Callable[[argparse.Namespace, Config], Dict[str, Dict[str, float]]],
+              entry: Callable[[List[str]], int]) -> None:
     """One training run per combination of ``args.sweep_yml`` (a parsed ``main.py`` command
-    line; ``overrides``: its ``--key=value`` arguments; ``argv``: the whole, for submission)."""
-    from spinconv_train.launch.cli import UsageError, resolve_config, run
-    from spinconv_train.config import write_text_atomic
-    from spinconv_train.training.loop import format_table
-    from spinconv_train.training.session import default_run_name
+    line; ``overrides``: its ``--key=value`` arguments; ``argv``: the whole, for submission).
+    ``run`` executes one run here; ``entry`` (``main``) is what a submitted job calls."""
 
     if args.mode != "train":
         raise UsageError("--sweep-yml sweeps training runs: use it with --mode train")
@@ -111,7 +113,7 @@ def run_sweep(args: argparse.Namespace, overrides: Sequence[str], argv: Sequence
         job_argv = slurm.strip_flags(argv, {"--sweep-yml": True})
         for point, config, run_args in plans:
             try:
-                slurm.submit(run_args, job_argv + point.overrides, config)
+                slurm.submit(run_args, job_argv + point.overrides, config, entry=entry)
             except ValueError as err:
                 raise UsageError(str(err)) from None
         return

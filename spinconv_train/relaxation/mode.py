@@ -70,7 +70,7 @@ def run_relaxations(config: Config, options: Any) -> Dict[str, float]:
     """Run the mode (``options``: the CLI's ``RunOptions``); return the metrics."""
     from spinconv_train.tasks import data as build
     from spinconv_train import distributed as dist
-    from spinconv_train.training.loop import format_table
+    from spinconv_train.tables import format_table
     from spinconv_train.training.session import open_session
 
     settings = relax_settings(config)

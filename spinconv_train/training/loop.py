@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from spinconv_train.atomic_files import atomic_path
+from spinconv_train.tables import format_table
 from spinconv_train.tasks.metrics import MetricAccumulator
 from spinconv_train import distributed as dist
 from spinconv_train.tasks.data import model_dtype
@@ -134,20 +135,6 @@ def evaluate(session: Session, loader: DataLoader, desc: str = "validating", spl
             acc.add("loss", (float(loss) * n, float(n)))
             session.task.update_metrics(acc, session.task.denormalize(out, batch), batch)
     return acc.compute(session.device)
-
-
-def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
-    """A plain-text table: one column per row label, one line per metric."""
-    labels = list(rows)
-    names: List[str] = []
-    for metrics in rows.values():
-        names += [n for n in metrics if n not in names]
-    width = max([len(n) for n in names] + [6])
-    lines = [" " * width + "".join(f"  {label:>14}" for label in labels)]
-    for name in names:
-        cells = "".join(f"  {rows[label].get(name, float('nan')):>14.6g}" for label in labels)
-        lines.append(f"{name:<{width}}{cells}")
-    return "\n".join(lines)
 
 
 def _announce(session: Session, text: str) -> None:

@@ -5,7 +5,6 @@ import gc
 import logging
 import os
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -17,6 +16,7 @@ from spinconv_train.loggers import MultiLogger, build_loggers
 from spinconv_train.checkpoints.ema import build_ema, ema_from_checkpoint
 from spinconv_train.tasks.metrics import higher_is_better
 from spinconv_train.training.optim import build_optimizer
+from spinconv_train.rundir import RunOptions, make_run_dir
 from spinconv_train.training.scheduler import LRScheduler
 from spinconv_train.tasks import data as build
 from spinconv_train.checkpoints import store as ckpt
@@ -25,19 +25,6 @@ from spinconv_train.checkpoints import pretrained as finetune
 from spinconv_train.tasks.targets import TargetState
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RunOptions:
-    """Command-line choices that are not part of the config."""
-
-    run_dir: str = "runs"
-    identifier: str = ""
-    run_name: Optional[str] = None  # exact folder name under run_dir (default: timestamp)
-    checkpoint: Optional[str] = None
-    amp: bool = False
-    cpu: bool = False
-    progress: bool = True
 
 
 @dataclass
@@ -110,40 +97,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def default_run_name(identifier: str, mode: str) -> str:
-    """``<timestamp>[-<identifier>][-<mode>]`` (no mode suffix for training runs)."""
-    stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
-    base = f"{stamp}-{identifier}" if identifier else stamp
-    return base if mode == "train" else f"{base}-{mode}"
-
-
-class RunDirectoryExistsError(ValueError):
-    """``--run-name`` names a folder that already exists."""
-
-
-def make_run_dir(options: RunOptions, mode: str) -> str:
-    """``<run_dir>/<timestamp>[-<identifier>]``, or ``<run_dir>/<run_name>`` when given
-    (a new folder; rank 0 creates it)."""
-    name = None
-    if dist.is_main() and options.run_name:
-        name = os.path.join(options.run_dir, options.run_name)
-        try:
-            os.makedirs(name)
-        except FileExistsError:
-            raise RunDirectoryExistsError(
-                f"--run-name {options.run_name!r}: {name!r} already exists; runs never write into an "
-                "existing run directory (resume with --checkpoint and a new name)") from None
-    elif dist.is_main():
-        base = default_run_name(options.identifier, mode)
-        name = os.path.join(options.run_dir, base)
-        suffix = 1
-        while os.path.exists(name):
-            suffix += 1
-            name = os.path.join(options.run_dir, f"{base}-{suffix}")
-        os.makedirs(name)
-    return str(dist.broadcast_object(name))
-
-
 def new_model_and_targets(config: Config, train_dataset: Any = None,
                           progress: bool = False) -> Tuple[torch.nn.Module, TargetState]:
     """A new training run's model (initial weights, or ``finetune.checkpoint``'s, with the
@@ -166,7 +119,7 @@ def open_session(config: Config, options: RunOptions, mode: str, train_dataset: 
     device = build.resolve_device(options.cpu)
     dist.setup(device)
     seed_everything(int(config["seed"]) + dist.get_rank())
-    payload = ckpt.load(options.checkpoint) if options.checkpoint else None
+    payload = ckpt.read(options.checkpoint) if options.checkpoint else None
     if payload is None and mode != "train":
         raise ckpt.CheckpointError(f"--mode {mode} needs --checkpoint (a checkpoint.pt of a trained run)")
     if payload is not None and mode == "train":

@@ -61,5 +61,5 @@ def test_two_process_gradient_accumulation_runs_to_the_expected_step(s2ef_data, 
 
     config = write_config(tmp_path, tiny_config(s2ef_data, max_epochs=1, batch_size=1, accumulate_grad_batches=2))
     _run(["--mode", "train", "--config-yml", config, "--run-dir", str(tmp_path / "ddp"), "--distributed"], nproc=2)
-    payload = ckpt.load(os.path.join(only_run_dir(tmp_path / "ddp"), "checkpoint.pt"))
+    payload = ckpt.read(os.path.join(only_run_dir(tmp_path / "ddp"), "checkpoint.pt"))
     assert payload["step"] == 2 and payload["epoch"] == 1

@@ -31,9 +31,9 @@ def _run(tmp_path, s2ef_data, name, precision):
 def test_float64_training_matches_float32_and_stays_double(s2ef_data, tmp_path, torch_threads):
     single = _run(tmp_path, s2ef_data, "single", "float32")
     double = _run(tmp_path, s2ef_data, "double", "float64")
-    payload = ckpt.load(os.path.join(double, "checkpoint.pt"))
+    payload = ckpt.read(os.path.join(double, "checkpoint.pt"))
     assert all(t.dtype == torch.float64 for t in payload["model"].values() if t.is_floating_point())
-    assert all(t.dtype == torch.float32 for t in ckpt.load(os.path.join(single, "checkpoint.pt"))["model"].values()
+    assert all(t.dtype == torch.float32 for t in ckpt.read(os.path.join(single, "checkpoint.pt"))["model"].values()
                if t.is_floating_point())
     # Same seed, same initial weights: the first step's loss agrees to float32 rounding.
     first = [read_jsonl(run, "train")[0]["loss"] for run in (single, double)]

@@ -1,0 +1,55 @@
+"""Run directories: where a run (training, evaluation, relaxation) writes its files."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from spinconv_train import distributed as dist
+
+
+@dataclass
+class RunOptions:
+    """Command-line choices that are not part of the config."""
+
+    run_dir: str = "runs"
+    identifier: str = ""
+    run_name: str | None = None  # exact folder name under run_dir (default: timestamp)
+    checkpoint: str | None = None
+    amp: bool = False
+    cpu: bool = False
+    progress: bool = True
+
+
+class RunDirectoryExistsError(ValueError):
+    """``--run-name`` names a folder that already exists."""
+
+
+def default_run_name(identifier: str, mode: str) -> str:
+    """``<timestamp>[-<identifier>][-<mode>]`` (no mode suffix for training runs)."""
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
+    base = f"{stamp}-{identifier}" if identifier else stamp
+    return base if mode == "train" else f"{base}-{mode}"
+
+
+def make_run_dir(options: RunOptions, mode: str) -> str:
+    """``<run_dir>/<timestamp>[-<identifier>]``, or ``<run_dir>/<run_name>`` when given
+    (a new folder; rank 0 creates it)."""
+    name = None
+    if dist.is_main() and options.run_name:
+        name = os.path.join(options.run_dir, options.run_name)
+        try:
+            os.makedirs(name)
+        except FileExistsError:
+            raise RunDirectoryExistsError(
+                f"--run-name {options.run_name!r}: {name!r} already exists; runs never write into an "
+                "existing run directory (resume with --checkpoint and a new name)") from None
+    elif dist.is_main():
+        base = default_run_name(options.identifier, mode)
+        name = os.path.join(options.run_dir, base)
+        suffix = 1
+        while os.path.exists(name):
+            suffix += 1
+            name = os.path.join(options.run_dir, f"{base}-{suffix}")
+        os.makedirs(name)
+    return str(dist.broadcast_object(name))

@@ -1,11 +1,18 @@
-"""Run directories: where a run (training, evaluation, relaxation) writes its files."""
+"""Starting a run (training, evaluation, relaxation): this process's device, process group
+and seed, and the run directory with the resolved config and the loggers."""
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass
 
+import numpy as np
+import torch
+
 from spinconv_train import distributed as dist
+from spinconv_train.config import Config, save_config
+from spinconv_train.loggers import MultiLogger, build_loggers
 
 
 @dataclass
@@ -53,3 +60,28 @@ def make_run_dir(options: RunOptions, mode: str) -> str:
             name = os.path.join(options.run_dir, f"{base}-{suffix}")
         os.makedirs(name)
     return str(dist.broadcast_object(name))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def start_process(config: Config, cpu: bool) -> torch.device:
+    """This process's device (``cuda:LOCAL_RANK`` unless ``cpu``), the process group under
+    torchrun or SLURM, and the seed ``seed + rank``."""
+    device = dist.local_device(prefer_cpu=cpu)
+    dist.setup(device)
+    seed_everything(int(config["seed"]) + dist.get_rank())
+    return device
+
+
+def open_run_dir(config: Config, options: RunOptions, mode: str) -> tuple[str, MultiLogger]:
+    """A new run directory holding ``config.yml``, and the run's loggers (none off rank 0)."""
+    run_dir = make_run_dir(options, mode)
+    if dist.is_main():
+        save_config(config, os.path.join(run_dir, "config.yml"))
+    loggers = build_loggers(run_dir, config) if dist.is_main() else MultiLogger([])
+    return run_dir, loggers

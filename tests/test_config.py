@@ -139,7 +139,9 @@ def test_shipped_config_validates_and_builds(path, monkeypatch):
     import os
 
     from spinconv_train.registry import DATASETS
-    from spinconv_train.tasks.data import build_dataset, build_model, build_task, monitored_metric
+    from spinconv_train.checkpoints import build_model
+    from spinconv_train.tasks.build import build_task, monitored_metric
+    from spinconv_train.tasks.data import build_dataset
     from spinconv_train.tasks.targets import TargetState
 
     monkeypatch.chdir(ROOT)  # dataset paths are relative to the repository root

@@ -9,6 +9,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from spinconv_train.calculators.predict import NotAForceModelError, calculator_properties, predict_atoms
+from spinconv_train.checkpoints import load
 
 
 def require_forces_task(task: Any, trainer: str, source: str) -> None:
@@ -83,20 +84,9 @@ class ModelCalculator(Calculator):
 def load_force_model(path: str, device: torch.device, use_ema: bool = True, cuda_graphs: bool = False) -> tuple:
     """``(model, task)`` of a checkpoint, built from the config saved inside it; with
     ``cuda_graphs`` the model is wrapped in ``GraphedSpinConv`` (SpinConv on CUDA only)."""
-    from spinconv_train.config import config_from_dict
-    from spinconv_train.checkpoints.ema import ema_from_checkpoint
-    from spinconv_train.tasks import data as build
-    from spinconv_train.checkpoints import store as ckpt
-    from spinconv_train.tasks.targets import TargetState
-    payload = ckpt.read(path)
-    config = config_from_dict(payload["config"], origin=f"checkpoint {path!r}")
-    task = build.build_task(config, TargetState.from_state_dict(payload["targets"]))
-    require_forces_task(task, config["trainer"], f"checkpoint {path!r}")
-    model = build.build_model(config)
-    ckpt.load_model_state(model, payload, path, config["model"])
-    ema = ema_from_checkpoint(model, payload, config["optim"]["ema_decay"]) if use_ema else None
-    if ema is not None:
-        model = ema.module
+    built = load(path, use_ema=use_ema)
+    require_forces_task(built.task, built.config["trainer"], f"checkpoint {path!r}")
+    model, task = built.eval_model, built.task
     model.to(device).eval()
     if cuda_graphs:
         from spinconv_train.models.spinconv.graphed import GraphedSpinConv

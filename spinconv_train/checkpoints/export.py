@@ -18,6 +18,7 @@ import torch
 
 from spinconv_train import __version__
 from spinconv_train.checkpoints import store as ckpt
+from spinconv_train.checkpoints.builder import load
 from spinconv_train.checkpoints.pretrained import pretrained_state
 
 WEIGHT_CHOICES = ("auto", "ema", "model")
@@ -59,7 +60,7 @@ def export_checkpoint(source: str, destination: str, weights: str = "auto",
         raise ckpt.CheckpointError(f"export destination {destination!r} is the source checkpoint itself")
     if os.path.exists(destination) and not overwrite:
         raise ckpt.CheckpointError(f"export destination {destination!r} exists; choose another path or overwrite it")
-    payload = ckpt.read(source)
+    payload = load(source, use_ema=False).payload  # the model must build from it: no export that cannot load
     exported = export_payload(payload, source, weights)
     ckpt.save_atomic(exported, destination)  # creates the folder
     config = exported["config"]

@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Union
 
 from torch.utils.data import Dataset
 
+from spinconv_train import distributed as dist
+from spinconv_train.checkpoints import CheckpointError, build_model, load
 from spinconv_train.config import Config, check_source_paths, write_text_atomic
 from spinconv_train.datasets import DatasetError
 from spinconv_train.datasets.lmdb_io import save_npz_atomic
@@ -24,6 +26,9 @@ from spinconv_train.relaxation.metrics import relaxation_metrics
 from spinconv_train.relaxation.output import submission_arrays, write_relaxations, write_relaxed_structures
 from spinconv_train.relaxation.runner import RelaxResult, relax_indices
 from spinconv_train.relaxation.settings import RelaxSettings, relax_settings
+from spinconv_train.rundir import RunOptions, open_run_dir, start_process
+from spinconv_train.tables import format_table
+from spinconv_train.tasks.build import task_class
 
 logger = logging.getLogger(__name__)
 
@@ -66,24 +71,24 @@ def relax_calculator(model: Any, task: Any, device: Any, batch_size: int) -> Uni
     return BatchEvaluator(predict, supports_stress=bool(getattr(model, "supports_stress", False)))
 
 
-def run_relaxations(config: Config, options: Any) -> Dict[str, float]:
-    """Run the mode (``options``: the CLI's ``RunOptions``); return the metrics."""
-    from spinconv_train.tasks import data as build
-    from spinconv_train import distributed as dist
-    from spinconv_train.tables import format_table
-    from spinconv_train.training.session import open_session
-
+def run_relaxations(config: Config, options: RunOptions) -> Dict[str, float]:
+    """Run the mode (``options``: the command line's run options); return the metrics."""
     settings = relax_settings(config)
     source = f"checkpoint {options.checkpoint!r}" if options.checkpoint else config.origin("trainer")
-    require_forces_task(build.task_class(config), config["trainer"], source)
+    require_forces_task(task_class(config), config["trainer"], source)
     dataset = build_relax_dataset(config, settings)
-    if settings.options.relax_cell and not getattr(build.build_model(config), "supports_stress", False):
+    if settings.options.relax_cell and not getattr(build_model(config), "supports_stress", False):
         raise config.fail("task.relax_opt.relax_cell", "relaxing the cell needs the stress, which only an "
                           "energy-centric SpinConv (force_estimator: grad, use_pbc: true) computes")
-    session = open_session(config, options, "run-relaxations")
+    device = start_process(config, options.cpu)
+    if not options.checkpoint:
+        raise CheckpointError("--mode run-relaxations needs --checkpoint (a checkpoint.pt of a trained run)")
+    built = load(options.checkpoint, config).to(device)
+    run_dir, loggers = open_run_dir(config, options, "run-relaxations")
+    logger.info("run directory %s", run_dir)
     try:
-        calculator = relax_calculator(session.eval_model, session.task, session.device, settings.options.batch_size)
-        traj_dir = os.path.join(session.run_dir, "trajectories") if settings.write_trajectories else None
+        calculator = relax_calculator(built.eval_model, built.task, device, settings.options.batch_size)
+        traj_dir = os.path.join(run_dir, "trajectories") if settings.write_trajectories else None
         progress = bool(options.progress and config["logger"]["progress_bar"] and dist.is_main())
         indices = range(dist.get_rank(), len(dataset), dist.get_world_size())
         mine = relax_indices(dataset, indices, calculator, settings.options, traj_dir, progress,
@@ -92,15 +97,15 @@ def run_relaxations(config: Config, options: Any) -> Dict[str, float]:
                                             key=lambda r: r.index)
         metrics = relaxation_metrics(results)
         if dist.is_main():
-            path = write_relaxations(os.path.join(session.run_dir, RELAXATIONS), results)
-            save_npz_atomic(os.path.join(session.run_dir, SUBMISSION), **submission_arrays(results))
+            path = write_relaxations(os.path.join(run_dir, RELAXATIONS), results)
+            save_npz_atomic(os.path.join(run_dir, SUBMISSION), **submission_arrays(results))
             if settings.write_relaxed_structures:  # off for very large sets (e.g. all of OC20's IS2RE val)
-                write_relaxed_structures(os.path.join(session.run_dir, STRUCTURES), dataset, results)
-            write_text_atomic(os.path.join(session.run_dir, METRICS), json.dumps(metrics, indent=2))
-            session.loggers.log(metrics, session.step, "relax")
+                write_relaxed_structures(os.path.join(run_dir, STRUCTURES), dataset, results)
+            write_text_atomic(os.path.join(run_dir, METRICS), json.dumps(metrics, indent=2))
+            loggers.log(metrics, 0, "relax")
             print(f"relaxed {len(results)} structures ({settings.options.name}, fmax {settings.options.fmax}, "
                   f"at most {settings.options.steps} steps); written to {path}", flush=True)
             print("relaxation metrics:\n" + format_table({"relaxed": metrics}), flush=True)
     finally:
-        session.close()
+        loggers.close()
     return metrics

@@ -1,10 +1,8 @@
-"""From a validated config to the objects of a run: model, datasets, loaders, task,
-optimiser, scheduler, EMA, fitted target state."""
+"""A task's data: the datasets of the config's splits, their loaders, and the target state
+(element references, normaliser) fitted on the training split."""
 from __future__ import annotations
 
-import inspect
 import logging
-import warnings
 from typing import Any, List
 
 import numpy as np
@@ -15,7 +13,7 @@ from tqdm import tqdm
 from spinconv_train.config import Config, ConfigError, check_dataset_paths
 from spinconv_train.tasks.element_references import ElementReferences
 from spinconv_train.tasks.normalizer import Normalizer
-from spinconv_train.registry import DATASETS, MODELS, TRAINERS
+from spinconv_train.registry import DATASETS
 from spinconv_train import distributed as dist
 from spinconv_train.tasks.targets import TargetState, require_labels
 
@@ -28,43 +26,6 @@ def _collate(items: List[Any]) -> Any:
     from spinconv_train.datasets import collate
 
     return collate(items)
-
-
-def build_model(config: Config) -> torch.nn.Module:
-    """Instantiate ``model.name`` with the section's other keys; unknown keys name the file."""
-    section = dict(config["model"])
-    name = section.pop("name")
-    try:
-        cls = MODELS.get(name)
-    except KeyError as err:
-        raise config.fail("model.name", str(err)) from None
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if not takes_any:
-        known = [k for k in params if k != "self"]
-        for key in section:
-            if key not in params:
-                raise config.fail(f"model.{key}", f"unknown argument of model {name!r}; known: {', '.join(known)}")
-    task_cls = task_class(config)
-    if "regress_forces" in params and "regress_forces" not in section:
-        section["regress_forces"] = task_cls.regress_forces
-    try:
-        model = cls(**section)
-    except (TypeError, ValueError) as err:
-        raise config.fail("model", f"cannot build model {name!r}: {err}") from None
-    if config["optim"]["stress_coefficient"] > 0:
-        if not getattr(task_cls, "regress_forces", False):
-            raise config.fail("optim.stress_coefficient", f"stress is trained by the forces trainer, not "
-                              f"{config['trainer']!r}")
-        if not getattr(model, "supports_stress", False):
-            raise config.fail("optim.stress_coefficient", f"model {name!r} does not compute the stress; use "
-                              "an energy-centric SpinConv (force_estimator: grad, use_pbc: true)")
-    return model.to(model_dtype(config))
-
-
-def model_dtype(config: Config) -> torch.dtype:
-    """The torch dtype of ``precision`` (float32 or float64)."""
-    return torch.float64 if config.get("precision", "float32") == "float64" else torch.float32
 
 
 def build_dataset(config: Config, split: str) -> Dataset:
@@ -151,41 +112,6 @@ def fit_target_state(task_cls: Any, config: Config, dataset: Dataset, progress: 
     state.normalizer = Normalizer.fit(torch.cat(values, dim=0))
     logger.info("fitted %s on %d training structures", state.normalizer, take)
     return state
-
-
-def task_class(config: Config) -> Any:
-    """The trainer (task) class named by ``trainer``; an unknown name lists the known ones."""
-    try:
-        return TRAINERS.get(config["trainer"])
-    except KeyError as err:
-        raise config.fail("trainer", str(err)) from None
-
-
-def build_task(config: Config, targets: TargetState) -> Any:
-    return task_class(config)(config["task"], config["optim"], targets)
-
-
-def monitored_metric(config: Config, task: Any) -> str:
-    """``task.metric`` when set (it must be one the task computes), else the task's default."""
-    metric = config["task"]["metric"] or task.default_metric
-    if metric == "mae":  # the reference's configs say `metric: mae`
-        metric = task.default_metric
-    if metric not in task.metric_names():
-        raise config.fail("task.metric", f"{metric!r} is not computed by trainer {config['trainer']!r}; "
-                          f"choose one of {', '.join(task.metric_names())}")
-    return metric
-
-
-def resolve_device(cpu: bool) -> torch.device:
-    return dist.local_device(prefer_cpu=cpu)
-
-
-def warn_amp_on_cpu(amp: bool, device: torch.device) -> bool:
-    """AMP runs on CUDA only; on CPU the flag is ignored with a warning."""
-    if amp and device.type != "cuda":
-        warnings.warn("--amp needs a CUDA device; training in float32 on CPU", RuntimeWarning, stacklevel=2)
-        return False
-    return amp
 
 
 def require_split(config: Config, split: str) -> None:

@@ -21,18 +21,21 @@ from spinconv_train.config import Config, extra_val_splits
 
 def dry_run(config: Config, cpu: bool = False) -> Dict[str, Any]:
     """Build the training setup of ``config`` and time one step on one batch; a summary dict."""
+    from spinconv_train import checkpoints
+    from spinconv_train import distributed as dist
+    from spinconv_train.rundir import seed_everything
     from spinconv_train.tasks import data as build
-    from spinconv_train.training.loop import on_device_for
-    from spinconv_train.training.session import new_model_and_targets, seed_everything
+    from spinconv_train.tasks.build import monitored_metric
     from spinconv_train.tasks.targets import require_labels
+    from spinconv_train.training.loop import on_device_for
 
-    device = build.resolve_device(cpu)
+    device = dist.local_device(prefer_cpu=cpu)
     optim = config["optim"]
     train_set = build.build_dataset(config, "train")
     seed_everything(int(config["seed"]))  # as a run does before building its model: the same initial weights
-    model, targets = new_model_and_targets(config, train_set)
-    task = build.build_task(config, targets)
-    metric = build.monitored_metric(config, task)
+    built = checkpoints.build(config, train=True, train_dataset=train_set)  # as a new run builds it
+    model, task = built.model, built.task
+    metric = monitored_metric(config, task)
     model.to(device).train()
     loader = build.train_loader(train_set, optim["batch_size"], config["seed"], 0)
     batch = next(iter(loader))
@@ -48,7 +51,7 @@ def dry_run(config: Config, cpu: bool = False) -> Dict[str, Any]:
         "trainer": config["trainer"], "model": config["model"]["name"], "device": str(device),
         "precision": config["precision"], "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "monitored_metric": metric, "normalizer": targets.state_dict()["normalizer"],
+        "monitored_metric": metric, "normalizer": task.targets.state_dict()["normalizer"],
         "train_structures": len(train_set), "batch_structures": int(batch.natoms.numel()),
         "batch_atoms": int(batch.pos.shape[0]), "train_step_loss": float(loss.detach()),
         "train_step_seconds": round(time.perf_counter() - start, 4), "splits": {},

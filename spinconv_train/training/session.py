@@ -4,25 +4,25 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import random
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
 
-from spinconv_train.config import Config, save_config
-from spinconv_train.loggers import MultiLogger, build_loggers
-from spinconv_train.checkpoints.ema import build_ema, ema_from_checkpoint
-from spinconv_train.tasks.metrics import higher_is_better
-from spinconv_train.training.optim import build_optimizer
-from spinconv_train.rundir import RunOptions, make_run_dir
-from spinconv_train.training.scheduler import LRScheduler
-from spinconv_train.tasks import data as build
-from spinconv_train.checkpoints import store as ckpt
+from spinconv_train import checkpoints
 from spinconv_train import distributed as dist
-from spinconv_train.checkpoints import pretrained as finetune
-from spinconv_train.tasks.targets import TargetState
+from spinconv_train.checkpoints import store as ckpt
+from spinconv_train.checkpoints.ema import build_ema
+from spinconv_train.config import Config
+from spinconv_train.loggers import MultiLogger
+from spinconv_train.rundir import RunOptions, open_run_dir, start_process
+from spinconv_train.tasks.build import monitored_metric
+from spinconv_train.tasks.metrics import higher_is_better
+from spinconv_train.tasks.protocol import Task
+from spinconv_train.training.optim import build_optimizer
+from spinconv_train.training.scheduler import LRScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Session:
     device: torch.device
     run_dir: str
     model: torch.nn.Module
-    task: Any
+    task: Task
     metric: str
     loggers: MultiLogger
     ddp_model: Optional[torch.nn.Module] = None
@@ -91,67 +91,33 @@ class Session:
         ckpt.save_atomic(payload, self.checkpoint_path(best))
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def new_model_and_targets(config: Config, train_dataset: Any = None,
-                          progress: bool = False) -> Tuple[torch.nn.Module, TargetState]:
-    """A new training run's model (initial weights, or ``finetune.checkpoint``'s, with the
-    ``finetune.freeze`` blocks held) and target state (the checkpoint's, or fitted on
-    ``train_dataset``, built from the config when not given). Seed first for the run's weights."""
-    model = build.build_model(config)
-    targets = finetune.load_pretrained(model, config) if config["finetune"]["checkpoint"] else None
-    if targets is None:
-        if train_dataset is None:
-            train_dataset = build.build_dataset(config, "train")
-        targets = build.fit_target_state(build.task_class(config), config, train_dataset, progress)
-    finetune.freeze(model, config["finetune"]["freeze"], config)
-    return model, targets
-
-
 def open_session(config: Config, options: RunOptions, mode: str, train_dataset: Any = None) -> Session:
     """Build the model and task (restoring ``options.checkpoint``, or fitting the target
     normaliser on ``train_dataset`` for a new run), plus the optimiser, EMA and AMP scaler
     when training."""
-    device = build.resolve_device(options.cpu)
-    dist.setup(device)
-    seed_everything(int(config["seed"]) + dist.get_rank())
-    payload = ckpt.read(options.checkpoint) if options.checkpoint else None
-    if payload is None and mode != "train":
-        raise ckpt.CheckpointError(f"--mode {mode} needs --checkpoint (a checkpoint.pt of a trained run)")
-    if payload is not None and mode == "train":
-        ckpt.require_training_state(payload, options.checkpoint)
-    if payload is None:  # a new training run
-        model, targets = new_model_and_targets(config, train_dataset, options.progress and dist.is_main())
+    device = start_process(config, options.cpu)
+    training = mode == "train"
+    if options.checkpoint:
+        built = checkpoints.load(options.checkpoint, config, train=training, use_ema=not training)
+    elif training:  # a new run
+        built = checkpoints.build(config, train=True, train_dataset=train_dataset,
+                                  progress=options.progress and dist.is_main())
     else:
-        model = build.build_model(config)
-        ckpt.load_model_state(model, payload, options.checkpoint, config["model"])
-        targets = TargetState.from_state_dict(payload["targets"])
-        if mode == "train":
-            finetune.freeze(model, config["finetune"]["freeze"], config)
-    model.to(device)
-    task = build.build_task(config, targets)
-    run_dir = make_run_dir(options, mode)
-    if dist.is_main():
-        save_config(config, os.path.join(run_dir, "config.yml"))
-    loggers = build_loggers(run_dir, config) if dist.is_main() else MultiLogger([])
-    session = Session(config=config, options=options, device=device, run_dir=run_dir, model=model, task=task,
-                      metric=build.monitored_metric(config, task), loggers=loggers)
-    if mode == "train":
-        _add_training_state(session, payload)
-    elif payload is not None:
-        session.ema = ema_from_checkpoint(model, payload, config["optim"]["ema_decay"])
+        raise ckpt.CheckpointError(f"--mode {mode} needs --checkpoint (a checkpoint.pt of a trained run)")
+    built.to(device)
+    run_dir, loggers = open_run_dir(config, options, mode)
+    session = Session(config=config, options=options, device=device, run_dir=run_dir, model=built.model,
+                      task=built.task, metric=monitored_metric(config, built.task), loggers=loggers, ema=built.ema)
+    if training:
+        _add_training_state(session, built.payload)
     logger.info("run directory %s", run_dir)
     return session
 
 
-def _add_training_state(session: Session, payload: Optional[Dict[str, Any]]) -> None:
+def _add_training_state(session: Session, payload: Mapping[str, Any] | None) -> None:
     config, model = session.config, session.model
     optim = config["optim"]
-    session.amp = build.warn_amp_on_cpu(session.options.amp, session.device)
+    session.amp = warn_amp_on_cpu(session.options.amp, session.device)
     if session.amp and config["precision"] == "float64":
         raise config.fail("precision", "--amp trains in float16 autocast; it cannot be combined with precision: "
                           "float64 (leave out --amp, or use float32)")
@@ -174,7 +140,7 @@ def attach_scheduler(session: Session, total_steps: int) -> None:
     session.scheduler.set_lr(session.step)
 
 
-def _restore_training_state(session: Session, payload: Dict[str, Any]) -> None:
+def _restore_training_state(session: Session, payload: Mapping[str, Any]) -> None:
     path = session.options.checkpoint
     try:
         if payload.get("optimizer") is not None:
@@ -194,3 +160,11 @@ def _restore_training_state(session: Session, payload: Dict[str, Any]) -> None:
     ckpt.set_rng_state(payload["rng"])
     logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, session.step, session.epoch,
                 session.batch_in_epoch)
+
+
+def warn_amp_on_cpu(amp: bool, device: torch.device) -> bool:
+    """AMP runs on CUDA only; on CPU the flag is ignored with a warning."""
+    if amp and device.type != "cuda":
+        warnings.warn("--amp needs a CUDA device; training in float32 on CPU", RuntimeWarning, stacklevel=2)
+        return False
+    return amp

@@ -128,7 +128,7 @@ def test_readme_pattern_run_config_plus_overrides(s2ef_data, pretrained, tmp_pat
 
 def test_readme_freeze_prefixes_exist_in_spinconv():
     from spinconv_train.config import load_config
-    from spinconv_train.tasks.data import build_model
+    from spinconv_train.checkpoints import build_model
     from spinconv_train.checkpoints.pretrained import freeze
 
     config = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "s2ef", "oc20_mini",

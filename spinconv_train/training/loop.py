@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,8 @@ from spinconv_train.atomic_files import atomic_path
 from spinconv_train.tables import format_table
 from spinconv_train.tasks.metrics import MetricAccumulator
 from spinconv_train import distributed as dist
-from spinconv_train.tasks.data import model_dtype
+from spinconv_train.checkpoints import model_dtype
+from spinconv_train.training.hooks import Hook, default_hooks
 from spinconv_train.training.session import Session, attach_scheduler
 from spinconv_train.tasks.targets import batch_sids, require_labels
 
@@ -73,9 +74,9 @@ def accumulate_gradients(session: Session, batch: Any, weight: float, sync: bool
     return outputs
 
 
-def optimizer_step(session: Session) -> None:
-    """Clip, step the optimiser (through the AMP scaler), update the EMA and the schedule,
-    and zero the gradients for the next step."""
+def optimizer_step(session: Session, hooks: Sequence[Hook] = ()) -> None:
+    """Clip, step the optimiser (through the AMP scaler), zero the gradients for the next
+    step, run the hooks (the EMA update) and advance the schedule."""
     optimizer, scaler = session.optimizer, session.scaler
     clip = session.config["optim"]["clip_grad_norm"]
     if clip:
@@ -88,8 +89,8 @@ def optimizer_step(session: Session) -> None:
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    if session.ema is not None:
-        session.ema.update_parameters(session.model)
+    for hook in hooks:
+        hook.after_optimizer_step(session)
     session.step += 1
     session.scheduler.step(session.step)
 
@@ -152,7 +153,7 @@ def evaluate_extra_splits(session: Session, loaders: Mapping[str, DataLoader], l
 
 
 def _validate_and_checkpoint(session: Session, val_loader: Optional[DataLoader],
-                             extra_val: Mapping[str, DataLoader]) -> None:
+                             extra_val: Mapping[str, DataLoader], hooks: Sequence[Hook]) -> None:
     metrics: Dict[str, float] = {}
     if val_loader is not None:
         metrics = evaluate(session, val_loader)
@@ -160,34 +161,14 @@ def _validate_and_checkpoint(session: Session, val_loader: Optional[DataLoader],
         session.history["trained"] = metrics
         _announce(session, f"step {session.step} val " + " ".join(f"{k} {v:.5g}" for k, v in metrics.items()))
         evaluate_extra_splits(session, extra_val, "trained", session.epoch)
-        session.scheduler.on_validation(metrics, session.step)
-        if session.is_better(metrics[session.metric]):
-            session.best_metric = metrics[session.metric]
-            session.evals_since_best = 0
-            session.save(best=True, metrics=metrics)
-        else:
-            session.evals_since_best += 1
-        session.stop_reason = early_stop_reason(session)
-        if session.stop_reason:
-            _announce(session, f"early stopping at step {session.step}: {session.stop_reason}")
+        for hook in hooks:
+            hook.after_validation(session, metrics)
     session.save(metrics=metrics)
 
 
-def early_stop_reason(session: Session) -> Optional[str]:
-    """Why the run should stop now (``optim.early_stopping_patience`` / ``optim.min_lr``), or None."""
-    optim = session.config["optim"]
-    patience = optim["early_stopping_patience"]
-    if patience is not None and session.evals_since_best >= patience:
-        return (f"{session.metric} has not improved on {session.best_metric:.6g} for {session.evals_since_best} "
-                f"validations (optim.early_stopping_patience {patience})")
-    lr = session.optimizer.param_groups[0]["lr"]
-    if optim["min_lr"] is not None and lr < float(optim["min_lr"]):
-        return f"the learning rate {lr:.3g} fell below optim.min_lr {float(optim['min_lr']):.3g}"
-    return None
-
-
 def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataLoader],
-          extra_val: Optional[Mapping[str, DataLoader]] = None) -> Dict[str, Dict[str, float]]:
+          extra_val: Optional[Mapping[str, DataLoader]] = None,
+          hooks: Optional[Sequence[Hook]] = None) -> Dict[str, Dict[str, float]]:
     """Train to ``optim.max_steps`` / ``max_epochs`` (or until early stopping); evaluate every
     ``eval_every`` steps (or each epoch) and at the end, writing ``checkpoint.pt`` and
     ``best_checkpoint.pt``. ``extra_val`` (split name -> loader) are evaluated with the
@@ -195,8 +176,10 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
 
     Returns the untrained (or, fine-tuning, pretrained; new runs only) and final validation
     metrics, keyed ``untrained`` / ``pretrained`` / ``trained``, and ``<key>/<split>`` for the extra splits.
+    ``hooks``: what runs after optimiser steps and validations (default :func:`default_hooks`).
     """
     extra_val = dict(extra_val or {})
+    hooks = default_hooks() if hooks is None else list(hooks)
     optim, log_cfg = session.config["optim"], session.config["logger"]
     batches_per_epoch = len(train_loader)
     if batches_per_epoch == 0:
@@ -247,7 +230,7 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
                 session.epoch, session.batch_in_epoch = session.epoch + 1, 0
             if not last:
                 continue
-            optimizer_step(session)
+            optimizer_step(session, hooks)
             bar.update(1)
             if session.step % print_every == 0:
                 train_metrics = window.compute(session.device)
@@ -259,7 +242,7 @@ def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataL
             done = session.step >= total
             epoch_end = session.batch_in_epoch == 0
             if done or (eval_every and session.step % eval_every == 0) or (not eval_every and epoch_end):
-                _validate_and_checkpoint(session, val_loader, extra_val)
+                _validate_and_checkpoint(session, val_loader, extra_val, hooks)
                 tick = time.perf_counter()  # the step rate excludes evaluation
             elif ckpt_every and session.step % ckpt_every == 0:
                 session.save()

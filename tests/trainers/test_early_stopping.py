@@ -83,3 +83,28 @@ def test_early_stopping_config_errors(s2ef_data, tmp_path, capsys, optim, drop_v
     path = write_config(tmp_path, tiny_config(data, **optim))
     assert main(["--mode", "train", "--config-yml", path, "--run-dir", str(tmp_path / "runs"), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_loop_runs_the_hooks_it_is_given(s2ef_data, tmp_path, monkeypatch):
+    """Best checkpoint, early stopping, plateau schedule and EMA are hooks of the loop: a run
+    without the best-checkpoint hook writes no best_checkpoint.pt, and a custom hook sees
+    every optimiser step and validation in order."""
+    from spinconv_train.training import hooks as hook_module
+
+    calls = []
+
+    class Recorder(hook_module.Hook):
+        def after_optimizer_step(self, session):
+            calls.append(("step", session.step))
+
+        def after_validation(self, session, metrics):
+            calls.append(("val", session.step, session.metric in metrics))
+
+    kept = [h for h in hook_module.default_hooks() if not isinstance(h, hook_module.BestCheckpoint)]
+    assert len(kept) == 3  # EMA, plateau schedule, early stopping
+    monkeypatch.setattr(loop, "default_hooks", lambda: [*kept, Recorder()])
+    cfg = tiny_config(s2ef_data, max_epochs=None, max_steps=2, eval_every=1)
+    run = _train(write_config(tmp_path, cfg), tmp_path / "runs")
+    assert calls == [("step", 0), ("val", 1, True), ("step", 1), ("val", 2, True)]
+    assert os.path.exists(os.path.join(run, "checkpoint.pt"))
+    assert not os.path.exists(os.path.join(run, "best_checkpoint.pt"))

@@ -10,9 +10,10 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from spinconv_train.calculators.predict import NotAForceModelError, calculator_properties, predict_atoms
 from spinconv_train.checkpoints import load
+from spinconv_train.tasks.protocol import Task
 
 
-def require_forces_task(task: Any, trainer: str, source: str) -> None:
+def require_forces_task(task: Task | type[Task], trainer: str, source: str) -> None:
     """Raise ``NotAForceModelError`` unless ``task`` regresses forces (the ``forces`` trainer)."""
     if not getattr(task, "regress_forces", False):
         raise NotAForceModelError(
@@ -35,7 +36,7 @@ class ModelCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
-    def __init__(self, model: torch.nn.Module, task: Any, device: Optional[torch.device] = None,
+    def __init__(self, model: torch.nn.Module, task: Task, device: Optional[torch.device] = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model = model
@@ -81,7 +82,8 @@ class ModelCalculator(Calculator):
                 self.results[key] = pred[key]
 
 
-def load_force_model(path: str, device: torch.device, use_ema: bool = True, cuda_graphs: bool = False) -> tuple:
+def load_force_model(path: str, device: torch.device, use_ema: bool = True,
+                     cuda_graphs: bool = False) -> tuple[torch.nn.Module, Task]:
     """``(model, task)`` of a checkpoint, built from the config saved inside it; with
     ``cuda_graphs`` the model is wrapped in ``GraphedSpinConv`` (SpinConv on CUDA only)."""
     built = load(path, use_ema=use_ema)

@@ -12,6 +12,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from spinconv_train.datasets import DatasetError, collate
 from spinconv_train.datasets.ase_convert import atoms_to_data
 from spinconv_train.checkpoints.store import CheckpointError
+from spinconv_train.tasks.protocol import Task
 
 
 class NotAForceModelError(CheckpointError):
@@ -25,7 +26,7 @@ def calculator_properties(stress: bool, atom_energies: bool) -> List[str]:
     return ["energy", "free_energy", "forces", *optional]
 
 
-def predict_atoms(model: torch.nn.Module, task: Any, frames: Sequence[Atoms], batch_size: int = 16,
+def predict_atoms(model: torch.nn.Module, task: Task, frames: Sequence[Atoms], batch_size: int = 16,
                   stress: bool = False, device: Optional[torch.device] = None) -> List[Dict[str, np.ndarray]]:
     """``{"energy", "forces"[, "stress"][, "energies"]}`` per frame (eV, eV/Å, eV/Å^3 Voigt,
     per-atom eV for models that expose them), in batches of ``batch_size`` structures, in the

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Sequence
 
+from spinconv_train.checkpoints.store import read
 from spinconv_train.config import Config, load_config
 
 MODES = ("train", "validate", "predict", "run-relaxations")
@@ -87,8 +88,6 @@ def resolve_config(args: argparse.Namespace, overrides: Sequence[str]) -> Config
     """The config file (or, without one, the checkpoint's config), then overrides and --seed."""
     base = None
     if args.config_yml is None:
-        from spinconv_train.checkpoints.store import read
-
         base = read(args.checkpoint)["config"]
     extra = list(overrides) + ([f"--seed={args.seed}"] if args.seed is not None else [])
     return load_config(args.config_yml, extra, base=base)

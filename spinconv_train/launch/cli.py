@@ -14,11 +14,24 @@ import os
 import sys
 from typing import Callable, Dict, List, Sequence
 
+import torch
+
 from spinconv_train import distributed as dist
+from spinconv_train.checkpoints.store import CheckpointError
 from spinconv_train.config import Config, ConfigError, extra_val_splits, write_text_atomic
+from spinconv_train.datasets import DatasetError
+from spinconv_train.launch import slurm
 from spinconv_train.launch.args import UsageError, build_parser, check_flags, resolve_config
+from spinconv_train.launch.sweep import run_sweep
 from spinconv_train.registry import RegistryError
-from spinconv_train.rundir import RunOptions
+from spinconv_train.relaxation import run_relaxations
+from spinconv_train.rundir import RunDirectoryExistsError, RunOptions
+from spinconv_train.tables import format_table
+from spinconv_train.tasks import data
+from spinconv_train.training import loop
+from spinconv_train.training.dry_run import dry_run
+from spinconv_train.training.loop import NonFiniteLossError
+from spinconv_train.training.session import open_session
 
 __all__ = ["MODE_RUNNERS", "UsageError", "build_parser", "main", "resolve_config", "run"]
 
@@ -33,8 +46,6 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 
 def _eval_loader(config: Config, split: str) -> object:
-    from spinconv_train.tasks import data
-
     optim = config["optim"]
     return data.eval_loader(data.build_dataset(config, split), optim["eval_batch_size"] or optim["batch_size"],
                             optim["num_workers"])
@@ -42,10 +53,6 @@ def _eval_loader(config: Config, split: str) -> object:
 
 def train_mode(args: argparse.Namespace, config: Config) -> Metrics:
     """``--mode train``: a new run, a fine-tuning run or a resumed one."""
-    from spinconv_train.tasks import data
-    from spinconv_train.training import loop
-    from spinconv_train.training.session import open_session
-
     optim = config["optim"]
     train_set = data.build_dataset(config, "train")
     session = open_session(config, run_options(args), "train", train_dataset=train_set)
@@ -61,11 +68,6 @@ def train_mode(args: argparse.Namespace, config: Config) -> Metrics:
 def validate_mode(args: argparse.Namespace, config: Config) -> Metrics:
     """``--mode validate``: metrics of a checkpoint on ``val`` and the ``val_<name>`` splits
     (or on ``--split``), written as ``validate_metrics[_<split>].json``."""
-    from spinconv_train.tasks import data
-    from spinconv_train.tables import format_table
-    from spinconv_train.training import loop
-    from spinconv_train.training.session import open_session
-
     splits = [args.split] if args.split else ["val", *extra_val_splits(config)]
     data.require_split(config, splits[0])
     session = open_session(config, run_options(args), "validate")
@@ -86,10 +88,6 @@ def validate_mode(args: argparse.Namespace, config: Config) -> Metrics:
 
 def predict_mode(args: argparse.Namespace, config: Config) -> Metrics:
     """``--mode predict``: ``predictions.npz`` of a checkpoint on the ``test`` split."""
-    from spinconv_train.tasks import data
-    from spinconv_train.training import loop
-    from spinconv_train.training.session import open_session
-
     data.require_split(config, "test")
     session = open_session(config, run_options(args), "predict")
     session.close()
@@ -101,8 +99,6 @@ def predict_mode(args: argparse.Namespace, config: Config) -> Metrics:
 
 def relaxations_mode(args: argparse.Namespace, config: Config) -> Metrics:
     """``--mode run-relaxations``: relax ``task.relax_dataset`` with a checkpoint's force model."""
-    from spinconv_train.relaxation import run_relaxations
-
     return {"relax": run_relaxations(config, run_options(args))}
 
 
@@ -117,8 +113,6 @@ MODE_RUNNERS: Dict[str, Callable[[argparse.Namespace, Config], Metrics]] = {
 def run(args: argparse.Namespace, config: Config) -> Metrics:
     """Execute ``args.mode``; returns the metrics it computed."""
     if args.debug:
-        import torch
-
         torch.autograd.set_detect_anomaly(True)
     try:
         return MODE_RUNNERS[args.mode](args, config)
@@ -127,20 +121,14 @@ def run(args: argparse.Namespace, config: Config) -> Metrics:
 
 
 def _sweep(args: argparse.Namespace, overrides: Sequence[str], argv: Sequence[str]) -> None:
-    from spinconv_train.launch.sweep import run_sweep
-
     run_sweep(args, overrides, argv, run=run, entry=main)
 
 
 def _dry_run(config: Config, args: argparse.Namespace) -> None:
-    from spinconv_train.training.dry_run import dry_run
-
     print(json.dumps(dry_run(config, cpu=args.cpu), indent=2), flush=True)
 
 
 def _submit(args: argparse.Namespace, argv: Sequence[str], config: Config) -> None:
-    from spinconv_train.launch import slurm
-
     try:
         slurm.submit(args, argv, config, entry=main)
     except ValueError as err:
@@ -153,11 +141,6 @@ def main(argv: List[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from spinconv_train.checkpoints.store import CheckpointError
-    from spinconv_train.datasets import DatasetError
-    from spinconv_train.rundir import RunDirectoryExistsError
-    from spinconv_train.training.loop import NonFiniteLossError
-
     whole = sys.argv[1:] if argv is None else argv
     try:
         check_flags(args)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence
 import yaml
 
 from spinconv_train.config import Config, ConfigError, write_text_atomic
+from spinconv_train.launch import slurm
 from spinconv_train.launch.args import UsageError, resolve_config
 from spinconv_train.rundir import default_run_name
 from spinconv_train.tables import format_table
@@ -108,8 +109,6 @@ def run_sweep(args: argparse.Namespace, overrides: Sequence[str], argv: Sequence
             raise UsageError(f"run directory {os.path.join(args.run_dir, run_args.run_name)!r} already exists")
         plans.append((point, config, run_args))
     if args.submit:
-        from spinconv_train.launch import slurm
-
         job_argv = slurm.strip_flags(argv, {"--sweep-yml": True})
         for point, config, run_args in plans:
             try:

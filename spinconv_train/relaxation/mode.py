@@ -11,6 +11,7 @@ import logging
 import os
 from typing import Any, Dict, List, Union
 
+import torch
 from torch.utils.data import Dataset
 
 from spinconv_train import distributed as dist
@@ -29,6 +30,7 @@ from spinconv_train.relaxation.settings import RelaxSettings, relax_settings
 from spinconv_train.rundir import RunOptions, open_run_dir, start_process
 from spinconv_train.tables import format_table
 from spinconv_train.tasks.build import task_class
+from spinconv_train.tasks.protocol import Task
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,8 @@ def build_relax_dataset(config: Config, settings: RelaxSettings) -> Dataset:
     return dataset
 
 
-def relax_calculator(model: Any, task: Any, device: Any, batch_size: int) -> Union[ModelCalculator, BatchEvaluator]:
+def relax_calculator(model: torch.nn.Module, task: Task, device: torch.device,
+                     batch_size: int) -> ModelCalculator | BatchEvaluator:
     """The model as one structure's calculator (``batch_size`` 1) or as the batched
     evaluator of ``batch_size`` structures relaxed together."""
     if batch_size <= 1:

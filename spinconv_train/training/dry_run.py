@@ -16,19 +16,19 @@ from typing import Any, Dict
 
 import torch
 
+from spinconv_train import checkpoints
+from spinconv_train import distributed as dist
 from spinconv_train.config import Config, extra_val_splits
+from spinconv_train.rundir import seed_everything
+from spinconv_train.tasks import data as build
+from spinconv_train.tasks.build import monitored_metric
+from spinconv_train.tasks.protocol import Task
+from spinconv_train.tasks.targets import require_labels
+from spinconv_train.training.loop import NonFiniteLossError, on_device_for
 
 
 def dry_run(config: Config, cpu: bool = False) -> Dict[str, Any]:
     """Build the training setup of ``config`` and time one step on one batch; a summary dict."""
-    from spinconv_train import checkpoints
-    from spinconv_train import distributed as dist
-    from spinconv_train.rundir import seed_everything
-    from spinconv_train.tasks import data as build
-    from spinconv_train.tasks.build import monitored_metric
-    from spinconv_train.tasks.targets import require_labels
-    from spinconv_train.training.loop import on_device_for
-
     device = dist.local_device(prefer_cpu=cpu)
     optim = config["optim"]
     train_set = build.build_dataset(config, "train")
@@ -57,8 +57,6 @@ def dry_run(config: Config, cpu: bool = False) -> Dict[str, Any]:
         "train_step_seconds": round(time.perf_counter() - start, 4), "splits": {},
     }
     if not torch.isfinite(loss):
-        from spinconv_train.training.loop import NonFiniteLossError
-
         raise NonFiniteLossError(f"the first training batch gives a non-finite loss ({float(loss.detach())})")
     model.eval()
     for split in [s for s in ("val", *extra_val_splits(config)) if s in config["dataset"]]:
@@ -73,6 +71,6 @@ def dry_run(config: Config, cpu: bool = False) -> Dict[str, Any]:
 
 
 @torch.no_grad()
-def _eval_loss(model: torch.nn.Module, task: Any, batch: Any) -> float:
+def _eval_loss(model: torch.nn.Module, task: Task, batch: Any) -> float:
     """The task's loss of ``model`` on one batch, as an evaluation computes it."""
     return float(task.loss(model(batch, **task.model_kwargs()), batch))

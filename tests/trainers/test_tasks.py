@@ -141,3 +141,23 @@ def test_energy_per_atom_belongs_to_the_forces_trainer(s2ef_data):
     assert config_from_dict(config)["optim"]["energy_per_atom"] is True
     with pytest.raises(ConfigError, match="optim.energy_per_atom.*'energy'"):
         config_from_dict(dict(config, trainer="energy"))
+
+
+def test_every_registered_task_offers_the_task_protocol():
+    """The loop, checkpoints and calculators use a task only through tasks.protocol.Task:
+    every registered task has its 13 members, and a class missing one does not pass."""
+    from spinconv_train.registry import TRAINERS
+    from spinconv_train.tasks.protocol import Task
+
+    members = [name for name in dir(Task) if not name.startswith("_")] + list(Task.__annotations__)
+    assert len(set(members)) == 13
+    for name in TRAINERS.names():
+        cls = TRAINERS.get(name)
+        task = cls(section("task", target="y_relaxed"), section("optim"), TargetState())
+        assert isinstance(task, Task), name
+        assert all(hasattr(task, m) for m in set(members)), name
+
+    class NoLoss(ForcesTask):
+        loss = None
+
+    assert not isinstance(NoLoss(section("task"), section("optim"), TargetState()), Task)

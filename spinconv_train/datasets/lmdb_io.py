@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from spinconv_train.atomic_files import atomic_path
+from spinconv_train.atomic_files import default_file_mode, save_npz_atomic  # noqa: F401  (lmdb_io.save_npz_atomic)
 
 from .errors import DatasetError
 
@@ -234,7 +234,7 @@ class LmdbWriter:
                 self._env.copy(compact, compact=True)
             self._env.close()
             if exc_type is None:
-                os.chmod(compact, _default_mode())
+                os.chmod(compact, default_file_mode())
                 os.replace(compact, self.path)
         finally:
             for leftover in (self._tmp, self._tmp + "-lock", compact):
@@ -249,16 +249,3 @@ def write_lmdb(path: str, records: Iterable[Any]) -> int:
     with LmdbWriter(path) as writer:
         writer.extend(records)
         return len(writer)
-
-
-def _default_mode() -> int:
-    """File mode for new files: 0o666 less the process umask (mkstemp would give 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def save_npz_atomic(path: str, **arrays: np.ndarray) -> None:
-    """``np.savez`` to a temporary file next to ``path``, then rename into place."""
-    with atomic_path(path, suffix=".npz", mode=_default_mode()) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)

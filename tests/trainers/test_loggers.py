@@ -36,7 +36,7 @@ def test_file_logger_appends_long_csv_and_jsonl(tmp_path):
 
 def test_file_logger_writes_atomically(tmp_path, monkeypatch):
     # A failure while writing leaves the previous complete files, never a torn row.
-    from spinconv_train import config as config_module
+    from spinconv_train import atomic_files as config_module  # where write_text_atomic lives
 
     logger = build_loggers(str(tmp_path), {"logger": {"backends": []}})
     logger.log({"loss": 1.5}, step=1, split="train")

@@ -7,7 +7,6 @@ degrades to the single-process case.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -64,7 +63,7 @@ def barrier() -> None:
         dist.barrier()
 
 
-def broadcast_object(obj: Optional[object]) -> object:
+def broadcast_object(obj: object | None) -> object:
     """Send a picklable object from rank 0 to every rank."""
     if not initialized():
         return obj

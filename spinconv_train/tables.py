@@ -1,13 +1,13 @@
 """Plain-text metric tables for the terminal."""
 from __future__ import annotations
 
-from typing import List, Mapping
+from collections.abc import Mapping
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
     """A plain-text table: one column per row label, one line per metric."""
     labels = list(rows)
-    names: List[str] = []
+    names: list[str] = []
     for metrics in rows.values():
         names += [n for n in metrics if n not in names]
     width = max([len(n) for n in names] + [6])

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import ast
 import os
-from typing import Dict, Iterable, List, Set
+from collections.abc import Iterable
 
 PACKAGE = "spinconv_train"
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), PACKAGE)
 
 # Layer of each top-level part of the package (a module imports only its layer and below).
-LAYERS: Dict[str, int] = {
+LAYERS: dict[str, int] = {
     "": 0, "config": 0, "registry": 0, "atomic_files": 0, "distributed": 0, "tables": 0,
     "graph": 1,
     "models": 2, "datasets": 2, "loggers": 2, "rundir": 2,
@@ -30,7 +30,7 @@ INFERENCE = ("checkpoints", "calculators", "relaxation", "md", "commands.evaluat
              "commands.export_model", "commands.inspect_checkpoint", "commands.run_md")
 
 
-def package_modules(root: str) -> Dict[str, str]:
+def package_modules(root: str) -> dict[str, str]:
     """``{dotted module name: file}`` of every ``.py`` file under ``root`` (packages as their name)."""
     modules = {}
     for folder, _, files in os.walk(root):
@@ -44,11 +44,11 @@ def package_modules(root: str) -> Dict[str, str]:
     return modules
 
 
-def imports_of(module: str, path: str, known: Set[str]) -> Set[str]:
+def imports_of(module: str, path: str, known: set[str]) -> set[str]:
     """The package modules that ``module`` imports anywhere in its file (``from a import b``
     counts as importing ``a.b`` when that is a module, else ``a``)."""
     is_package = path.endswith("__init__.py")
-    found: Set[str] = set()
+    found: set[str] = set()
     with open(path) as handle:
         tree = ast.parse(handle.read(), path)
     for node in ast.walk(tree):
@@ -72,7 +72,7 @@ def imports_of(module: str, path: str, known: Set[str]) -> Set[str]:
     return found
 
 
-def import_graph(root: str = ROOT) -> Dict[str, Set[str]]:
+def import_graph(root: str = ROOT) -> dict[str, set[str]]:
     modules = package_modules(root)
     known = set(modules)
     return {name: imports_of(name, path, known) for name, path in modules.items()}
@@ -84,13 +84,13 @@ def part(module: str) -> str:
     return pieces[1] if len(pieces) > 1 else ""
 
 
-def find_cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected groups of two or more modules (Tarjan's algorithm)."""
-    index: Dict[str, int] = {}
-    low: Dict[str, int] = {}
-    stack: List[str] = []
-    on_stack: Set[str] = set()
-    groups: List[List[str]] = []
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
 
     def visit(node: str) -> None:
         index[node] = low[node] = len(index)
@@ -119,7 +119,7 @@ def find_cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
     return groups
 
 
-def layer_violations(graph: Dict[str, Set[str]]) -> List[str]:
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
     """``a -> b`` for every import of a higher layer, and every part without a layer."""
     problems = sorted({f"{part(m)!r} (in {m}) has no layer in LAYERS" for m in graph if part(m) not in LAYERS})
     for module, targets in sorted(graph.items()):
@@ -130,9 +130,9 @@ def layer_violations(graph: Dict[str, Set[str]]) -> List[str]:
     return problems
 
 
-def reachable(graph: Dict[str, Set[str]], starts: Iterable[str]) -> Dict[str, str]:
+def reachable(graph: dict[str, set[str]], starts: Iterable[str]) -> dict[str, str]:
     """Every module reachable from ``starts``, with the module it was first reached from."""
-    seen: Dict[str, str] = {s: "" for s in starts}
+    seen: dict[str, str] = {s: "" for s in starts}
     todo = list(seen)
     while todo:
         node = todo.pop()
@@ -143,7 +143,7 @@ def reachable(graph: Dict[str, Set[str]], starts: Iterable[str]) -> Dict[str, st
     return seen
 
 
-def training_reached_by_inference(graph: Dict[str, Set[str]]) -> List[str]:
+def training_reached_by_inference(graph: dict[str, set[str]]) -> list[str]:
     """``chain`` of imports from an inference module to the training loop, one per start."""
     problems = []
     for start in sorted(m for m in graph if any(m == f"{PACKAGE}.{p}" or m.startswith(f"{PACKAGE}.{p}.")

@@ -13,7 +13,8 @@ costs about as much as a batch of them, that is most of the relaxation time.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
@@ -21,7 +22,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from spinconv_train.calculators.predict import calculator_properties
 
 # (structures, with stress?) -> one {"energy", "forces"[, "stress"]} per structure
-Predictor = Callable[[List[Atoms], bool], List[Dict[str, Any]]]
+Predictor = Callable[[list[Atoms], bool], list[dict[str, Any]]]
 
 
 class BatchEvaluator:
@@ -32,9 +33,9 @@ class BatchEvaluator:
         self.supports_stress = supports_stress
         self._cond = threading.Condition()
         self._running = 0
-        self._pending: Dict[int, Atoms] = {}  # key (task position) -> structure waiting for results
-        self._done: Dict[int, Any] = {}  # key -> results or the exception of its batch
-        self.batch_sizes: List[int] = []
+        self._pending: dict[int, Atoms] = {}  # key (task position) -> structure waiting for results
+        self._done: dict[int, Any] = {}  # key -> results or the exception of its batch
+        self.batch_sizes: list[int] = []
 
     def start(self) -> None:
         """A thread begins relaxing (its requests will be waited for)."""
@@ -48,7 +49,7 @@ class BatchEvaluator:
             if self._pending and len(self._pending) == self._running:
                 self._evaluate_locked()
 
-    def request(self, key: int, atoms: Atoms) -> Dict[str, Any]:
+    def request(self, key: int, atoms: Atoms) -> dict[str, Any]:
         """Results for ``atoms`` (blocks until its batch is evaluated)."""
         with self._cond:
             self._pending[key] = atoms.copy()
@@ -89,7 +90,7 @@ class BatchMemberCalculator(Calculator):
         self.key = key
         self.implemented_properties = calculator_properties(evaluator.supports_stress, atom_energies=False)
 
-    def calculate(self, atoms: Optional[Atoms] = None, properties: Sequence[str] = ("energy",),
+    def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = ("energy",),
                   system_changes: Sequence[str] = all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         result = self.evaluator.request(self.key, self.atoms)
@@ -100,13 +101,13 @@ class BatchMemberCalculator(Calculator):
 
 
 def run_batched(tasks: Sequence[Any], relax_one: Callable[[Any, Calculator], Any], evaluator: BatchEvaluator,
-                batch_size: int) -> List[Any]:
+                batch_size: int) -> list[Any]:
     """``[relax_one(task, calculator) for task in tasks]``, ``batch_size`` tasks at a time in
     threads whose model calls are batched by ``evaluator`` (re-raises the first error).
     Requests are keyed by a task's position, so a batch is ordered the same way every run."""
     queue = list(range(len(tasks)))[::-1]
-    results: Dict[int, Any] = {}
-    errors: List[BaseException] = []
+    results: dict[int, Any] = {}
+    errors: list[BaseException] = []
     lock = threading.Lock()
 
     def worker() -> None:

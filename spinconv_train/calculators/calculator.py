@@ -2,7 +2,8 @@
 references included), and loading one from a checkpoint."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from ase import Atoms
@@ -36,7 +37,7 @@ class ModelCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
-    def __init__(self, model: torch.nn.Module, task: Task, device: Optional[torch.device] = None,
+    def __init__(self, model: torch.nn.Module, task: Task, device: torch.device | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model = model
@@ -50,7 +51,7 @@ class ModelCalculator(Calculator):
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str = "cpu", use_ema: bool = True,
-                        cuda_graphs: bool = False) -> "ModelCalculator":
+                        cuda_graphs: bool = False) -> ModelCalculator:
         """A calculator for the model of ``path`` (EMA weights when saved and ``use_ema``).
 
         ``cuda_graphs``: replay SpinConv's forward from CUDA graphs (``GraphedSpinConv``;
@@ -58,7 +59,7 @@ class ModelCalculator(Calculator):
         model, task = load_force_model(path, torch.device(device), use_ema, cuda_graphs)
         return cls(model, task, torch.device(device))
 
-    def calculate(self, atoms: Optional[Atoms] = None, properties: Sequence[str] = ("energy",),
+    def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = ("energy",),
                   system_changes: Sequence[str] = all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         # The stress costs little next to the forces (one more input of the same backward),

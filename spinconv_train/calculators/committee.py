@@ -9,7 +9,8 @@ standard deviations), ``max_forces_std`` (eV/Å, the largest of those) and, with
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -19,7 +20,7 @@ from spinconv_train.calculators.calculator import ModelCalculator
 from spinconv_train.calculators.predict import calculator_properties
 
 
-def committee_statistics(predictions: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+def committee_statistics(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Mean and spread of members' ``{"energy", "forces"[, "stress"]}`` predictions of one structure."""
     if len(predictions) < 2:
         raise ValueError(f"a committee needs at least 2 members, got {len(predictions)}")
@@ -53,17 +54,17 @@ class CommitteeCalculator(Calculator):
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str], device: str = "cpu", use_ema: bool = True,
-                         cuda_graphs: bool = False) -> "CommitteeCalculator":
+                         cuda_graphs: bool = False) -> CommitteeCalculator:
         """One member per checkpoint (EMA weights when saved and ``use_ema``; ``cuda_graphs``
         as ``ModelCalculator.from_checkpoint``)."""
         return cls([ModelCalculator.from_checkpoint(p, device=device, use_ema=use_ema, cuda_graphs=cuda_graphs)
                     for p in paths])
 
     @property
-    def models(self) -> List[Any]:
+    def models(self) -> list[Any]:
         return [m.model for m in self.members]
 
-    def calculate(self, atoms: Optional[Atoms] = None, properties: Sequence[str] = ("energy",),
+    def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = ("energy",),
                   system_changes: Sequence[str] = all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         predictions = []

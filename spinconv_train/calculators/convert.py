@@ -1,7 +1,7 @@
 """Structure records (docs/design.md layout) to ASE ``Atoms`` and back to a model batch."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def record_to_atoms(data: Any, source: str = "", index: Optional[int] = None) -> Atoms:
+def record_to_atoms(data: Any, source: str = "", index: int | None = None) -> Atoms:
     """``Atoms`` of a normalised record: positions, numbers, cell, pbc, tags, and a
     ``FixAtoms`` constraint on the atoms with ``fixed == 1``."""
     pos = getattr(data, "pos", None)

@@ -2,16 +2,17 @@
 labels stored with the structures (``scripts/evaluate_structures.py``)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from spinconv_train.checkpoints.store import CheckpointError
 from spinconv_train.datasets import DatasetError, collate
 from spinconv_train.datasets.ase_convert import atoms_to_data
-from spinconv_train.checkpoints.store import CheckpointError
 from spinconv_train.tasks.protocol import Task
 
 
@@ -19,7 +20,7 @@ class NotAForceModelError(CheckpointError):
     """The checkpoint's trainer or model does not predict forces."""
 
 
-def calculator_properties(stress: bool, atom_energies: bool) -> List[str]:
+def calculator_properties(stress: bool, atom_energies: bool) -> list[str]:
     """An ASE calculator's ``implemented_properties``: ASE refuses ``get_stress()`` /
     ``get_potential_energies()`` before calling a calculator that does not list them."""
     optional = [name for name, on in (("stress", stress), ("energies", atom_energies)) if on]
@@ -27,7 +28,7 @@ def calculator_properties(stress: bool, atom_energies: bool) -> List[str]:
 
 
 def predict_atoms(model: torch.nn.Module, task: Task, frames: Sequence[Atoms], batch_size: int = 16,
-                  stress: bool = False, device: Optional[torch.device] = None) -> List[Dict[str, np.ndarray]]:
+                  stress: bool = False, device: torch.device | None = None) -> list[dict[str, np.ndarray]]:
     """``{"energy", "forces"[, "stress"][, "energies"]}`` per frame (eV, eV/Å, eV/Å^3 Voigt,
     per-atom eV for models that expose them), in batches of ``batch_size`` structures, in the
     training data's units (as ``--mode predict``). The ASE calculator makes the same call
@@ -38,7 +39,7 @@ def predict_atoms(model: torch.nn.Module, task: Task, frames: Sequence[Atoms], b
     if stress and not getattr(model, "supports_stress", False):
         raise ValueError("stress needs an energy-centric SpinConv (force_estimator: grad, use_pbc: true)")
     model.eval()
-    results: List[Dict[str, np.ndarray]] = []
+    results: list[dict[str, np.ndarray]] = []
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
         if stress:
@@ -71,7 +72,7 @@ def predict_atoms(model: torch.nn.Module, task: Task, frames: Sequence[Atoms], b
     return results
 
 
-def stored_labels(atoms: Atoms) -> Dict[str, np.ndarray]:
+def stored_labels(atoms: Atoms) -> dict[str, np.ndarray]:
     """The energy, forces and stress stored with a frame (its calculator's results), if any."""
     results = getattr(atoms.calc, "results", None) or {}
     labels = {}
@@ -83,12 +84,12 @@ def stored_labels(atoms: Atoms) -> Dict[str, np.ndarray]:
     return labels
 
 
-def error_summary(frames: Sequence[Atoms], predictions: Iterable[Dict[str, np.ndarray]]) -> Dict[str, Any]:
+def error_summary(frames: Sequence[Atoms], predictions: Iterable[dict[str, np.ndarray]]) -> dict[str, Any]:
     """MAE / RMSE of energy (also per atom), forces (all components) and stress (Voigt)
     over the frames that store each label; counts of frames compared; and the force MAE /
     RMSE of each element (``forces_by_element``: symbol -> mae, rmse, atoms)."""
-    sums: Dict[str, List[np.ndarray]] = {}
-    by_element: Dict[str, List[np.ndarray]] = {}
+    sums: dict[str, list[np.ndarray]] = {}
+    by_element: dict[str, list[np.ndarray]] = {}
     for atoms, pred in zip(frames, predictions):
         labels = stored_labels(atoms)
         if "energy" in labels:
@@ -102,7 +103,7 @@ def error_summary(frames: Sequence[Atoms], predictions: Iterable[Dict[str, np.nd
                 by_element.setdefault(symbol, []).append(row)
         if "stress" in labels and "stress" in pred:
             sums.setdefault("stress", []).append((pred["stress"] - labels["stress"]).reshape(-1))
-    summary: Dict[str, Any] = {"frames": len(frames)}
+    summary: dict[str, Any] = {"frames": len(frames)}
     for key, parts in sums.items():
         errors = np.concatenate(parts)
         summary[f"{key}_mae"] = float(np.abs(errors).mean())

@@ -4,8 +4,9 @@ the calculators, the commands, export). Inference reaches it without the trainin
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch.optim.swa_utils import AveragedModel

@@ -1,7 +1,8 @@
 """Exponential moving average of model weights (torch's AveragedModel)."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -14,7 +15,7 @@ def build_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def ema_from_checkpoint(model: torch.nn.Module, payload: Mapping[str, Any], decay: Optional[float]) -> Optional[AveragedModel]:
+def ema_from_checkpoint(model: torch.nn.Module, payload: Mapping[str, Any], decay: float | None) -> AveragedModel | None:
     """The EMA saved in a checkpoint ``payload`` around ``model``, or None when the run kept none."""
     if payload.get("ema") is None or not decay:
         return None

@@ -12,7 +12,8 @@ from it is refused with an error that says so.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ WEIGHT_CHOICES = ("auto", "ema", "model")
 _KEPT = ("config", "targets", "step", "epoch", "best_metric", "metrics")
 
 
-def export_payload(payload: Mapping[str, Any], source: str, weights: str = "auto") -> Dict[str, Any]:
+def export_payload(payload: Mapping[str, Any], source: str, weights: str = "auto") -> dict[str, Any]:
     """The exported form of the checkpoint ``payload`` read from ``source``.
 
     ``weights``: ``auto`` takes the EMA weights when the run kept an EMA, ``ema`` requires
@@ -52,7 +53,7 @@ def export_payload(payload: Mapping[str, Any], source: str, weights: str = "auto
 
 
 def export_checkpoint(source: str, destination: str, weights: str = "auto",
-                      overwrite: bool = False) -> Dict[str, Any]:
+                      overwrite: bool = False) -> dict[str, Any]:
     """Write the exported form of checkpoint ``source`` to ``destination`` (atomically).
 
     Returns a summary (paths, sizes in bytes, weights taken, parameters, trainer, model)."""

@@ -17,12 +17,13 @@ the differences are logged; weights that do not fit are an error naming the file
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from spinconv_train.config import Config
 from spinconv_train.checkpoints import store as ckpt
+from spinconv_train.config import Config
 from spinconv_train.tasks.targets import TargetState
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def pretrained_state(payload: Mapping[str, Any], path: str, weights: str) -> Map
     return {k[len(prefix):]: v for k, v in ema.items() if k.startswith(prefix)}
 
 
-def load_pretrained(model: torch.nn.Module, config: Config) -> Optional[TargetState]:
+def load_pretrained(model: torch.nn.Module, config: Config) -> TargetState | None:
     """Load ``finetune.checkpoint``'s weights into ``model``; return its target state (normaliser,
     element references) when ``finetune.targets`` is ``checkpoint``, else None (fit anew)."""
     section = config["finetune"]
@@ -80,7 +81,7 @@ def _check_same_targets(config: Config, saved: Mapping[str, Any], path: str) -> 
                               f"has {new!r}: its normaliser does not apply; use finetune.targets: fit")
 
 
-def freeze(model: torch.nn.Module, prefixes: List[str], config: Config) -> int:
+def freeze(model: torch.nn.Module, prefixes: list[str], config: Config) -> int:
     """Set ``requires_grad = False`` on parameters whose names start with a prefix; return how
     many parameter values were frozen. A prefix that matches nothing is an error."""
     if not prefixes:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Dict, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
-from spinconv_train.atomic_files import atomic_path
+from spinconv_train.atomic_files import torch_save_atomic
 from spinconv_train.config import plain
 
 CHECKPOINT = "checkpoint.pt"
@@ -20,7 +21,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not fit the configured model."""
 
 
-def rng_state() -> Dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -36,12 +37,11 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_atomic(payload: Mapping[str, Any], path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(dict(payload), tmp)
+    """Write the checkpoint ``payload`` to ``path`` atomically."""
+    torch_save_atomic(dict(payload), path)
 
 
-def read(path: str) -> Dict[str, Any]:
+def read(path: str) -> dict[str, Any]:
     """The payload dict of a checkpoint written by :func:`save_atomic` (on CPU); the model
     and task are built from it by :func:`spinconv_train.checkpoints.load`."""
     if not os.path.isfile(path):
@@ -64,7 +64,7 @@ def require_training_state(payload: Mapping[str, Any], path: str) -> None:
             f"resume training; start a new run from its weights with --finetune.checkpoint={path}")
 
 
-def model_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
+def model_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """``model.<key>`` settings where two model config sections differ."""
     keys = sorted(set(saved) | set(current))
     return [f"model.{k}: checkpoint {saved.get(k, '(unset)')!r}, config {current.get(k, '(unset)')!r}"
@@ -86,7 +86,7 @@ def load_model_state(model: torch.nn.Module, payload: Mapping[str, Any], path: s
 def build_payload(*, config: Mapping[str, Any], model: torch.nn.Module, optimizer: Any, scheduler: Any,
                   ema: Any, scaler: Any, targets: Any, step: int, epoch: int, batch_in_epoch: int,
                   sampler_seed: int, best_metric: Any, metrics: Mapping[str, float],
-                  evals_since_best: int = 0, stop_reason: Any = None) -> Dict[str, Any]:
+                  evals_since_best: int = 0, stop_reason: Any = None) -> dict[str, Any]:
     """The checkpoint dict (model, optimiser, scheduler, EMA, normalisers, position, RNG, config)."""
     return {
         "config": plain(config),

@@ -120,7 +120,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "stopped_at_step": log.stopped_at,
         "stop_reason": log.stop_reason,
     }
-    from spinconv_train.config import write_text_atomic
+    from spinconv_train.atomic_files import write_text_atomic
 
     write_text_atomic(os.path.join(args.output_dir, "summary.json"), json.dumps(summary, indent=2))
     print(json.dumps(summary))

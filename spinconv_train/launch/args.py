@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from spinconv_train.checkpoints.store import read
 from spinconv_train.config import Config, load_config

@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import sys
-from typing import Callable, Dict, List, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from spinconv_train import distributed as dist
+from spinconv_train.atomic_files import write_text_atomic
 from spinconv_train.checkpoints.store import CheckpointError
-from spinconv_train.config import Config, ConfigError, extra_val_splits, write_text_atomic
+from spinconv_train.config import Config, ConfigError, extra_val_splits
 from spinconv_train.datasets import DatasetError
 from spinconv_train.launch import slurm
 from spinconv_train.launch.args import UsageError, build_parser, check_flags, resolve_config
@@ -35,7 +36,7 @@ from spinconv_train.training.session import open_session
 
 __all__ = ["MODE_RUNNERS", "UsageError", "build_parser", "main", "resolve_config", "run"]
 
-Metrics = Dict[str, Dict[str, float]]
+Metrics = dict[str, dict[str, float]]
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -102,7 +103,7 @@ def relaxations_mode(args: argparse.Namespace, config: Config) -> Metrics:
     return {"relax": run_relaxations(config, run_options(args))}
 
 
-MODE_RUNNERS: Dict[str, Callable[[argparse.Namespace, Config], Metrics]] = {
+MODE_RUNNERS: dict[str, Callable[[argparse.Namespace, Config], Metrics]] = {
     "train": train_mode,
     "validate": validate_mode,
     "predict": predict_mode,
@@ -135,7 +136,7 @@ def _submit(args: argparse.Namespace, argv: Sequence[str], config: Config) -> No
         raise UsageError(str(err)) from None
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of ``main.py`` and ``spinconv-train`` (through ``launch/entry.py``); returns the exit code."""
     parser = build_parser()
     args, overrides = parser.parse_known_args(argv)

@@ -22,20 +22,21 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any
 
 from spinconv_train.rundir import default_run_name
 
 logger = logging.getLogger(__name__)
 
 # Flags that only concern the submission (with whether they take a value).
-SUBMIT_FLAGS: Dict[str, bool] = {
+SUBMIT_FLAGS: dict[str, bool] = {
     "--submit": False, "--num-gpus": True, "--num-nodes": True, "--slurm-partition": True,
     "--slurm-mem": True, "--slurm-timeout": True,
 }
 # Flags the job sets itself on every attempt.
-_JOB_FLAGS: Dict[str, bool] = {"--run-name": True, "--checkpoint": True, "--run-dir": True}
+_JOB_FLAGS: dict[str, bool] = {"--run-name": True, "--checkpoint": True, "--run-dir": True}
 # submitit's cluster choice; "local" runs the job as a local subprocess (tests, debugging).
 CLUSTER_ENV = "SPINCONV_SUBMITIT_CLUSTER"
 SIGNAL_DELAY_S = 120
@@ -44,9 +45,9 @@ SIGNAL_DELAY_S = 120
 MAX_TIMEOUT_REQUEUES = 50
 
 
-def strip_flags(argv: Sequence[str], flags: Dict[str, bool]) -> List[str]:
+def strip_flags(argv: Sequence[str], flags: dict[str, bool]) -> list[str]:
     """``argv`` without ``flags`` (``--flag value`` and ``--flag=value`` forms)."""
-    out: List[str] = []
+    out: list[str] = []
     skip = False
     for arg in argv:
         if skip:
@@ -60,13 +61,13 @@ def strip_flags(argv: Sequence[str], flags: Dict[str, bool]) -> List[str]:
     return out
 
 
-def executor_parameters(args: argparse.Namespace, config: Any, job_name: str) -> Dict[str, Any]:
+def executor_parameters(args: argparse.Namespace, config: Any, job_name: str) -> dict[str, Any]:
     """submitit ``update_parameters`` keywords from the SLURM flags and the config."""
     gpus = int(args.num_gpus or 0)
     nodes = int(args.num_nodes or 1)
     if gpus < 0 or nodes < 1:
         raise ValueError(f"--num-gpus must be >= 0 and --num-nodes >= 1, got {gpus} and {nodes}")
-    params: Dict[str, Any] = {
+    params: dict[str, Any] = {
         "name": job_name,
         "nodes": nodes,
         "tasks_per_node": max(gpus, 1),  # one process per GPU, as torchrun --nproc-per-node
@@ -89,7 +90,7 @@ def executor_parameters(args: argparse.Namespace, config: Any, job_name: str) ->
 
 
 def distributed_environment(global_rank: int, local_rank: int, world_size: int, master: str,
-                            job_id: str) -> Dict[str, str]:
+                            job_id: str) -> dict[str, str]:
     """The torchrun variables of one task (the port is derived from the job id, so that two
     jobs on one node do not collide)."""
     digits = "".join(ch for ch in str(job_id) if ch.isdigit()) or "0"
@@ -106,26 +107,26 @@ class TrainingJob:
     Having a ``checkpoint`` method is what makes submitit requeue it when interrupted.
     """
 
-    argv: List[str]  # the main.py command without submission and run-directory flags
+    argv: list[str]  # the main.py command without submission and run-directory flags
     run_dir: str  # absolute parent folder of the run directories
     run_name: str  # the first attempt's run directory name
-    entry: Callable[[List[str]], int]  # runs a command line on the allocation (``launch.cli.main``)
+    entry: Callable[[list[str]], int]  # runs a command line on the allocation (``launch.cli.main``)
     attempt: int = 0
-    resume_from: Optional[str] = None  # checkpoint.pt the attempt starts from
+    resume_from: str | None = None  # checkpoint.pt the attempt starts from
 
     @property
     def attempt_name(self) -> str:
         return self._name(self.attempt)
 
     @property
-    def history(self) -> List[str]:
+    def history(self) -> list[str]:
         """Run directory names of the earlier attempts."""
         return [self._name(k) for k in range(self.attempt)]
 
     def _name(self, attempt: int) -> str:
         return self.run_name if attempt == 0 else f"{self.run_name}-requeue{attempt}"
 
-    def command(self) -> List[str]:
+    def command(self) -> list[str]:
         """The main.py arguments of this attempt."""
         argv = list(self.argv) + ["--run-dir", self.run_dir, "--run-name", self.attempt_name]
         if self.resume_from:
@@ -144,7 +145,7 @@ class TrainingJob:
             raise RuntimeError(f"main.py {' '.join(self.command())} exited with code {code}")
         return code
 
-    def latest_checkpoint(self) -> Optional[str]:
+    def latest_checkpoint(self) -> str | None:
         """The newest checkpoint.pt of this run: this attempt's, else the one it resumed from."""
         path = os.path.join(self.run_dir, self.attempt_name, "checkpoint.pt")
         return path if os.path.exists(path) else self.resume_from
@@ -161,7 +162,7 @@ class TrainingJob:
 
 
 def submit(args: argparse.Namespace, argv: Sequence[str], config: Any,
-           entry: Callable[[List[str]], int]) -> Any:
+           entry: Callable[[list[str]], int]) -> Any:
     """Submit the command of ``argv`` (a ``--submit`` command line), run on the allocation by
     ``entry``, and return the job."""
     import submitit

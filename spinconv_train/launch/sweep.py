@@ -19,12 +19,14 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from typing import Any
 
 import yaml
 
-from spinconv_train.config import Config, ConfigError, write_text_atomic
+from spinconv_train.atomic_files import write_text_atomic
+from spinconv_train.config import Config, ConfigError
 from spinconv_train.launch import slurm
 from spinconv_train.launch.args import UsageError, resolve_config
 from spinconv_train.rundir import default_run_name
@@ -35,12 +37,12 @@ from spinconv_train.tables import format_table
 class SweepPoint:
     """One combination: its overrides (``--key=value`` strings) and a run-name label."""
 
-    values: Dict[str, Any]
-    overrides: List[str]
+    values: dict[str, Any]
+    overrides: list[str]
     label: str
 
 
-def read_sweep(path: str) -> Dict[str, List[Any]]:
+def read_sweep(path: str) -> dict[str, list[Any]]:
     """The sweep file's ``{key: [values]}``; errors name the file and the key."""
     try:
         with open(path) as handle:
@@ -65,7 +67,7 @@ def _label_part(key: str, value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "", f"{key.rsplit('.', 1)[-1]}-{text}")
 
 
-def sweep_points(grid: Mapping[str, List[Any]]) -> List[SweepPoint]:
+def sweep_points(grid: Mapping[str, list[Any]]) -> list[SweepPoint]:
     """Every combination of one value per key, in the order of the file (last key fastest)."""
     keys = list(grid)
     points = []
@@ -80,8 +82,8 @@ def sweep_points(grid: Mapping[str, List[Any]]) -> List[SweepPoint]:
 
 
 def run_sweep(args: argparse.Namespace, overrides: Sequence[str], argv: Sequence[str],
-              run: Callable[[argparse.Namespace, Config], Dict[str, Dict[str, float]]],
-              entry: Callable[[List[str]], int]) -> None:
+              run: Callable[[argparse.Namespace, Config], dict[str, dict[str, float]]],
+              entry: Callable[[list[str]], int]) -> None:
     """One training run per combination of ``args.sweep_yml`` (a parsed ``main.py`` command
     line; ``overrides``: its ``--key=value`` arguments; ``argv``: the whole, for submission).
     ``run`` executes one run here; ``entry`` (``main``) is what a submitted job calls."""
@@ -116,7 +118,7 @@ def run_sweep(args: argparse.Namespace, overrides: Sequence[str], argv: Sequence
             except ValueError as err:
                 raise UsageError(str(err)) from None
         return
-    results: Dict[str, Dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for index, (point, config, run_args) in enumerate(plans):
         print(f"sweep run {index + 1}/{len(plans)}: {run_args.run_name} {json.dumps(point.values)}", flush=True)
         history = run(run_args, config)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 import numpy as np
 from ase import Atoms, units
@@ -35,17 +34,17 @@ class MDLog:
     energy; Langevin: the total energy, which it does not conserve)."""
 
     interval: int
-    steps: List[int] = field(default_factory=list)
-    potential: List[float] = field(default_factory=list)
-    kinetic: List[float] = field(default_factory=list)
-    temperature: List[float] = field(default_factory=list)
-    volume: List[float] = field(default_factory=list)
-    pressure: List[float] = field(default_factory=list)
-    conserved: List[float] = field(default_factory=list)
-    max_forces_std: List[float] = field(default_factory=list)  # committee spread (eV/Å); NaN for one model
+    steps: list[int] = field(default_factory=list)
+    potential: list[float] = field(default_factory=list)
+    kinetic: list[float] = field(default_factory=list)
+    temperature: list[float] = field(default_factory=list)
+    volume: list[float] = field(default_factory=list)
+    pressure: list[float] = field(default_factory=list)
+    conserved: list[float] = field(default_factory=list)
+    max_forces_std: list[float] = field(default_factory=list)  # committee spread (eV/Å); NaN for one model
     seconds: float = 0.0
-    stop_reason: Optional[str] = None  # why the run ended before its steps (uncertainty threshold)
-    stopped_at: Optional[int] = None
+    stop_reason: str | None = None  # why the run ended before its steps (uncertainty threshold)
+    stopped_at: int | None = None
 
     @property
     def total(self) -> np.ndarray:
@@ -64,7 +63,7 @@ class MDLog:
     def write_csv(self, path: str) -> None:
         """``step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,pressure_bar,
         conserved_ev,max_forces_std_ev_a`` rows, written atomically."""
-        from spinconv_train.config import write_text_atomic
+        from spinconv_train.atomic_files import write_text_atomic
 
         rows = ["step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,pressure_bar,conserved_ev,"
                 "max_forces_std_ev_a"]
@@ -74,7 +73,7 @@ class MDLog:
         write_text_atomic(path, "\n".join(rows) + "\n")
 
 
-def md_caveats(model: object, atoms: Optional[Atoms] = None) -> List[str]:
+def md_caveats(model: object, atoms: Atoms | None = None) -> list[str]:
     """What keeps ``model``'s forces from conserving energy smoothly in NVE, one line each
     (empty for an energy-centric SpinConv with the envelope and smooth interpolation, and,
     given ``atoms``, a neighbour cap that does not bind on them)."""
@@ -119,15 +118,15 @@ def run_md(
     steps: int,
     timestep_fs: float,
     ensemble: str = "nve",
-    temperature_k: Optional[float] = 300.0,
+    temperature_k: float | None = 300.0,
     friction_per_fs: float = 0.01,
     seed: int = 0,
     interval: int = 1,
-    trajectory: Optional[str] = None,
+    trajectory: str | None = None,
     pressure_bar: float = 1.0,
-    thermostat_fs: Optional[float] = None,
-    barostat_fs: Optional[float] = None,
-    max_forces_std: Optional[float] = None,
+    thermostat_fs: float | None = None,
+    barostat_fs: float | None = None,
+    max_forces_std: float | None = None,
 ) -> MDLog:
     """Integrate ``atoms`` (with a calculator attached) for ``steps`` steps.
 

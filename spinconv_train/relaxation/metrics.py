@@ -13,12 +13,12 @@
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from spinconv_train.tasks.metrics import ENERGY_THRESHOLD, average_distance_within_threshold
 from spinconv_train.relaxation.runner import RelaxResult
+from spinconv_train.tasks.metrics import ENERGY_THRESHOLD, average_distance_within_threshold
 
 
 def adwt(positions: np.ndarray, result: RelaxResult) -> float:
@@ -27,7 +27,7 @@ def adwt(positions: np.ndarray, result: RelaxResult) -> float:
     return average_distance_within_threshold(positions[free], result.pos_relaxed[free], result.cell, result.pbc)
 
 
-def relaxation_metrics(results: Sequence[RelaxResult]) -> Dict[str, float]:
+def relaxation_metrics(results: Sequence[RelaxResult]) -> dict[str, float]:
     """Metrics over ``results``; label metrics only when every result has the label."""
     if not results:
         return {}

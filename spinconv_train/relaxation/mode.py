@@ -9,20 +9,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List, Union
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 from spinconv_train import distributed as dist
-from spinconv_train.checkpoints import CheckpointError, build_model, load
-from spinconv_train.config import Config, check_source_paths, write_text_atomic
-from spinconv_train.datasets import DatasetError
-from spinconv_train.datasets.lmdb_io import save_npz_atomic
-from spinconv_train.registry import DATASETS
+from spinconv_train.atomic_files import save_npz_atomic, write_text_atomic
 from spinconv_train.calculators.batched import BatchEvaluator
 from spinconv_train.calculators.calculator import ModelCalculator, require_forces_task
 from spinconv_train.calculators.predict import predict_atoms
+from spinconv_train.checkpoints import CheckpointError, build_model, load
+from spinconv_train.config import Config, check_source_paths
+from spinconv_train.datasets import DatasetError
+from spinconv_train.registry import DATASETS
 from spinconv_train.relaxation.metrics import relaxation_metrics
 from spinconv_train.relaxation.output import submission_arrays, write_relaxations, write_relaxed_structures
 from spinconv_train.relaxation.runner import RelaxResult, relax_indices
@@ -68,13 +68,13 @@ def relax_calculator(model: torch.nn.Module, task: Task, device: torch.device,
     if batch_size <= 1:
         return ModelCalculator(model, task, device)
 
-    def predict(frames: List[Any], stress: bool) -> List[Dict[str, Any]]:
+    def predict(frames: list[Any], stress: bool) -> list[dict[str, Any]]:
         return predict_atoms(model, task, frames, batch_size=len(frames), stress=stress, device=device)
 
     return BatchEvaluator(predict, supports_stress=bool(getattr(model, "supports_stress", False)))
 
 
-def run_relaxations(config: Config, options: RunOptions) -> Dict[str, float]:
+def run_relaxations(config: Config, options: RunOptions) -> dict[str, float]:
     """Run the mode (``options``: the command line's run options); return the metrics."""
     settings = relax_settings(config)
     source = f"checkpoint {options.checkpoint!r}" if options.checkpoint else config.origin("trainer")
@@ -96,7 +96,7 @@ def run_relaxations(config: Config, options: RunOptions) -> Dict[str, float]:
         indices = range(dist.get_rank(), len(dataset), dist.get_world_size())
         mine = relax_indices(dataset, indices, calculator, settings.options, traj_dir, progress,
                              source=str(settings.dataset["src"]))
-        results: List[RelaxResult] = sorted((r for part in dist.gather_objects(mine) for r in part),
+        results: list[RelaxResult] = sorted((r for part in dist.gather_objects(mine) for r in part),
                                             key=lambda r: r.index)
         metrics = relaxation_metrics(results)
         if dist.is_main():

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 from ase import Atoms
 
-from spinconv_train.datasets.lmdb_io import save_npz_atomic
+from spinconv_train.atomic_files import save_npz_atomic
 from spinconv_train.relaxation.runner import RelaxResult
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any
 
 import ase.optimize
 import numpy as np
@@ -40,11 +41,11 @@ class RelaxResult:
     free: np.ndarray  # (N,) bool
     cell: np.ndarray  # (3, 3)
     pbc: np.ndarray  # (3,) bool
-    y_relaxed: Optional[float] = None
-    pos_relaxed: Optional[np.ndarray] = None
+    y_relaxed: float | None = None
+    pos_relaxed: np.ndarray | None = None
 
 
-def make_optimizer(atoms: Atoms, options: RelaxOptions, trajectory: Optional[str] = None) -> ase.optimize.optimize.Optimizer:
+def make_optimizer(atoms: Atoms, options: RelaxOptions, trajectory: str | None = None) -> ase.optimize.optimize.Optimizer:
     """The ASE optimiser named by ``options`` on ``atoms`` (no log output); with
     ``options.relax_cell`` it moves the cell too (ASE's ``FrechetCellFilter``: the
     convergence test then covers the stress times the volume as well)."""
@@ -57,7 +58,7 @@ def make_optimizer(atoms: Atoms, options: RelaxOptions, trajectory: Optional[str
     return cls(target, logfile=None, trajectory=trajectory, maxstep=options.maxstep, **options.extra)
 
 
-def relax_atoms(atoms: Atoms, options: RelaxOptions, trajectory: Optional[str] = None) -> tuple:
+def relax_atoms(atoms: Atoms, options: RelaxOptions, trajectory: str | None = None) -> tuple:
     """Relax ``atoms`` (its calculator attached) in place until the largest free-atom force
     norm is below ``options.fmax`` or ``options.steps`` steps were taken; returns
     ``(steps, converged)``. ``trajectory`` is written via a temporary file and renamed."""
@@ -86,7 +87,7 @@ def trajectory_name(record: Any, sid: Any) -> str:
 
 
 def relax_record(dataset: Any, index: int, calculator: Calculator, options: RelaxOptions,
-                 trajectory_dir: Optional[str] = None, source: str = "") -> RelaxResult:
+                 trajectory_dir: str | None = None, source: str = "") -> RelaxResult:
     """Relax record ``index`` of ``dataset`` with ``calculator`` (see ``relax_indices``)."""
     record = dataset[int(index)]
     atoms = record_to_atoms(record, source, int(index))
@@ -108,9 +109,9 @@ def relax_record(dataset: Any, index: int, calculator: Calculator, options: Rela
         pos_relaxed=None if pos_relaxed is None else np.asarray(pos_relaxed, dtype=np.float64).reshape(-1, 3))
 
 
-def relax_indices(dataset: Any, indices: Sequence[int], calculator: Union[Calculator, BatchEvaluator],
-                  options: RelaxOptions, trajectory_dir: Optional[str] = None, progress: bool = False,
-                  source: str = "") -> List[RelaxResult]:
+def relax_indices(dataset: Any, indices: Sequence[int], calculator: Calculator | BatchEvaluator,
+                  options: RelaxOptions, trajectory_dir: str | None = None, progress: bool = False,
+                  source: str = "") -> list[RelaxResult]:
     """Relax records ``indices`` of ``dataset``; one result per index, in ``indices`` order.
 
     ``calculator``: an ASE calculator (structures one after another), or a

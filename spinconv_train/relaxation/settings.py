@@ -14,14 +14,15 @@ Layout (as the reference's configs)::
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping
+from typing import Any
 
 from spinconv_train.config import Config
 
 # Optimiser name -> (ase.optimize class name, extra constructor keys with defaults).
 # LBFGS defaults follow the reference's ML relaxation (memory 50, damping 1, alpha 70).
-OPTIMIZERS: Dict[str, tuple] = {
+OPTIMIZERS: dict[str, tuple] = {
     "lbfgs": ("LBFGS", {"memory": 50, "damping": 1.0, "alpha": 70.0}),
     "bfgs": ("BFGS", {"alpha": 70.0}),
     "fire": ("FIRE", {"dt": 0.1, "dtmax": 1.0}),
@@ -51,12 +52,12 @@ class RelaxOptions:
     fmax: float = 0.05
     steps: int = 200
     maxstep: float = 0.04
-    extra: Dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
     relax_cell: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
 
     @classmethod
-    def from_mapping(cls, section: Mapping[str, Any], where: str = "task.relax_opt") -> "RelaxOptions":
+    def from_mapping(cls, section: Mapping[str, Any], where: str = "task.relax_opt") -> RelaxOptions:
         """Check ``section`` (a ``relax_opt`` mapping); an ``OptionError`` names the bad key."""
         if not isinstance(section, Mapping):
             raise OptionError(where, f"must be a mapping, got {type(section).__name__}")
@@ -93,7 +94,7 @@ class RelaxOptions:
 class RelaxSettings:
     """Everything ``--mode run-relaxations`` reads from the config."""
 
-    dataset: Dict[str, Any]
+    dataset: dict[str, Any]
     options: RelaxOptions
     write_trajectories: bool = False
     write_relaxed_structures: bool = True

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, List
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from spinconv_train import distributed as dist
 from spinconv_train.config import Config, ConfigError, check_dataset_paths
+from spinconv_train.registry import DATASETS
 from spinconv_train.tasks.element_references import ElementReferences
 from spinconv_train.tasks.normalizer import Normalizer
-from spinconv_train.registry import DATASETS
-from spinconv_train import distributed as dist
 from spinconv_train.tasks.targets import TargetState, require_labels
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 _NORMALIZER_KEYS = {"mean", "std", "force_std"}
 
 
-def _collate(items: List[Any]) -> Any:
+def _collate(items: list[Any]) -> Any:
     from spinconv_train.datasets import collate
 
     return collate(items)

@@ -2,7 +2,8 @@
 ``fit_element_references`` on the training split, saved in checkpoints)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -14,7 +15,7 @@ class ElementReferences:
         self.references = torch.as_tensor(references, dtype=torch.float64).reshape(-1).clone()
 
     @classmethod
-    def fit(cls, dataset: Any, field: str = "y", indices: Optional[Sequence[int]] = None) -> "ElementReferences":
+    def fit(cls, dataset: Any, field: str = "y", indices: Sequence[int] | None = None) -> ElementReferences:
         """Least-squares fit of ``field`` on element counts over ``dataset`` (the training split)."""
         from spinconv_train.datasets.element_refs import fit_element_references
 
@@ -33,9 +34,9 @@ class ElementReferences:
                              f"Z={self.references.numel() - 1})")
         return self.references.to(z.device)[z]
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"references": self.references.tolist()}
 
     @classmethod
-    def from_state_dict(cls, state: Dict[str, Any]) -> "ElementReferences":
+    def from_state_dict(cls, state: dict[str, Any]) -> ElementReferences:
         return cls(state["references"])

@@ -1,13 +1,14 @@
 """The ``energy`` trainer (IS2RE direct, QM9 properties): one or more scalar targets."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from spinconv_train.tasks import metrics as ev
 from spinconv_train.registry import TRAINERS
+from spinconv_train.tasks import metrics as ev
 from spinconv_train.tasks.targets import TargetState, scalar_loss, structure_ids
 
 
@@ -26,7 +27,7 @@ class EnergyTask:
     def __init__(self, task: Mapping[str, Any], optim: Mapping[str, Any], targets: TargetState) -> None:
         self.targets = targets
         self.energy_field = task.get("target") or "y_relaxed"
-        self.indices: Optional[List[int]] = task.get("target_indices")
+        self.indices: list[int] | None = task.get("target_indices")
         count = len(self.indices) if self.indices is not None else max(1, len(task.get("labels") or []))
         labels = list(task.get("labels") or [])
         self.labels = labels if len(labels) == count else [f"target{k}" for k in range(count)]
@@ -34,15 +35,15 @@ class EnergyTask:
         self.loss_kind = optim["loss_energy"].lower()
         self.default_metric = "energy_mae" if self.num_targets == 1 else "mean_mae"
 
-    def label_fields(self) -> List[str]:
+    def label_fields(self) -> list[str]:
         """Fields every evaluated record must carry."""
         return [self.energy_field]
 
-    def model_kwargs(self) -> Dict[str, Any]:
+    def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of every model call (none)."""
         return {}
 
-    def metric_names(self) -> List[str]:
+    def metric_names(self) -> list[str]:
         names = [f"{label}_mae" for label in self.labels]
         if len(self.labels) == 1:
             names += ["energy_mae", "energy_rmse", "energy_within_threshold"]
@@ -78,7 +79,7 @@ class EnergyTask:
         target = self.targets.normalizer.norm(self.referenced_target(batch)).to(pred.dtype)
         return scalar_loss(self.loss_kind, pred, target)
 
-    def denormalize(self, out: Mapping[str, Tensor], batch: Any) -> Dict[str, Tensor]:
+    def denormalize(self, out: Mapping[str, Tensor], batch: Any) -> dict[str, Tensor]:
         value = self.targets.normalizer.denorm(self._output(out, batch).detach().double())
         reference = self.targets.reference(batch)
         if reference is not None:
@@ -97,7 +98,7 @@ class EnergyTask:
             err = (pred["energy"] - target).abs().mean(dim=1)
             acc.add("mean_mae", (float(err.sum()), float(err.numel())))
 
-    def prediction_arrays(self, pred: Mapping[str, Tensor], batch: Any) -> Dict[str, Any]:
+    def prediction_arrays(self, pred: Mapping[str, Tensor], batch: Any) -> dict[str, Any]:
         energy = pred["energy"].cpu().numpy().astype(np.float32)
         return {"ids": structure_ids(batch), "energy": energy[:, 0] if energy.shape[1] == 1 else energy,
                 "natoms": batch.natoms.reshape(-1).cpu().numpy()}

@@ -1,16 +1,16 @@
 """The ``forces`` trainer (S2EF, MD17): loss and metrics for energy + forces."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from spinconv_train.tasks import metrics as ev
 from spinconv_train.registry import TRAINERS
+from spinconv_train.tasks import metrics as ev
 from spinconv_train.tasks.targets import TargetState, free_mask, scalar_loss, structure_ids
-
 
 # OC20 tags: 0 subsurface slab atoms, 1 surface slab atoms, 2 adsorbate atoms.
 TAG_GROUPS = {0: "subsurface", 1: "surface", 2: "adsorbate"}
@@ -43,15 +43,15 @@ class ForcesTask:
     def trains_stress(self) -> bool:
         return self.stress_coef > 0
 
-    def label_fields(self) -> List[str]:
+    def label_fields(self) -> list[str]:
         """Fields every evaluated record must carry."""
         return ["y", "force", "stress"] if self.trains_stress else ["y", "force"]
 
-    def model_kwargs(self) -> Dict[str, Any]:
+    def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of every model call: the stress when it is trained."""
         return {"stress": True} if self.trains_stress else {}
 
-    def metric_names(self) -> List[str]:
+    def metric_names(self) -> list[str]:
         names = ["energy_mae", "energy_per_atom_mae", "energy_rmse", "forces_mae", "forces_rmse", "forces_cos",
                  "forces_magnitude",
                  "energy_within_threshold", "energy_force_within_threshold"]
@@ -96,7 +96,7 @@ class ForcesTask:
                            "(scripts/preprocess_ef.py --stress)")
         return stress.reshape(-1, 3, 3).double()
 
-    def denormalize(self, out: Mapping[str, Tensor], batch: Any) -> Dict[str, Tensor]:
+    def denormalize(self, out: Mapping[str, Tensor], batch: Any) -> dict[str, Tensor]:
         """Model outputs in eV and eV/Å (energy float64 with element references added back);
         a "stress" output (eV/Å^3) is scaled like the energy it is the strain derivative of."""
         norm = self.targets.normalizer
@@ -147,7 +147,7 @@ class ForcesTask:
             error = (pred["stress"].reshape(-1, 9) - self.stress_target(batch).reshape(-1, 9)).abs()
             acc.add("stress_mae", (float(error.sum()), float(error.numel())))
 
-    def prediction_arrays(self, pred: Mapping[str, Tensor], batch: Any) -> Dict[str, Any]:
+    def prediction_arrays(self, pred: Mapping[str, Tensor], batch: Any) -> dict[str, Any]:
         """Ids, energies, free-atom forces and free-atom counts of one batch."""
         mask = free_mask(batch, self.eval_free)
         counts = torch.zeros(int(batch.natoms.numel()), dtype=torch.long, device=mask.device)

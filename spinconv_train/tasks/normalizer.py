@@ -1,7 +1,7 @@
 """Target normalisers: state fitted on the training split and saved with the model."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 
@@ -13,7 +13,7 @@ class Normalizer:
     gradient of the normalised energy).
     """
 
-    def __init__(self, mean: Any = 0.0, std: Any = 1.0, force_std: Optional[float] = None) -> None:
+    def __init__(self, mean: Any = 0.0, std: Any = 1.0, force_std: float | None = None) -> None:
         self.mean = torch.as_tensor(mean, dtype=torch.float64).clone()
         self.std = torch.as_tensor(std, dtype=torch.float64).clone()
         if bool((self.std <= 0).any()) or not bool(torch.isfinite(self.std).all()):
@@ -23,7 +23,7 @@ class Normalizer:
         self.force_std = float(force_std)
 
     @classmethod
-    def fit(cls, values: torch.Tensor) -> "Normalizer":
+    def fit(cls, values: torch.Tensor) -> Normalizer:
         """Mean and (population) standard deviation of ``values`` (S,) or (S, T) over dim 0."""
         values = torch.as_tensor(values, dtype=torch.float64)
         if values.shape[0] < 1:
@@ -52,11 +52,11 @@ class Normalizer:
     def denorm_stress(self, s: torch.Tensor) -> torch.Tensor:
         return s * self.std.reshape(-1)[0].to(s)
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "force_std": self.force_std}
 
     @classmethod
-    def from_state_dict(cls, state: Dict[str, Any]) -> "Normalizer":
+    def from_state_dict(cls, state: dict[str, Any]) -> Normalizer:
         return cls(state["mean"], state["std"], state.get("force_std"))
 
     def __repr__(self) -> str:

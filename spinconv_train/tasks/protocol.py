@@ -2,7 +2,8 @@
 the calculators (docs/design.md, "Tasks")."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
@@ -28,15 +29,15 @@ class Task(Protocol):
 
     def __init__(self, task: Mapping[str, Any], optim: Mapping[str, Any], targets: TargetState) -> None: ...
 
-    def label_fields(self) -> List[str]:
+    def label_fields(self) -> list[str]:
         """Fields every trained or evaluated record must carry."""
         ...
 
-    def model_kwargs(self) -> Dict[str, Any]:
+    def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of every model call (e.g. ``stress=True``)."""
         ...
 
-    def metric_names(self) -> List[str]:
+    def metric_names(self) -> list[str]:
         """The metrics :meth:`update_metrics` accumulates."""
         ...
 
@@ -48,7 +49,7 @@ class Task(Protocol):
         """The training loss of the model outputs ``out`` on normalised targets."""
         ...
 
-    def denormalize(self, out: Mapping[str, Tensor], batch: Any) -> Dict[str, Tensor]:
+    def denormalize(self, out: Mapping[str, Tensor], batch: Any) -> dict[str, Tensor]:
         """Model outputs in the data's units (eV, eV/Å), element references added back."""
         ...
 
@@ -56,6 +57,6 @@ class Task(Protocol):
         """Add one batch's errors of the denormalised predictions ``pred`` to ``acc``."""
         ...
 
-    def prediction_arrays(self, pred: Mapping[str, Tensor], batch: Any) -> Dict[str, Any]:
+    def prediction_arrays(self, pred: Mapping[str, Tensor], batch: Any) -> dict[str, Any]:
         """One batch's rows of ``predictions.npz``."""
         ...

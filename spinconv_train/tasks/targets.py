@@ -1,7 +1,7 @@
 """Shared pieces of the task trainers: losses, free-atom masks, target state, ids."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ def free_mask(batch: Any, enabled: bool) -> Tensor:
     return fixed.reshape(-1) == 0
 
 
-def structure_ids(batch: Any) -> List[str]:
+def structure_ids(batch: Any) -> list[str]:
     """``"{sid}_{fid}"`` per structure (``"{sid}"`` without fid; the index without sid)."""
     num = int(batch.natoms.numel())
     sids = _as_list(getattr(batch, "sid", None), num)
@@ -43,7 +43,7 @@ def structure_ids(batch: Any) -> List[str]:
     return ids
 
 
-def _as_list(value: Any, num: int) -> Optional[List[Any]]:
+def _as_list(value: Any, num: int) -> list[Any] | None:
     if value is None:
         return None
     if isinstance(value, Tensor):
@@ -52,7 +52,7 @@ def _as_list(value: Any, num: int) -> Optional[List[Any]]:
     return value if len(value) == num else None
 
 
-def batch_sids(batch: Any) -> List[Any]:
+def batch_sids(batch: Any) -> list[Any]:
     """The batch's ``sid`` values (for error messages)."""
     return _as_list(getattr(batch, "sid", None), int(batch.natoms.numel())) or ["(no sid)"]
 
@@ -72,24 +72,24 @@ def require_labels(task: Any, batch: Any, split: str) -> None:
 class TargetState:
     """Normaliser and optional element references of one task (saved in checkpoints)."""
 
-    def __init__(self, normalizer: Optional[Normalizer] = None,
-                 element_references: Optional[ElementReferences] = None) -> None:
+    def __init__(self, normalizer: Normalizer | None = None,
+                 element_references: ElementReferences | None = None) -> None:
         self.normalizer = normalizer or Normalizer()
         self.element_references = element_references
 
-    def reference(self, batch: Any) -> Optional[Tensor]:
+    def reference(self, batch: Any) -> Tensor | None:
         """Per-structure reference energy (B,) float64, or None."""
         if self.element_references is None:
             return None
         return self.element_references.energy(batch.atomic_numbers, batch.batch, int(batch.natoms.numel()))
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         refs = self.element_references
         return {"normalizer": self.normalizer.state_dict(),
                 "element_references": None if refs is None else refs.state_dict()}
 
     @classmethod
-    def from_state_dict(cls, state: Dict[str, Any]) -> "TargetState":
+    def from_state_dict(cls, state: dict[str, Any]) -> TargetState:
         refs = state.get("element_references")
         return cls(Normalizer.from_state_dict(state["normalizer"]),
                    None if refs is None else ElementReferences.from_state_dict(refs))

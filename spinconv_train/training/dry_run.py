@@ -12,7 +12,7 @@ submitting a long job: a bad path, key, label or shape fails here in seconds.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
@@ -27,7 +27,7 @@ from spinconv_train.tasks.targets import require_labels
 from spinconv_train.training.loop import NonFiniteLossError, on_device_for
 
 
-def dry_run(config: Config, cpu: bool = False) -> Dict[str, Any]:
+def dry_run(config: Config, cpu: bool = False) -> dict[str, Any]:
     """Build the training setup of ``config`` and time one step on one batch; a summary dict."""
     device = dist.local_device(prefer_cpu=cpu)
     optim = config["optim"]
@@ -47,7 +47,7 @@ def dry_run(config: Config, cpu: bool = False) -> Dict[str, Any]:
     model.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    summary: Dict[str, Any] = {
+    summary: dict[str, Any] = {
         "trainer": config["trainer"], "model": config["model"]["name"], "device": str(device),
         "precision": config["precision"], "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

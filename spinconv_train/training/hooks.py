@@ -3,7 +3,7 @@ the plateau schedule, the best checkpoint and early stopping. The loop calls eac
 its list in order; a run's list is :func:`default_hooks`."""
 from __future__ import annotations
 
-from typing import List, Mapping
+from collections.abc import Mapping
 
 from spinconv_train import distributed as dist
 from spinconv_train.training.session import Session
@@ -70,11 +70,11 @@ def early_stop_reason(session: Session) -> str | None:
     return None
 
 
-def default_hooks() -> List[Hook]:
+def default_hooks() -> list[Hook]:
     """A training run's hooks, in the order they run: EMA, plateau schedule (it sees the
     metrics first), best checkpoint (updates the patience count), early stopping (reads it)."""
     return [EMAUpdate(), PlateauSchedule(), BestCheckpoint(), EarlyStopping()]
 
 
-__all__: List[str] = ["BestCheckpoint", "EMAUpdate", "EarlyStopping", "Hook", "PlateauSchedule",
+__all__: list[str] = ["BestCheckpoint", "EMAUpdate", "EarlyStopping", "Hook", "PlateauSchedule",
                       "default_hooks", "early_stop_reason"]

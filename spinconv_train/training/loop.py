@@ -6,21 +6,22 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from spinconv_train.atomic_files import atomic_path
+from spinconv_train import distributed as dist
+from spinconv_train.atomic_files import save_npz_atomic
+from spinconv_train.checkpoints import model_dtype
 from spinconv_train.tables import format_table
 from spinconv_train.tasks.metrics import MetricAccumulator
-from spinconv_train import distributed as dist
-from spinconv_train.checkpoints import model_dtype
+from spinconv_train.tasks.targets import batch_sids, require_labels
 from spinconv_train.training.hooks import Hook, default_hooks
 from spinconv_train.training.session import Session, attach_scheduler
-from spinconv_train.tasks.targets import batch_sids, require_labels
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def _check_finite(session: Session, loss: torch.Tensor, batch: Any) -> None:
         f"{session.batch_in_epoch + 1}); batch sids: {batch_sids(batch)}; {kept}, nothing was written after it")
 
 
-def accumulate_gradients(session: Session, batch: Any, weight: float, sync: bool) -> Dict[str, torch.Tensor]:
+def accumulate_gradients(session: Session, batch: Any, weight: float, sync: bool) -> dict[str, torch.Tensor]:
     """Forward and backward of ``batch``, adding ``weight`` times its loss gradient to the
     parameters' gradients; ``sync=False`` skips DDP's gradient all-reduce (for all but the
     last micro-batch of an accumulated step). Returns the detached outputs and the loss."""
@@ -114,7 +115,7 @@ def on_device_for(config: Mapping[str, Any], device: torch.device, batch: Any) -
 
 
 @torch.no_grad()
-def evaluate(session: Session, loader: DataLoader, desc: str = "validating", split: str = "val") -> Dict[str, float]:
+def evaluate(session: Session, loader: DataLoader, desc: str = "validating", split: str = "val") -> dict[str, float]:
     """Metrics (and the loss) of the evaluation weights over ``loader`` (the ``split``
     dataset, named in errors), all ranks combined.
 
@@ -152,9 +153,9 @@ def evaluate_extra_splits(session: Session, loaders: Mapping[str, DataLoader], l
         session.history[f"{label}/{split}"] = metrics
 
 
-def _validate_and_checkpoint(session: Session, val_loader: Optional[DataLoader],
+def _validate_and_checkpoint(session: Session, val_loader: DataLoader | None,
                              extra_val: Mapping[str, DataLoader], hooks: Sequence[Hook]) -> None:
-    metrics: Dict[str, float] = {}
+    metrics: dict[str, float] = {}
     if val_loader is not None:
         metrics = evaluate(session, val_loader)
         session.loggers.log(metrics, session.step, "val", session.epoch)
@@ -166,9 +167,9 @@ def _validate_and_checkpoint(session: Session, val_loader: Optional[DataLoader],
     session.save(metrics=metrics)
 
 
-def train(session: Session, train_loader: DataLoader, val_loader: Optional[DataLoader],
-          extra_val: Optional[Mapping[str, DataLoader]] = None,
-          hooks: Optional[Sequence[Hook]] = None) -> Dict[str, Dict[str, float]]:
+def train(session: Session, train_loader: DataLoader, val_loader: DataLoader | None,
+          extra_val: Mapping[str, DataLoader] | None = None,
+          hooks: Sequence[Hook] | None = None) -> dict[str, dict[str, float]]:
     """Train to ``optim.max_steps`` / ``max_epochs`` (or until early stopping); evaluate every
     ``eval_every`` steps (or each epoch) and at the end, writing ``checkpoint.pt`` and
     ``best_checkpoint.pt``. ``extra_val`` (split name -> loader) are evaluated with the
@@ -277,7 +278,7 @@ def predict(session: Session, loader: DataLoader, path: str) -> str:
     stress (B,3,3) when the model is trained on it) for every structure of ``loader`` (labels not needed); return its path."""
     model = session.eval_model
     model.eval()
-    parts: Dict[str, List[Any]] = {}
+    parts: dict[str, list[Any]] = {}
     with torch.random.fork_rng(devices=[]):
         for batch in tqdm(loader, desc="predicting", disable=not _progress(session), leave=False):
             batch = on_device(session, batch)
@@ -288,7 +289,7 @@ def predict(session: Session, loader: DataLoader, path: str) -> str:
     gathered = dist.gather_objects(parts)
     if not dist.is_main():
         return path
-    merged: Dict[str, List[Any]] = {}
+    merged: dict[str, list[Any]] = {}
     for rank_parts in gathered:
         for key, chunks in rank_parts.items():
             merged.setdefault(key, []).extend(chunks)
@@ -298,10 +299,5 @@ def predict(session: Session, loader: DataLoader, path: str) -> str:
             out[key] = np.concatenate(merged[key])
     if "forces" in out:
         out["chunk_idx"] = np.cumsum(out["natoms"])[:-1]
-    _savez_atomic(path, out)
+    save_npz_atomic(path, compress=True, **out)
     return path
-
-
-def _savez_atomic(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)

@@ -1,7 +1,8 @@
 """Optimisers built from the ``optim`` config section."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -45,7 +46,7 @@ class LRScheduler:
         self.patience = int(optim["patience"])
         self.threshold = float(optim["threshold"])
         self.scale = 1.0
-        self.best: Optional[float] = None
+        self.best: float | None = None
         self.num_bad = 0
         self.set_lr(0)
 
@@ -95,7 +96,7 @@ class LRScheduler:
                 self.num_bad = 0
         self.set_lr(step)
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "best": self.best, "num_bad": self.num_bad}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

@@ -5,8 +5,9 @@ import gc
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,20 +40,20 @@ class Session:
     task: Task
     metric: str
     loggers: MultiLogger
-    ddp_model: Optional[torch.nn.Module] = None
-    optimizer: Optional[torch.optim.Optimizer] = None
-    scheduler: Optional[LRScheduler] = None
-    ema: Optional[torch.optim.swa_utils.AveragedModel] = None
-    scaler: Optional[torch.amp.GradScaler] = None
+    ddp_model: torch.nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: LRScheduler | None = None
+    ema: torch.optim.swa_utils.AveragedModel | None = None
+    scaler: torch.amp.GradScaler | None = None
     amp: bool = False
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
-    best_metric: Optional[float] = None
+    best_metric: float | None = None
     evals_since_best: int = 0  # validations since the monitored metric last improved
-    stop_reason: Optional[str] = None  # set when early stopping ends the run
-    scheduler_state: Optional[Dict[str, Any]] = None  # from a checkpoint, until the scheduler exists
-    history: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    stop_reason: str | None = None  # set when early stopping ends the run
+    scheduler_state: dict[str, Any] | None = None  # from a checkpoint, until the scheduler exists
+    history: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -78,7 +79,7 @@ class Session:
     def checkpoint_path(self, best: bool = False) -> str:
         return os.path.join(self.run_dir, ckpt.BEST_CHECKPOINT if best else ckpt.CHECKPOINT)
 
-    def save(self, best: bool = False, metrics: Optional[Dict[str, float]] = None) -> None:
+    def save(self, best: bool = False, metrics: dict[str, float] | None = None) -> None:
         """Write ``checkpoint.pt`` (or ``best_checkpoint.pt``) atomically, on rank 0 only."""
         if not dist.is_main():
             return

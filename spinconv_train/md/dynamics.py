@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase import Atoms, units
 
+from spinconv_train.atomic_files import write_text_atomic
+
 ENSEMBLES = ("nve", "langevin", "nvt", "npt")
 
 
@@ -63,8 +65,6 @@ class MDLog:
     def write_csv(self, path: str) -> None:
         """``step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,pressure_bar,
         conserved_ev,max_forces_std_ev_a`` rows, written atomically."""
-        from spinconv_train.atomic_files import write_text_atomic
-
         rows = ["step,potential_ev,kinetic_ev,total_ev,temperature_k,volume_a3,pressure_bar,conserved_ev,"
                 "max_forces_std_ev_a"]
         rows += [f"{s},{p:.8f},{k:.8f},{p + k:.8f},{t:.3f},{v:.6f},{b:.3f},{c:.8f},{u:.6f}"

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from spinconv_train import distributed as dist
 from spinconv_train.config import Config, ConfigError, check_dataset_paths
+from spinconv_train.datasets import BalancedBatchSampler, collate
 from spinconv_train.registry import DATASETS
 from spinconv_train.tasks.element_references import ElementReferences
 from spinconv_train.tasks.normalizer import Normalizer
@@ -20,12 +21,6 @@ from spinconv_train.tasks.targets import TargetState, require_labels
 logger = logging.getLogger(__name__)
 
 _NORMALIZER_KEYS = {"mean", "std", "force_std"}
-
-
-def _collate(items: list[Any]) -> Any:
-    from spinconv_train.datasets import collate
-
-    return collate(items)
 
 
 def build_dataset(config: Config, split: str) -> Dataset:
@@ -58,13 +53,11 @@ def dataset_natoms(dataset: Dataset) -> np.ndarray:
 
 def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int) -> DataLoader:
     """A shuffled loader over this rank's share, balanced by atoms, with a resumable sampler."""
-    from spinconv_train.datasets import BalancedBatchSampler
-
     sampler = BalancedBatchSampler(dataset, batch_size=batch_size, num_replicas=dist.get_world_size(),
                                    rank=dist.get_rank(), shuffle=True, seed=seed,
                                    natoms=dataset_natoms(dataset))
     # A private generator: creating loader iterators never draws from the global RNG.
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=num_workers,
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
                       generator=torch.Generator().manual_seed(seed), persistent_workers=False)
 
 
@@ -73,7 +66,7 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoad
     so sums over ranks count every structure exactly once."""
     indices = list(range(dist.get_rank(), len(dataset), dist.get_world_size()))
     return DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-                      collate_fn=_collate, num_workers=num_workers,
+                      collate_fn=collate, num_workers=num_workers,
                       generator=torch.Generator().manual_seed(0))
 
 
@@ -102,7 +95,7 @@ def fit_target_state(task_cls: Any, config: Config, dataset: Dataset, progress: 
                               f"needs keys mean and std (optional force_std); got {sorted(override)}")
         state.normalizer = Normalizer(override["mean"], override["std"], override.get("force_std"))
         return state
-    loader = DataLoader(Subset(dataset, indices.tolist()), batch_size=64, shuffle=False, collate_fn=_collate,
+    loader = DataLoader(Subset(dataset, indices.tolist()), batch_size=64, shuffle=False, collate_fn=collate,
                         num_workers=config["optim"]["num_workers"])
     batches = tqdm(loader, desc="fitting normaliser", disable=not progress, leave=False)
     values = []

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from spinconv_train.datasets.element_refs import fit_element_references
+
 
 class ElementReferences:
     """``E_ref(structure) = Σ_atoms ref[Z]``; subtracted from energies before normalising."""
@@ -17,8 +19,6 @@ class ElementReferences:
     @classmethod
     def fit(cls, dataset: Any, field: str = "y", indices: Sequence[int] | None = None) -> ElementReferences:
         """Least-squares fit of ``field`` on element counts over ``dataset`` (the training split)."""
-        from spinconv_train.datasets.element_refs import fit_element_references
-
         return cls(fit_element_references(dataset, field=field, indices=indices))
 
     def energy(self, atomic_numbers: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from spinconv_train.datasets.errors import DatasetError
 from spinconv_train.tasks.element_references import ElementReferences
 from spinconv_train.tasks.normalizer import Normalizer
 
@@ -62,8 +63,6 @@ def require_labels(task: Any, batch: Any, split: str) -> None:
     of the labels ``task`` trains or evaluates on (e.g. an unlabelled test LMDB)."""
     missing = [f for f in task.label_fields() if getattr(batch, f, None) is None]
     if missing:
-        from spinconv_train.datasets.errors import DatasetError
-
         raise DatasetError(f"the records of dataset.{split} carry no {', '.join(repr(m) for m in missing)} "
                            "labels, so they cannot be trained or evaluated on; predict unlabelled structures "
                            "with --mode predict", field=missing[0])

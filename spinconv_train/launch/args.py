@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--split", help="with --mode validate: evaluate this dataset split (e.g. test, for "
-                        "labelled test sets) instead of val and the val_<name> splits")
+                        "labelled test sets) instead of val and the val_<name> splits; with --mode predict: "
+                        "predict this split instead of test")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --mode train: build datasets, model and normaliser, run one training step's "
                              "forward and backward and one batch of each validation split, print a summary; "
@@ -78,8 +79,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.dry_run and (args.mode != "train" or args.submit or args.sweep_yml or args.checkpoint):
         raise UsageError("--dry-run checks a new training run: use it with --mode train, without --submit, "
                          "--sweep-yml or --checkpoint")
-    if args.split is not None and args.mode != "validate":
-        raise UsageError(f"--split {args.split}: only --mode validate evaluates a chosen split")
+    if args.split is not None and args.mode not in ("validate", "predict"):
+        raise UsageError(f"--split {args.split}: only --mode validate and --mode predict take a chosen split")
     if args.config_yml is None and args.checkpoint is None:
         raise UsageError("give --config-yml (and/or --checkpoint to resume or evaluate)")
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -19,7 +20,7 @@ import torch
 from spinconv_train import distributed as dist
 from spinconv_train.atomic_files import write_text_atomic
 from spinconv_train.checkpoints.store import CheckpointError
-from spinconv_train.config import Config, ConfigError, extra_val_splits
+from spinconv_train.config import CLI_ORIGIN, Config, ConfigError, extra_val_splits
 from spinconv_train.datasets import DatasetError
 from spinconv_train.launch import slurm
 from spinconv_train.launch.args import UsageError, build_parser, check_flags, resolve_config
@@ -87,14 +88,39 @@ def validate_mode(args: argparse.Namespace, config: Config) -> Metrics:
     return results
 
 
+def split_source(config: Config, split: str) -> str:
+    """``dataset.<split>.src`` as written, for messages."""
+    src = config["dataset"][split].get("src")
+    return ", ".join(map(str, src)) if isinstance(src, (list, tuple)) else str(src)
+
+
+def warn_if_split_from_another_source(config: Config, split: str) -> None:
+    """Warn when the predicted split's source comes from a config file while other splits were
+    redirected on the command line: the user probably meant to predict their own data."""
+    redirected = [name for name in config["dataset"] if name != split
+                  and config.origin(f"dataset.{name}.src") == CLI_ORIGIN]
+    origin = config.origin(f"dataset.{split}.src")
+    if redirected and origin != CLI_ORIGIN:
+        others = ", ".join(f"dataset.{name}" for name in redirected)
+        warnings.warn(f"predicting dataset.{split} ({split_source(config, split)}) from {origin}, while {others} "
+                      f"came from the command line; to predict other structures pass "
+                      f"--dataset.{split}.src=PATH (or --split NAME)", UserWarning, stacklevel=2)
+
+
 def predict_mode(args: argparse.Namespace, config: Config) -> Metrics:
-    """``--mode predict``: ``predictions.npz`` of a checkpoint on the ``test`` split."""
-    data.require_split(config, "test")
+    """``--mode predict``: ``predictions.npz`` of a checkpoint on the ``test`` split (or ``--split``)."""
+    split = args.split or "test"
+    data.require_split(config, split)
+    warn_if_split_from_another_source(config, split)
     session = open_session(config, run_options(args), "predict")
     session.close()
-    path = loop.predict(session, _eval_loader(config, "test"), os.path.join(session.run_dir, "predictions.npz"))
+    loader = _eval_loader(config, split)
+    count = len(loader.dataset.dataset) if hasattr(loader.dataset, "dataset") else len(loader.dataset)
     if dist.is_main():
-        print(f"predictions written to {path}", flush=True)
+        print(f"predicting dataset.{split}: {count} structures from {split_source(config, split)}", flush=True)
+    path = loop.predict(session, loader, os.path.join(session.run_dir, "predictions.npz"))
+    if dist.is_main():
+        print(f"predictions for {count} structures of dataset.{split} written to {path}", flush=True)
     return {}
 
 

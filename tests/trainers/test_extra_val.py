@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
 from spinconv_train.launch.cli import main
+from spinconv_train.registry import DATASETS
 from spinconv_train.config import ConfigError, config_from_dict
 from spinconv_train.checkpoints import store as ckpt
 
@@ -83,8 +85,31 @@ def test_validate_a_chosen_split(s2ef_data, tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--run-dir", str(tmp_path / "x"), "--split", "nope"]) == 2
     assert "dataset.nope" in capsys.readouterr().err
-    assert main(["--mode", "predict", "--checkpoint", os.path.join(run, "checkpoint.pt"), "--split", "test"]) == 2
-    assert "only --mode validate" in capsys.readouterr().err
+    assert main(["--mode", "run-relaxations", "--checkpoint", os.path.join(run, "checkpoint.pt"), "--split",
+                 "test"]) == 2
+    assert "only --mode validate and --mode predict" in capsys.readouterr().err
+
+
+def test_predict_names_its_split_source_and_count(s2ef_data, tmp_path, capsys):
+    import warnings
+
+    run = _train(tmp_path, "run", {"train": s2ef_data["train"], "val": s2ef_data["val"], "test": s2ef_data["test"]})
+    args = ["--mode", "predict", "--checkpoint", os.path.join(run, "checkpoint.pt"), "--no-progress"]
+    capsys.readouterr()
+    assert main([*args, "--run-dir", str(tmp_path / "p"), "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    count = len(DATASETS.get("lmdb")({"src": s2ef_data["val"]}))
+    assert f"predicting dataset.val: {count} structures from {s2ef_data['val']}" in out
+    assert f"predictions for {count} structures of dataset.val written to" in out
+    assert len(np.load(os.path.join(only_run_dir(tmp_path / "p"), "predictions.npz"))["ids"]) == count
+    # the user's frames redirected on the command line, the test split still the checkpoint config's: said
+    with pytest.warns(UserWarning, match=r"predicting dataset\.test .* while dataset\.train, dataset\.val came "
+                      r"from the command line.*--dataset\.test\.src=PATH"):
+        assert main([*args, "--run-dir", str(tmp_path / "q"), f"--dataset.train.src={s2ef_data['val']}",
+                     f"--dataset.val.src={s2ef_data['val']}"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert main([*args, "--run-dir", str(tmp_path / "r"), f"--dataset.test.src={s2ef_data['val']}"]) == 0
 
 
 def test_unlabelled_split_is_named_not_a_traceback(s2ef_data, tmp_path, capsys):

@@ -104,3 +104,17 @@ def test_console_command_and_main_py_share_one_entry_path():
     kept = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env,
                           timeout=120)
     assert kept.stdout.split()[0] == "ACTIVE", kept.stderr
+
+
+@pytest.mark.parametrize("typo, flag", [("--chekpoint", "--checkpoint"), ("--dryrun", "--dry-run"),
+                                        ("--no-progres", "--no-progress")])
+def test_misspelled_flag_names_the_flag_it_resembles(typo, flag, capsys):
+    assert main(["--mode", "train", "--config-yml", "x.yml", typo, "value"]) == 2
+    assert f"unknown option {typo}; did you mean {flag}?" in capsys.readouterr().err
+
+
+def test_config_overrides_are_not_taken_for_typos():
+    # a dotted key or a top-level config key is an override, never a misspelled flag
+    from spinconv_train.launch.args import build_parser, check_misspelled_flags
+
+    check_misspelled_flags(build_parser(), ["--optim.checkpoint_every=5", "--seed=3", "--precision=float64"])

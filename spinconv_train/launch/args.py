@@ -3,11 +3,12 @@ they resolve to (the file, or the checkpoint's, plus ``--section.key=value`` ove
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from collections.abc import Sequence
 
 from spinconv_train.checkpoints.store import read
-from spinconv_train.config import Config, load_config
+from spinconv_train.config import SCHEMA, Config, load_config
 
 MODES = ("train", "validate", "predict", "run-relaxations")
 _SUBMIT_ONLY = ("num_gpus", "num_nodes", "slurm_partition", "slurm_mem", "slurm_timeout")
@@ -83,6 +84,21 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--split {args.split}: only --mode validate and --mode predict take a chosen split")
     if args.config_yml is None and args.checkpoint is None:
         raise UsageError("give --config-yml (and/or --checkpoint to resume or evaluate)")
+
+
+def check_misspelled_flags(parser: argparse.ArgumentParser, overrides: Sequence[str]) -> None:
+    """An unknown ``--name`` that is no config section and looks like one of the command's
+    flags (``--chekpoint``, ``--dryrun``) is a typo: name the flag it resembles."""
+    flags = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    for item in overrides:
+        if not item.startswith("--"):
+            continue
+        name = item.split("=", 1)[0]
+        if "." in name or name[2:] in SCHEMA:
+            continue
+        close = difflib.get_close_matches(name, flags, n=1, cutoff=0.75)
+        if close:
+            raise UsageError(f"unknown option {name}; did you mean {close[0]}?")
 
 
 def resolve_config(args: argparse.Namespace, overrides: Sequence[str]) -> Config:

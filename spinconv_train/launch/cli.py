@@ -23,7 +23,7 @@ from spinconv_train.checkpoints.store import CheckpointError
 from spinconv_train.config import CLI_ORIGIN, Config, ConfigError, extra_val_splits
 from spinconv_train.datasets import DatasetError
 from spinconv_train.launch import slurm
-from spinconv_train.launch.args import UsageError, build_parser, check_flags, resolve_config
+from spinconv_train.launch.args import UsageError, build_parser, check_flags, check_misspelled_flags, resolve_config
 from spinconv_train.launch.sweep import run_sweep
 from spinconv_train.registry import RegistryError
 from spinconv_train.relaxation import run_relaxations
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     whole = sys.argv[1:] if argv is None else argv
     try:
         check_flags(args)
+        check_misspelled_flags(parser, overrides)
         if args.sweep_yml:
             _sweep(args, overrides, whole)
             return 0

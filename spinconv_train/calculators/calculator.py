@@ -74,7 +74,7 @@ class ModelCalculator(Calculator):
         # the batched predictions' model call for this one structure (float64 models get
         # unrounded float64 positions; per-atom energies come free with the energy head's)
         (pred,) = predict_atoms(self.model, self.task, [self.atoms], batch_size=1, stress=want_stress,
-                                device=self.device)
+                                device=self.device, names=[self.atoms.get_chemical_formula()])
         self.evaluations += 1
         energy = float(pred["energy"])
         self.results = {"energy": energy, "free_energy": energy, "forces": pred["forces"]}

@@ -27,12 +27,22 @@ def calculator_properties(stress: bool, atom_energies: bool) -> list[str]:
     return ["energy", "free_energy", "forces", *optional]
 
 
+def frame_name(atoms: Atoms, index: int) -> str:
+    """How warnings name a structure: its ``sid`` when it has one, else its index and formula."""
+    sid = atoms.info.get("sid")
+    return f"structure {sid}" if sid is not None else f"structure {index} ({atoms.get_chemical_formula()})"
+
+
 def predict_atoms(model: torch.nn.Module, task: Task, frames: Sequence[Atoms], batch_size: int = 16,
-                  stress: bool = False, device: torch.device | None = None) -> list[dict[str, np.ndarray]]:
+                  stress: bool = False, device: torch.device | None = None,
+                  names: Sequence[str] | None = None) -> list[dict[str, np.ndarray]]:
     """``{"energy", "forces"[, "stress"][, "energies"]}`` per frame (eV, eV/Å, eV/Å^3 Voigt,
     per-atom eV for models that expose them), in batches of ``batch_size`` structures, in the
     training data's units (as ``--mode predict``). The ASE calculator makes the same call
-    for one structure."""
+    for one structure. Structures with elements the model was not trained on are warned
+    about once each, by ``names`` (default :func:`frame_name`)."""
+    for index, atoms in enumerate(frames):
+        task.targets.check_elements(atoms.numbers, names[index] if names is not None else frame_name(atoms, index))
     first = next(model.parameters(), torch.empty(0))  # (a parameterless test double: CPU, float32)
     device = device if device is not None else first.device
     dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32

@@ -97,11 +97,7 @@ def build(config: Config, *, payload: Mapping[str, Any] | None = None, source: s
     model = build_model(config)
     ema = None
     if payload is None:
-        targets = pretrained.load_pretrained(model, config) if config["finetune"]["checkpoint"] else None
-        if targets is None:
-            if train_dataset is None:
-                train_dataset = data.build_dataset(config, "train")
-            targets = data.fit_target_state(task_class(config), config, train_dataset, progress)
+        targets = new_run_targets(config, model, train_dataset, progress)
     else:
         store.load_model_state(model, payload, source, config["model"])
         targets = TargetState.from_state_dict(payload["targets"])
@@ -110,6 +106,27 @@ def build(config: Config, *, payload: Mapping[str, Any] | None = None, source: s
     if train:
         pretrained.freeze(model, config["finetune"]["freeze"], config)
     return ModelAndTask(model, build_task(config, targets), config, payload, ema)
+
+
+def new_run_targets(config: Config, model: torch.nn.Module, train_dataset: Dataset | None,
+                    progress: bool) -> TargetState:
+    """A new run's target state: fitted on the training split, or, when fine-tuning with
+    ``finetune.targets: checkpoint``, the checkpoint's (after checking the new data against
+    it). Fine-tuned models remember the elements of both trainings."""
+    section = config["finetune"]
+    previous = pretrained.load_pretrained(model, config) if section["checkpoint"] else None
+    if train_dataset is None:
+        train_dataset = data.build_dataset(config, "train")
+    keep = previous is not None and section["targets"] == "checkpoint"
+    if previous is not None:
+        field = task_class(config)(config["task"], config["optim"], TargetState()).energy_field
+        pretrained.check_finetuning_data(config, previous, train_dataset, field, keep_targets=keep)
+    targets = previous if keep else data.fit_target_state(task_class(config), config, train_dataset, progress)
+    if previous is not None and keep:
+        targets.source = "this model"
+    elif previous is not None and previous.elements is not None and targets.elements is not None:
+        targets.elements |= previous.elements
+    return targets
 
 
 def load(path: str, config: Config | None = None, *, train: bool = False, use_ema: bool = True) -> ModelAndTask:
@@ -121,4 +138,6 @@ def load(path: str, config: Config | None = None, *, train: bool = False, use_em
         store.require_training_state(payload, path)
     if config is None:
         config = config_from_dict(payload["config"], origin=f"checkpoint {path!r}")
-    return build(config, payload=payload, source=path, train=train, use_ema=use_ema)
+    built = build(config, payload=payload, source=path, train=train, use_ema=use_ema)
+    built.task.targets.source = path
+    return built

@@ -17,13 +17,20 @@ the differences are logged; weights that do not fit are an error naming the file
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from spinconv_train.checkpoints import store as ckpt
 from spinconv_train.config import Config
+from spinconv_train.datasets import DatasetError
+from spinconv_train.datasets.coverage import (EnergyScaleWarning, describe_elements, elements_from_counts,
+                                              energy_scale_mismatch, referenced_energy_scale)
+from spinconv_train.datasets.element_refs import energies_and_counts
 from spinconv_train.tasks.targets import TargetState
 
 logger = logging.getLogger(__name__)
@@ -42,9 +49,10 @@ def pretrained_state(payload: Mapping[str, Any], path: str, weights: str) -> Map
     return {k[len(prefix):]: v for k, v in ema.items() if k.startswith(prefix)}
 
 
-def load_pretrained(model: torch.nn.Module, config: Config) -> TargetState | None:
+def load_pretrained(model: torch.nn.Module, config: Config) -> TargetState:
     """Load ``finetune.checkpoint``'s weights into ``model``; return its target state (normaliser,
-    element references) when ``finetune.targets`` is ``checkpoint``, else None (fit anew)."""
+    element references, elements seen), checked to apply to this run when ``finetune.targets``
+    is ``checkpoint``."""
     section = config["finetune"]
     path = section["checkpoint"]
     try:
@@ -64,10 +72,47 @@ def load_pretrained(model: torch.nn.Module, config: Config) -> TargetState | Non
     for line in differences:
         logger.info("fine-tuning with a changed setting: %s", line)
     logger.info("fine-tuning from %s (step %s of its run)", path, payload.get("step"))
-    if section["targets"] == "fit":
-        return None
-    _check_same_targets(config, saved, path)
-    return TargetState.from_state_dict(payload["targets"])
+    if section["targets"] == "checkpoint":
+        _check_same_targets(config, saved, path)
+    targets = TargetState.from_state_dict(payload["targets"])
+    targets.source = path
+    return targets
+
+
+FIX = "--finetune.targets=fit --task.element_references=true"
+
+
+def check_finetuning_data(config: Config, pretrained: TargetState, dataset: Dataset, energy_field: str,
+                          keep_targets: bool, sample: int = 1000) -> list[str]:
+    """Warn (and return the messages) where the new training split does not fit the pretrained
+    model: elements it never saw, and, when its normaliser and element references are kept
+    (``keep_targets``), energies on another scale than they were fitted on."""
+    path = config["finetune"]["checkpoint"]
+    count = len(dataset)
+    indices = np.sort(np.random.default_rng(config["seed"]).choice(count, size=min(count, sample), replace=False))
+    try:
+        energies, counts = energies_and_counts(dataset, field=energy_field, indices=indices.tolist())
+    except DatasetError:  # unlabelled data are refused later, naming the split and field
+        return []
+    messages = []
+    new = sorted(elements_from_counts(counts) - (pretrained.elements or elements_from_counts(counts)))
+    if new:
+        advice = (f"its element references and normaliser, kept by finetune.targets: checkpoint, do not cover "
+                  f"them: use {FIX}") if keep_targets else "their embeddings start untrained"
+        messages.append(f"dataset.train holds {describe_elements(new)}, which {path} never saw in training; {advice}")
+    mean = pretrained.normalizer.mean.reshape(-1)
+    if keep_targets and mean.numel() == 1:
+        refs = None if pretrained.element_references is None else pretrained.element_references.references.numpy()
+        scale = referenced_energy_scale(energies, counts, refs)
+        mismatch = energy_scale_mismatch(scale, float(mean[0]), float(pretrained.normalizer.std.reshape(-1)[0]))
+        if mismatch:
+            messages.append(f"the energies ({energy_field}) of dataset.train do not match the normaliser of {path}: "
+                            f"{mismatch} (over {scale.count} structures, after its element references). Its "
+                            f"predictions start far off and fine-tuning has to undo that; fit them on the new data "
+                            f"with {FIX}")
+    for message in messages:
+        warnings.warn(message, EnergyScaleWarning, stacklevel=2)
+    return messages
 
 
 def _check_same_targets(config: Config, saved: Mapping[str, Any], path: str) -> None:

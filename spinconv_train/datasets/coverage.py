@@ -140,7 +140,17 @@ def describe_elements(elements: Iterable[int]) -> str:
 
 
 __all__ = [
-    "ElementWatch", "EnergyScale", "EnergyScaleWarning", "UnseenElementWarning",
+    "ElementWatch", "EnergyScale", "dataset_elements", "EnergyScaleWarning", "UnseenElementWarning",
     "describe_elements", "element_name", "elements_from_counts", "elements_of", "energy_scale_mismatch",
     "referenced_energy_scale", "unseen_elements",
 ]
+
+
+def dataset_elements(dataset, indices: Iterable[int] | None = None) -> set[int]:
+    """The elements of ``indices`` of ``dataset`` (all records by default), read by the
+    dataset's light pass (``raw_record``: no graphs, no transforms) where it has one."""
+    read = getattr(dataset, "raw_record", None) or dataset.__getitem__
+    found: set[int] = set()
+    for index in range(len(dataset)) if indices is None else indices:
+        found |= elements_of(read(int(index)).atomic_numbers)
+    return found

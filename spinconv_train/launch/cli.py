@@ -76,7 +76,8 @@ def validate_mode(args: argparse.Namespace, config: Config) -> Metrics:
     results = {}
     try:
         for split in splits:
-            results[split] = loop.evaluate(session, _eval_loader(config, split), f"validating ({split})", split)
+            results[split] = loop.evaluate(session, _eval_loader(config, split), f"validating ({split})", split,
+                                           check_elements=True)
             session.loggers.log(results[split], session.step, "validate" if split == "val" else f"validate_{split}")
     finally:
         session.close()

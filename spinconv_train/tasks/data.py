@@ -13,6 +13,7 @@ from tqdm import tqdm
 from spinconv_train import distributed as dist
 from spinconv_train.config import Config, ConfigError, check_dataset_paths
 from spinconv_train.datasets import BalancedBatchSampler, collate
+from spinconv_train.datasets.coverage import dataset_elements
 from spinconv_train.registry import DATASETS
 from spinconv_train.tasks.element_references import ElementReferences
 from spinconv_train.tasks.normalizer import Normalizer
@@ -79,7 +80,7 @@ def fit_target_state(task_cls: Any, config: Config, dataset: Dataset, progress: 
         raise config.fail("dataset.train.src", "the training split is empty")
     take = min(n, int(task_cfg["normalizer_fit_samples"]))
     indices = np.sort(np.random.default_rng(config["seed"]).choice(n, size=take, replace=False))
-    state = TargetState()
+    state = TargetState(elements=dataset_elements(dataset, indices.tolist()))
     probe = task_cls(task_cfg, config["optim"], state)
     if task_cfg["element_references"]:
         if probe.num_targets > 1:

@@ -1,11 +1,13 @@
 """Shared pieces of the task trainers: losses, free-atom masks, target state, ids."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from spinconv_train.datasets.coverage import ElementWatch, elements_of, unseen_elements
 from spinconv_train.datasets.errors import DatasetError
 from spinconv_train.tasks.element_references import ElementReferences
 from spinconv_train.tasks.normalizer import Normalizer
@@ -69,12 +71,43 @@ def require_labels(task: Any, batch: Any, split: str) -> None:
 
 
 class TargetState:
-    """Normaliser and optional element references of one task (saved in checkpoints)."""
+    """Normaliser, optional element references and the elements of the training data of one
+    task (saved in checkpoints and exported models).
+
+    ``elements``: the atomic numbers the model was trained on (None: unknown, for checkpoints
+    written before they were recorded); inference warns, naming the structure, when it meets
+    others (:meth:`check_elements`). ``source`` names the model in those warnings.
+    """
 
     def __init__(self, normalizer: Normalizer | None = None,
-                 element_references: ElementReferences | None = None) -> None:
+                 element_references: ElementReferences | None = None,
+                 elements: Iterable[int] | None = None) -> None:
         self.normalizer = normalizer or Normalizer()
         self.element_references = element_references
+        self.elements: set[int] | None = None if elements is None else {int(z) for z in elements}
+        self.source = "this model"
+        self._watch: ElementWatch | None = None
+
+    def record_elements(self, atomic_numbers: Tensor) -> None:
+        """Add the elements of a training batch to those the model has seen."""
+        if self.elements is not None:
+            self.elements |= elements_of(atomic_numbers)
+
+    def check_elements(self, atomic_numbers: Tensor, structure: str) -> list[int]:
+        """The elements of one structure that the training data lacked; the first time a
+        structure shows them, an ``UnseenElementWarning`` names them and the structure."""
+        if self.elements is None:
+            return []
+        if self._watch is None or self._watch.seen != sorted(self.elements) or self._watch.source != self.source:
+            self._watch = ElementWatch(self.elements, self.source)
+        return self._watch.check(atomic_numbers, structure)
+
+    def check_batch_elements(self, batch: Any, names: list[str]) -> None:
+        """:meth:`check_elements` for every structure of a collated batch."""
+        if self.elements is None or not unseen_elements(self.elements, batch.atomic_numbers):
+            return
+        for k, name in enumerate(names):
+            self.check_elements(batch.atomic_numbers[batch.batch == k], name)
 
     def reference(self, batch: Any) -> Tensor | None:
         """Per-structure reference energy (B,) float64, or None."""
@@ -85,10 +118,12 @@ class TargetState:
     def state_dict(self) -> dict[str, Any]:
         refs = self.element_references
         return {"normalizer": self.normalizer.state_dict(),
-                "element_references": None if refs is None else refs.state_dict()}
+                "element_references": None if refs is None else refs.state_dict(),
+                "elements": None if self.elements is None else sorted(self.elements)}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> TargetState:
         refs = state.get("element_references")
         return cls(Normalizer.from_state_dict(state["normalizer"]),
-                   None if refs is None else ElementReferences.from_state_dict(refs))
+                   None if refs is None else ElementReferences.from_state_dict(refs),
+                   state.get("elements"))

@@ -19,7 +19,7 @@ from spinconv_train.atomic_files import save_npz_atomic
 from spinconv_train.checkpoints import model_dtype
 from spinconv_train.tables import format_table
 from spinconv_train.tasks.metrics import MetricAccumulator
-from spinconv_train.tasks.targets import batch_sids, require_labels
+from spinconv_train.tasks.targets import batch_sids, require_labels, structure_ids
 from spinconv_train.training.hooks import Hook, default_hooks
 from spinconv_train.training.session import Session, attach_scheduler
 
@@ -60,6 +60,7 @@ def accumulate_gradients(session: Session, batch: Any, weight: float, sync: bool
     last micro-batch of an accumulated step). Returns the detached outputs and the loss."""
     model = session.train_model
     model.train()
+    session.task.targets.record_elements(batch.atomic_numbers)
     no_sync = getattr(model, "no_sync", None)
     context = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
     with context:
@@ -115,9 +116,12 @@ def on_device_for(config: Mapping[str, Any], device: torch.device, batch: Any) -
 
 
 @torch.no_grad()
-def evaluate(session: Session, loader: DataLoader, desc: str = "validating", split: str = "val") -> dict[str, float]:
+def evaluate(session: Session, loader: DataLoader, desc: str = "validating", split: str = "val",
+             check_elements: bool = False) -> dict[str, float]:
     """Metrics (and the loss) of the evaluation weights over ``loader`` (the ``split``
-    dataset, named in errors), all ranks combined.
+    dataset, named in errors), all ranks combined. ``check_elements``: warn about structures
+    with elements the model was not trained on (``--mode validate``; a training run's own
+    validations do not, as its elements are still being recorded).
 
     The global RNG is forked, so evaluating never changes a training run's random stream.
     """
@@ -130,6 +134,8 @@ def evaluate(session: Session, loader: DataLoader, desc: str = "validating", spl
             if limit is not None and i >= limit:
                 break
             require_labels(session.task, batch, split)
+            if check_elements:
+                session.task.targets.check_batch_elements(batch, structure_ids(batch))
             batch = on_device(session, batch)
             out = model(batch, **session.task.model_kwargs())
             loss = session.task.loss(out, batch)
@@ -281,6 +287,7 @@ def predict(session: Session, loader: DataLoader, path: str) -> str:
     parts: dict[str, list[Any]] = {}
     with torch.random.fork_rng(devices=[]):
         for batch in tqdm(loader, desc="predicting", disable=not _progress(session), leave=False):
+            session.task.targets.check_batch_elements(batch, structure_ids(batch))
             batch = on_device(session, batch)
             out = model(batch, **session.task.model_kwargs())
             arrays = session.task.prediction_arrays(session.task.denormalize(out, batch), batch)

@@ -9,6 +9,7 @@ import torch
 
 from models.spinconv_testkit import make_model, random_rotation, slab_with_adsorbate, to_batch
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
+from spinconv_train.tasks.targets import TargetState
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
@@ -158,6 +159,7 @@ def test_cuda_batched_relaxation_and_atom_energies_match_cpu():
     from spinconv_train.relaxation.settings import RelaxOptions
 
     class RawOutputs:
+        targets = TargetState()  # no normaliser; elements unknown
         def denormalize(self, out, batch):
             return out
 

@@ -11,6 +11,7 @@ from spinconv_testkit import make_model, rattled_molecule, to_batch
 from torch import nn
 
 from spinconv_train.models.spinconv.spin_conv import GridSpinConv
+from spinconv_train.tasks.targets import TargetState
 
 
 def _module() -> GridSpinConv:
@@ -147,6 +148,7 @@ def test_calculator_calls_reuse_the_kernel_and_a_mode_switch_drops_it():
     from spinconv_train.calculators import ModelCalculator
 
     class RawOutputs:
+        targets = TargetState()  # no normaliser; elements unknown
         def denormalize(self, out, batch):
             return out
 

@@ -14,9 +14,11 @@ from trainers.trainer_testing import load_script, only_run_dir, tiny_config, wri
 from spinconv_train.calculators import CommitteeCalculator, ModelCalculator
 from spinconv_train.calculators.committee import committee_statistics
 from spinconv_train.md.dynamics import run_md
+from spinconv_train.tasks.targets import TargetState
 
 
 class _RawOutputs:
+    targets = TargetState()  # no normaliser; elements unknown
     def denormalize(self, out, batch):
         return out
 

@@ -15,10 +15,12 @@ from spinconv_train.datasets import DatasetError
 from spinconv_train.calculators import ModelCalculator
 from spinconv_train.calculators.calculator import load_force_model
 from spinconv_train.calculators.predict import error_summary, predict_atoms
+from spinconv_train.tasks.targets import TargetState
 
 
 class _RawOutputs:
     """A task whose model outputs are already in eV, eV/Å and eV/Å^3."""
+    targets = TargetState()  # no normaliser; elements unknown
 
     def denormalize(self, out, batch):
         return out

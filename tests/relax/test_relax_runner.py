@@ -19,6 +19,7 @@ from spinconv_train.calculators import ModelCalculator, record_to_atoms
 from spinconv_train.relaxation import RelaxOptions, relax_indices, relaxation_metrics
 from spinconv_train.tasks.forces import ForcesTask
 from spinconv_train.tasks.targets import TargetState
+from spinconv_train.tasks.targets import TargetState
 
 NORMALIZER = Normalizer(mean=-2.0, std=3.0)  # outputs are normalised, as a trained model's are
 
@@ -151,6 +152,7 @@ def test_batched_relaxation_of_spinconv_matches_its_calculator():
     from spinconv_train.relaxation.mode import relax_calculator
 
     class RawTask:
+        targets = TargetState()  # no normaliser; elements unknown
         def denormalize(self, out, batch):
             return out
 

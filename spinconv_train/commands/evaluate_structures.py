@@ -20,11 +20,10 @@ Where frames store labels, the last stdout line (JSON) holds the MAE and RMSE of
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import List, Optional
 
-from spinconv_train.commands import add_model_arguments, check_model_arguments
+from spinconv_train.commands import add_model_arguments, check_model_arguments, json_line
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -105,7 +104,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.select_uncertain:
         summary["selected"] = {"file": args.select_uncertain[1], "frames": order,
                                "max_forces_std": [float(predictions[k]["max_forces_std"]) for k in order]}
-    print(json.dumps(summary))
+    print(json_line(summary))
     return 0
 
 

@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from typing import Any, Callable, Dict, Mapping, Tuple, Type
 
 NON_FINITE_KEY = "non_finite"
@@ -52,11 +53,18 @@ def json_line(summary: Mapping[str, Any]) -> str:
 
 def report(produce: Callable[[], Mapping[str, Any]], errors: Tuple[Type[BaseException], ...]) -> int:
     """Print ``produce()``'s summary as one JSON line and return 0, or print an input error
-    (one of ``errors``, or a full disk) as one ``error: ...`` line on stderr and return 2."""
+    (one of ``errors``, or a full disk) as one ``error: ...`` line on stderr and return 2.
+    Warnings raised meanwhile are printed as ``warning: ...`` lines on stderr."""
     from spinconv_train.atomic_files import DiskFullError
 
     try:
-        summary = produce()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                summary = produce()
+            finally:
+                for item in caught:
+                    print(f"warning: {item.message}", file=sys.stderr)
     except (*errors, DiskFullError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -41,6 +41,12 @@ def open_readonly(path: str, max_readers: int = 1024) -> lmdb.Environment:
         )
         needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     except lmdb.Error as err:
+        other = ase_format(path)
+        if other is not None:
+            raise DatasetError(
+                f"not an LMDB file but an ASE-readable {other} file: read it with the ase dataset "
+                f"(dataset: {{name: ase, src: {path}}}), or convert it once with spinconv-preprocess-ef",
+                path) from None
         raise DatasetError(f"cannot open LMDB (corrupt or truncated?): {err}", path) from err
     size = os.path.getsize(path)
     if size < needed:
@@ -49,6 +55,18 @@ def open_readonly(path: str, max_readers: int = 1024) -> lmdb.Environment:
         env.close()
         raise DatasetError(f"LMDB file is truncated: {size} bytes, its pages need {needed}", path)
     return env
+
+
+def ase_format(path: str) -> str | None:
+    """The ASE format of ``path`` (``"extxyz"``, ``"traj"``, ``"db"``, ...) when it is one ASE
+    reads other than an LMDB; None otherwise."""
+    from ase.io.formats import filetype
+
+    try:
+        fmt = filetype(path, read=True)
+    except Exception:  # noqa: BLE001 - unknown or unreadable: not an ASE file
+        return None
+    return None if fmt in (None, "lmdb") else str(fmt)
 
 
 _SHARED: dict = {}  # real path -> handle

@@ -9,8 +9,10 @@ predictions as ``<prefix>energy`` (info), ``<prefix>forces`` (arrays), for SpinC
 per-atom ``<prefix>energies`` (arrays) and, with ``--stress``, ``<prefix>stress`` (info,
 Voigt); labels stored with the frames are kept.
 Where frames store labels, the last stdout line (JSON) holds the MAE and RMSE of energy
-(also per atom), forces (every component of every atom; also per element,
-``forces_by_element``) and stress. Several
+(also per atom), forces and stress, defined as ``--mode validate`` defines them:
+``forces_mae`` / ``forces_rmse`` over every component of the free atoms (those not fixed
+by ``FixAtoms``), as OC20 scores forces, also per element (``forces_by_element``), and
+``forces_mae_all_atoms`` / ``forces_rmse_all_atoms`` over every atom. Several
 ``--checkpoint`` files form a committee: the mean is written as the prediction, with
 ``<prefix>energy_std`` and per-atom ``<prefix>forces_std`` (their spread);
 ``--select-uncertain N FILE`` writes the N frames with the largest force spread to FILE.

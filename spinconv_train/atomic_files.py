@@ -15,6 +15,9 @@ class DiskFullError(OSError):
         super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         self.path = str(path)
 
+    def __reduce__(self) -> tuple:  # rebuilt from the path (worker processes send it back pickled)
+        return type(self), (self.path,)
+
     def __str__(self) -> str:
         return (f"no space left on device while writing {self.path} (nothing was written there; "
                 "free some space or choose another folder, then rerun)")

@@ -71,6 +71,13 @@ def test_full_disk_through_the_writers(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_disk_full_error_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(DiskFullError("/data/out")))
+    assert isinstance(err, DiskFullError) and err.path == "/data/out" and "/data/out" in str(err)
+
+
 def test_other_errors_pass_unchanged(tmp_path):
     with pytest.raises(PermissionError):
         with atomic_path(str(tmp_path / "x")):
@@ -89,3 +96,65 @@ def test_command_reports_a_full_disk_in_one_line(tmp_path, monkeypatch, capsys):
     assert report(produce, (ValueError,)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: no space left on device") and path in err
+
+
+class _FullDiskEnv:
+    """An LMDB environment whose write transactions fail as py-lmdb reports ENOSPC."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def begin(self, write=False):
+        if write:
+            import lmdb
+
+            raise lmdb.Error("mdb_txn_commit: No space left on device")
+        return self.env.begin()
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+
+def _full_disk_lmdb(monkeypatch):
+    import lmdb
+
+    real_open = lmdb.open
+
+    def fake_open(path, **kwargs):
+        env = real_open(path, **kwargs)
+        return env if kwargs.get("readonly") else _FullDiskEnv(env)
+
+    monkeypatch.setattr(lmdb, "open", fake_open)
+
+
+def test_full_disk_while_writing_an_lmdb(tmp_path, monkeypatch):
+    import torch
+    from torch_geometric.data import Data
+
+    from spinconv_train.datasets.lmdb_io import write_lmdb
+
+    _full_disk_lmdb(monkeypatch)
+    path = str(tmp_path / "data.lmdb")
+    with pytest.raises(DiskFullError, match=f"no space left on device while writing {path}") as info:
+        write_lmdb(path, [Data(pos=torch.zeros(2, 3)) for _ in range(3)])
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert os.listdir(tmp_path) == []
+
+
+def test_preprocess_on_a_full_disk_is_one_error_line(tmp_path, monkeypatch, capsys):
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from spinconv_train.commands import preprocess_ef
+
+    atoms = bulk("Cu", cubic=True)
+    atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((len(atoms), 3)))
+    write(tmp_path / "in.extxyz", [atoms, atoms])
+    _full_disk_lmdb(monkeypatch)
+    out = tmp_path / "out"
+    assert preprocess_ef.main([str(tmp_path / "in.extxyz"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"error: {DiskFullError(str(out))}\n")  # names the output folder, not a temporary
+    assert "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["in.extxyz"]  # nothing left behind

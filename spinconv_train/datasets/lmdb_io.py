@@ -11,6 +11,7 @@ leaves a partial ``.lmdb``.
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
@@ -22,12 +23,13 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from spinconv_train.atomic_files import atomic_path
+from spinconv_train.atomic_files import DiskFullError, atomic_path, is_disk_full
 
 from .errors import DatasetError
 
 LENGTH_KEY = b"length"
 _INITIAL_MAP_SIZE = 1 << 24  # 16 MiB; doubled on demand
+_NO_SPACE = os.strerror(errno.ENOSPC)  # how py-lmdb words ENOSPC in its errors
 
 
 def open_readonly(path: str, max_readers: int = 1024) -> lmdb.Environment:
@@ -224,6 +226,10 @@ class LmdbWriter:
             except lmdb.MapFullError:  # the transaction was aborted: grow and replay it
                 self._map_size *= 2
                 self._env.set_mapsize(self._map_size)
+            except lmdb.Error as err:
+                if _NO_SPACE in str(err):
+                    raise DiskFullError(self.path) from None
+                raise
 
     def append(self, record: Any) -> int:
         """Pickle and store ``record`` under the next key; returns its index."""
@@ -254,6 +260,10 @@ class LmdbWriter:
             if exc_type is None:
                 os.chmod(compact, _default_mode())
                 os.replace(compact, self.path)
+        except (lmdb.Error, OSError) as err:
+            if _NO_SPACE in str(err) or is_disk_full(err):
+                raise DiskFullError(self.path) from None
+            raise
         finally:
             for leftover in (self._tmp, self._tmp + "-lock", compact):
                 if os.path.exists(leftover):

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from spinconv_train.atomic_files import DiskFullError
+
 from .ase_convert import atoms_to_data, file_records, frame_results, load_refs, read_frames
 from .errors import DatasetError
 from .lmdb_dataset import METADATA_NAME, record_summary
@@ -86,6 +88,8 @@ def output_folder(out: str, overwrite: bool = False) -> Iterator[str]:
         yield staging
         _swap_in(staging, out)
         done = True
+    except DiskFullError:  # named by the hidden folder's file: name the output instead
+        raise DiskFullError(out) from None
     finally:
         if os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)

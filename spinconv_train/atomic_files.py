@@ -1,8 +1,10 @@
 """Write-then-rename: an output file appears complete or not at all."""
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -53,3 +55,25 @@ def atomic_path(path: str, suffix: str = "", mode: Optional[int] = None) -> Iter
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange_paths(first: str, second: str) -> bool:
+    """Swap two existing paths (e.g. folders) in one step, so that no reader sees neither:
+    Linux ``renameat2(RENAME_EXCHANGE)``. Returns False where the system or file system
+    cannot (the caller then renames twice); other failures raise ``OSError``."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without the call
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), first, None, second)

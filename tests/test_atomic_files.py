@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from spinconv_train.atomic_files import DiskFullError, atomic_path
+from spinconv_train.atomic_files import DiskFullError, atomic_path, exchange_paths
 
 
 def _full_disk_on_write(monkeypatch, folder):
@@ -158,3 +158,15 @@ def test_preprocess_on_a_full_disk_is_one_error_line(tmp_path, monkeypatch, caps
     assert err.endswith(f"error: {DiskFullError(str(out))}\n")  # names the output folder, not a temporary
     assert "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == ["in.extxyz"]  # nothing left behind
+
+
+def test_exchange_paths_swaps_two_folders(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x").write_text("a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "y").write_text("b")
+    if not exchange_paths(str(tmp_path / "a"), str(tmp_path / "b")):
+        pytest.skip("this system or file system cannot exchange paths")
+    assert os.listdir(tmp_path / "a") == ["y"] and os.listdir(tmp_path / "b") == ["x"]
+    with pytest.raises(FileNotFoundError):
+        exchange_paths(str(tmp_path / "a"), str(tmp_path / "missing"))

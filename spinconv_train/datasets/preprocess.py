@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from spinconv_train.atomic_files import DiskFullError
+from spinconv_train.atomic_files import DiskFullError, exchange_paths
 
 from .ase_convert import atoms_to_data, file_records, frame_results, load_refs, read_frames
 from .errors import DatasetError
@@ -42,12 +42,16 @@ def _folder_mode() -> int:
 
 
 def _swap_in(staging: str, out: str) -> None:
-    """Move the finished folder ``staging`` to ``out``, replacing ``out``'s content."""
+    """Move the finished folder ``staging`` to ``out``, replacing ``out``'s content: in one
+    step where the system can exchange two paths, else by two renames."""
     if not os.path.isdir(out):
         os.rename(staging, out)
         return
+    if exchange_paths(staging, out):  # ``staging`` now holds the old content
+        shutil.rmtree(staging, ignore_errors=True)
+        return
     old = staging + ".old"
-    os.rename(out, old)  # the window between the two renames is two system calls long
+    os.rename(out, old)
     os.rename(staging, out)
     shutil.rmtree(old, ignore_errors=True)
 

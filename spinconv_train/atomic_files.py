@@ -6,8 +6,9 @@ import errno
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any
 
 
 class DiskFullError(OSError):
@@ -31,7 +32,7 @@ def is_disk_full(err: BaseException) -> bool:
 
 
 @contextmanager
-def atomic_path(path: str, suffix: str = "", mode: Optional[int] = None) -> Iterator[str]:
+def atomic_path(path: str, suffix: str = "", mode: int | None = None) -> Iterator[str]:
     """A temporary path in ``path``'s folder (created if needed) to write the output to;
     renamed to ``path`` (after ``chmod`` to ``mode``, if given) when the block ends without
     an error, removed otherwise. ``suffix``: the temporary name's ending, for writers that
@@ -55,6 +56,37 @@ def atomic_path(path: str, suffix: str = "", mode: Optional[int] = None) -> Iter
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def default_file_mode() -> int:
+    """The mode of a newly created file: 0o666 less the process umask (mkstemp gives 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path, suffix=os.path.basename(path)) as tmp, open(tmp, "w") as handle:
+        handle.write(text)
+
+
+def save_npz_atomic(path: str, *, compress: bool = False, **arrays: Any) -> None:
+    """``np.savez`` (``np.savez_compressed`` with ``compress``) of ``arrays`` to ``path``
+    atomically, with the mode of a normally created file."""
+    import numpy as np
+
+    save = np.savez_compressed if compress else np.savez
+    with atomic_path(path, suffix=".npz", mode=default_file_mode()) as tmp, open(tmp, "wb") as handle:
+        save(handle, **arrays)
+
+
+def torch_save_atomic(obj: Any, path: str) -> None:
+    """``torch.save(obj)`` to ``path`` atomically."""
+    import torch
+
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
 
 
 _AT_FDCWD = -100

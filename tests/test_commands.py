@@ -59,13 +59,13 @@ def test_inspect_writes_valid_json_with_nan_metrics(tmp_path, monkeypatch, capsy
     import torch
 
     from spinconv_train.commands import inspect_checkpoint
-    from spinconv_train.trainers import checkpoint
+    from spinconv_train.checkpoints import store
 
     payload = {"config": {"trainer": "forces", "model": {"name": "schnet"}, "task": {"metric": "forces_mae"},
                           "dataset": {"train": {"src": "train.extxyz"}}},
                "model": {"w": torch.zeros(3)}, "step": 10, "epoch": 1.0, "best_metric": float("inf"),
                "metrics": {"forces_mae": float("nan"), "energy_mae": 0.5}}
-    monkeypatch.setattr(checkpoint, "load", lambda path: payload)
+    monkeypatch.setattr(store, "read", lambda path: payload)
     assert inspect_checkpoint.main([str(tmp_path / "c.pt")]) == 0
     line = capsys.readouterr().out.strip()
     summary = json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))

@@ -1,6 +1,6 @@
 """Command-line tools installed with the package (``setup.py`` console scripts).
 
-``spinconv-train`` (``spinconv_train.cli``) trains, validates, predicts and relaxes; the
+``spinconv-train`` (``spinconv_train.launch``) trains, validates, predicts and relaxes; the
 commands here prepare data and use trained models:
 
 - ``spinconv-preprocess-ef``: ASE files -> S2EF LMDB (``preprocess_ef``)

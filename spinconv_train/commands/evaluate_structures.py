@@ -65,10 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from spinconv_train.atomic_files import atomic_path
     from spinconv_train.datasets import DatasetError
     from spinconv_train.datasets.ase_convert import read_frames
-    from spinconv_train.relax.calculator import load_force_model
-    from spinconv_train.relax.committee import committee_statistics
-    from spinconv_train.relax.evaluate import error_summary, predict_atoms
-    from spinconv_train.trainers.checkpoint import CheckpointError
+    from spinconv_train.calculators.calculator import load_force_model
+    from spinconv_train.calculators.committee import committee_statistics
+    from spinconv_train.calculators.predict import error_summary, predict_atoms
+    from spinconv_train.checkpoints.store import CheckpointError
 
     try:
         frames = [atoms for path in args.structures for atoms in read_frames(path)]

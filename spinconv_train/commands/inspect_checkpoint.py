@@ -30,7 +30,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def describe(payload: Mapping[str, Any], path: str) -> Dict[str, Any]:
     """The summary of a loaded checkpoint ``payload`` (see the module docstring)."""
-    from spinconv_train.trainers.checkpoint import EXPORT_KEY
+    from spinconv_train.checkpoints.store import EXPORT_KEY
 
     config = payload["config"]
     model = dict(config.get("model", {}))
@@ -78,9 +78,9 @@ def _nonzero_references(state: Mapping[str, Any]) -> Dict[str, float]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from spinconv_train.trainers.checkpoint import CheckpointError, load
+    from spinconv_train.checkpoints.store import CheckpointError, read
 
-    codes = [report(lambda: describe(load(path), path), (CheckpointError,)) for path in args.checkpoints]
+    codes = [report(lambda: describe(read(path), path), (CheckpointError,)) for path in args.checkpoints]
     return max(codes)
 
 

@@ -10,7 +10,7 @@ errors) into ``--output-dir``, and prints a progress line (step, time, temperatu
 energies) to stderr every ``--print-every`` steps (``--quiet``: none). Several
 ``--checkpoint`` files form a committee: the dynamics follow their mean and ``md.csv``
 logs their spread (``max_forces_std_ev_a``). Energy-centric models conserve energy in
-NVE; see ``spinconv_train/relax/dynamics.py`` for the grid projection's caveat.
+NVE; see ``spinconv_train/md/dynamics.py`` for the grid projection's caveat.
 
 ``spinconv-md`` is installed with the package; from a checkout ``python scripts/run_md.py`` is the same.
 """
@@ -85,10 +85,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ase.build import molecule
     from ase.io import read
 
-    from spinconv_train.relax import ModelCalculator
-    from spinconv_train.relax.committee import CommitteeCalculator
-    from spinconv_train.relax.dynamics import md_caveats, run_md
-    from spinconv_train.trainers.checkpoint import CheckpointError
+    from spinconv_train.calculators import ModelCalculator
+    from spinconv_train.calculators.committee import CommitteeCalculator
+    from spinconv_train.md.dynamics import md_caveats, run_md
+    from spinconv_train.checkpoints.store import CheckpointError
 
     try:
         atoms = read(args.structure, index=-1) if args.structure else molecule(args.molecule)
@@ -144,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "stopped_at_step": log.stopped_at,
         "stop_reason": log.stop_reason,
     }
-    from spinconv_train.config import write_text_atomic
+    from spinconv_train.atomic_files import write_text_atomic
 
     write_text_atomic(os.path.join(args.output_dir, "summary.json"), json.dumps(summary, indent=2))
     print(json.dumps(summary))

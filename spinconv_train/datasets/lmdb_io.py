@@ -23,7 +23,12 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from spinconv_train.atomic_files import DiskFullError, atomic_path, is_disk_full
+from spinconv_train.atomic_files import (  # noqa: F401  (lmdb_io.save_npz_atomic)
+    DiskFullError,
+    default_file_mode,
+    is_disk_full,
+    save_npz_atomic,
+)
 
 from .errors import DatasetError
 
@@ -258,7 +263,7 @@ class LmdbWriter:
                 self._env.copy(compact, compact=True)
             self._env.close()
             if exc_type is None:
-                os.chmod(compact, _default_mode())
+                os.chmod(compact, default_file_mode())
                 os.replace(compact, self.path)
         except (lmdb.Error, OSError) as err:
             if _NO_SPACE in str(err) or is_disk_full(err):
@@ -277,16 +282,3 @@ def write_lmdb(path: str, records: Iterable[Any]) -> int:
     with LmdbWriter(path) as writer:
         writer.extend(records)
         return len(writer)
-
-
-def _default_mode() -> int:
-    """File mode for new files: 0o666 less the process umask (mkstemp would give 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def save_npz_atomic(path: str, **arrays: np.ndarray) -> None:
-    """``np.savez`` to a temporary file next to ``path``, then rename into place."""
-    with atomic_path(path, suffix=".npz", mode=_default_mode()) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)

@@ -66,7 +66,7 @@ def test_cuda_autocast(estimator, dtype):
 
 
 def test_amp_training_run(s2ef_data, tmp_path):
-    from spinconv_train.cli import main
+    from spinconv_train.launch.cli import main
 
     config = tiny_config(s2ef_data, max_epochs=8, lr_initial=2e-3)
     config["model"] = {"name": "spinconv", "hidden_channels": 16, "mid_hidden_channels": 32,
@@ -153,9 +153,9 @@ def test_cuda_batched_relaxation_and_atom_energies_match_cpu():
     import numpy as np
 
     from models.spinconv_testkit import distorted_crystal, to_data
-    from spinconv_train.relax.mode import relax_calculator
-    from spinconv_train.relax.runner import relax_indices
-    from spinconv_train.relax.settings import RelaxOptions
+    from spinconv_train.relaxation.mode import relax_calculator
+    from spinconv_train.relaxation.runner import relax_indices
+    from spinconv_train.relaxation.settings import RelaxOptions
 
     class RawOutputs:
         def denormalize(self, out, batch):

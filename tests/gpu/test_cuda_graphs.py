@@ -60,7 +60,7 @@ def test_calculator_md_with_graphs_follows_the_plain_trajectory():
     from ase import units
     from ase.md.verlet import VelocityVerlet
 
-    from spinconv_train.relax import ModelCalculator
+    from spinconv_train.calculators import ModelCalculator
 
     class RawOutputs:
         def denormalize(self, out, batch):
@@ -79,7 +79,7 @@ def test_calculator_md_with_graphs_follows_the_plain_trajectory():
 
 
 def test_batched_predictions_of_one_molecule_reuse_one_graph_per_batch_size():
-    from spinconv_train.relax.evaluate import predict_atoms
+    from spinconv_train.calculators.predict import predict_atoms
 
     class RawOutputs:
         def denormalize(self, out, batch):

@@ -144,7 +144,7 @@ def test_energy_centric_inference_reuses_the_kernel_with_the_same_forces():
 def test_calculator_calls_reuse_the_kernel_and_a_mode_switch_drops_it():
     """The ASE calculator calls model.eval() before every structure: that must not drop the
     kept kernels (it did, rebuilding them on every MD step); train() then eval() does."""
-    from spinconv_train.relax import ModelCalculator
+    from spinconv_train.calculators import ModelCalculator
 
     class RawOutputs:
         def denormalize(self, out, batch):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from spinconv_train.modules import evaluator as ev
+from spinconv_train.tasks import metrics as ev
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_higher_is_better():
 
 
 def test_rmse_of_a_subset_takes_the_root():
-    from spinconv_train.modules.evaluator import MetricAccumulator, is_rmse
+    from spinconv_train.tasks.metrics import MetricAccumulator, is_rmse
 
     assert is_rmse("forces_rmse") and is_rmse("forces_rmse_all_atoms") and not is_rmse("forces_mae_all_atoms")
     acc = MetricAccumulator()

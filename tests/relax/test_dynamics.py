@@ -9,8 +9,8 @@ from ase import units
 
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule
 from trainers.trainer_testing import load_script
-from spinconv_train.relax import ModelCalculator
-from spinconv_train.relax.dynamics import md_caveats, run_md
+from spinconv_train.calculators import ModelCalculator
+from spinconv_train.md.dynamics import md_caveats, run_md
 
 
 class _RawOutputs:
@@ -171,7 +171,7 @@ def test_run_md_script_on_a_checkpoint(force_checkpoint, s2ef_data, tmp_path):
     from ase.io import read, write
 
     from spinconv_train.datasets import LmdbDataset
-    from spinconv_train.relax import record_to_atoms
+    from spinconv_train.calculators import record_to_atoms
 
     script = load_script("run_md")
     structure = str(tmp_path / "slab.xyz")

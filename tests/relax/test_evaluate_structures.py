@@ -12,9 +12,9 @@ from ase.io import read, write
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule, slab_with_adsorbate
 from trainers.trainer_testing import load_script
 from spinconv_train.datasets import DatasetError
-from spinconv_train.relax import ModelCalculator
-from spinconv_train.relax.calculator import load_force_model
-from spinconv_train.relax.evaluate import error_summary, predict_atoms
+from spinconv_train.calculators import ModelCalculator
+from spinconv_train.calculators.calculator import load_force_model
+from spinconv_train.calculators.predict import error_summary, predict_atoms
 
 
 class _RawOutputs:
@@ -95,7 +95,7 @@ def test_forces_mae_is_the_same_number_as_validate(force_checkpoint, tmp_path, c
 
     from trainers.trainer_testing import emt_frames, only_run_dir
 
-    from spinconv_train.cli import main as train_main
+    from spinconv_train.launch.cli import main as train_main
 
     frames = emt_frames(7, n=5)  # Cu slabs + O, the bottom layer fixed by FixAtoms
     assert all(len(a.constraints[0].get_indices()) == 4 for a in frames)
@@ -135,7 +135,7 @@ def test_script_errors_are_named(force_checkpoint, tmp_path, capsys):
 
 
 def test_atoms_to_batch_is_the_batch_the_predictions_use():
-    from spinconv_train.relax import atoms_to_batch
+    from spinconv_train.calculators import atoms_to_batch
 
     torch.manual_seed(0)
     model = make_model(torch.float64, force_estimator="grad", envelope=True).eval()

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.cli import main
+from spinconv_train.launch.cli import main
 from spinconv_train.config import ConfigError, config_from_dict
-from spinconv_train.trainers import checkpoint as ckpt
+from spinconv_train.checkpoints import store as ckpt
 
 
 def _train(tmp_path, name, data):
@@ -30,7 +30,7 @@ def test_extra_split_is_logged_and_leaves_training_unchanged(s2ef_data, tmp_path
     # Same training, same validation, same checkpoints: the extra split only adds rows.
     untimed = [[{k: v for k, v in r.items() if k != "time"} for r in read_jsonl(run, "val")] for run in (plain, extra)]
     assert untimed[0] == untimed[1] and len(untimed[0]) == 5
-    a, b = ckpt.load(os.path.join(plain, "best_checkpoint.pt")), ckpt.load(os.path.join(extra, "best_checkpoint.pt"))
+    a, b = ckpt.read(os.path.join(plain, "best_checkpoint.pt")), ckpt.read(os.path.join(extra, "best_checkpoint.pt"))
     assert a["step"] == b["step"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     rows = read_jsonl(extra, "val_other")
     assert [r["step"] for r in rows] == [r["step"] for r in read_jsonl(extra, "val")] == [0, 2, 4, 6, 8]

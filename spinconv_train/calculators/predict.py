@@ -12,8 +12,17 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from spinconv_train.checkpoints.store import CheckpointError
 from spinconv_train.datasets import DatasetError, collate
-from spinconv_train.datasets.ase_convert import atoms_to_data
+from spinconv_train.datasets.ase_convert import atoms_to_data, fixed_mask
+from spinconv_train.tasks import metrics as ev
 from spinconv_train.tasks.protocol import Task
+
+
+# The metrics of ``error_summary`` by the label they need.
+SUMMARY_METRICS = {
+    "energy": ("energy_mae", "energy_rmse", "energy_per_atom_mae"),
+    "forces": ("forces_mae", "forces_rmse", "forces_mae_all_atoms", "forces_rmse_all_atoms"),
+    "stress": ("stress_mae", "stress_rmse"),
+}
 
 
 class NotAForceModelError(CheckpointError):
@@ -95,30 +104,53 @@ def stored_labels(atoms: Atoms) -> dict[str, np.ndarray]:
 
 
 def error_summary(frames: Sequence[Atoms], predictions: Iterable[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """MAE / RMSE of energy (also per atom), forces (all components) and stress (Voigt)
-    over the frames that store each label; counts of frames compared; and the force MAE /
-    RMSE of each element (``forces_by_element``: symbol -> mae, rmse, atoms)."""
-    sums: dict[str, list[np.ndarray]] = {}
+    """Errors of the predictions against the labels stored with the frames, with the
+    definitions of ``--mode validate`` (``tasks/metrics.py``): MAE / RMSE of energy (also
+    per atom) and of stress (Voigt) over the frames that store each; ``forces_mae`` /
+    ``forces_rmse`` over every component of the free atoms (not fixed by ``FixAtoms``), as
+    OC20 scores forces, and ``forces_mae_all_atoms`` / ``forces_rmse_all_atoms`` over every
+    atom; counts of frames compared (``*_frames``) and of free atoms (``forces_free_atoms``);
+    and per element the free atoms' force MAE / RMSE (``forces_by_element``: symbol -> mae,
+    rmse, atoms)."""
+    acc = ev.MetricAccumulator()
+    frame_counts: dict[str, int] = {}
     by_element: dict[str, list[np.ndarray]] = {}
+    free_atoms = 0
     for atoms, pred in zip(frames, predictions):
         labels = stored_labels(atoms)
         if "energy" in labels:
-            error = float(pred["energy"] - labels["energy"])
-            sums.setdefault("energy", []).append(np.array([error]))
-            sums.setdefault("energy_per_atom", []).append(np.array([error / len(atoms)]))
+            predicted, target = torch.tensor([float(pred["energy"])]), torch.tensor([float(labels["energy"])])
+            acc.add("energy_mae", ev.energy_mae(predicted, target))
+            acc.add("energy_rmse", ev.energy_squared_error(predicted, target))
+            acc.add("energy_per_atom_mae", ev.energy_per_atom_mae(predicted, target, torch.tensor([len(atoms)])))
+            frame_counts["energy"] = frame_counts.get("energy", 0) + 1
         if "forces" in labels:
-            difference = pred["forces"] - labels["forces"]
-            sums.setdefault("forces", []).append(difference.reshape(-1))
-            for symbol, row in zip(atoms.get_chemical_symbols(), difference):
-                by_element.setdefault(symbol, []).append(row)
+            predicted = torch.as_tensor(np.asarray(pred["forces"], dtype=np.float64))
+            target = torch.as_tensor(labels["forces"])
+            free = torch.as_tensor(fixed_mask(atoms) == 0)
+            every = torch.ones(len(atoms), dtype=torch.bool)
+            acc.add("forces_mae", ev.forces_mae(predicted, target, free))
+            acc.add("forces_rmse", ev.forces_squared_error(predicted, target, free))
+            acc.add("forces_mae_all_atoms", ev.forces_mae(predicted, target, every))
+            acc.add("forces_rmse_all_atoms", ev.forces_squared_error(predicted, target, every))
+            frame_counts["forces"] = frame_counts.get("forces", 0) + 1
+            free_atoms += int(free.sum())
+            difference = (predicted - target)[free].numpy()
+            for symbol, row in zip(np.asarray(atoms.get_chemical_symbols())[free.numpy()], difference):
+                by_element.setdefault(str(symbol), []).append(row)
         if "stress" in labels and "stress" in pred:
-            sums.setdefault("stress", []).append((pred["stress"] - labels["stress"]).reshape(-1))
+            error = np.asarray(pred["stress"], dtype=np.float64).reshape(-1) - labels["stress"].reshape(-1)
+            acc.add("stress_mae", (float(np.abs(error).sum()), float(error.size)))
+            acc.add("stress_rmse", (float((error ** 2).sum()), float(error.size)))
+            frame_counts["stress"] = frame_counts.get("stress", 0) + 1
     summary: dict[str, Any] = {"frames": len(frames)}
-    for key, parts in sums.items():
-        errors = np.concatenate(parts)
-        summary[f"{key}_mae"] = float(np.abs(errors).mean())
-        summary[f"{key}_rmse"] = float(np.sqrt((errors ** 2).mean()))
-        summary[f"{key}_frames"] = len(parts)
+    values = acc.compute()
+    for group, metrics in SUMMARY_METRICS.items():
+        if group in frame_counts:
+            summary.update({name: values[name] for name in metrics})
+            summary[f"{group}_frames"] = frame_counts[group]
+    if "forces" in frame_counts:
+        summary["forces_free_atoms"] = free_atoms
     if by_element:
         summary["forces_by_element"] = {
             symbol: {"mae": float(np.abs(rows).mean()), "rmse": float(np.sqrt((np.square(rows)).mean())),

@@ -6,11 +6,11 @@
 ``--structure`` is any file ASE reads (its last frame), or ``--molecule NAME`` one of ASE's
 g2 molecules. Writes ``md.traj`` (every ``--interval``-th frame), ``md.csv`` (energies,
 temperature, volume, conserved energy) and ``summary.json`` (steps, ms per step, energy
-errors) into
-``--output-dir``. Several ``--checkpoint`` files form a committee: the dynamics follow their
-mean and ``md.csv`` logs their spread (``max_forces_std_ev_a``). Energy-centric models
-conserve energy in NVE; see
-``spinconv_train/md/dynamics.py`` for the grid projection's caveat.
+errors) into ``--output-dir``, and prints a progress line (step, time, temperature,
+energies) to stderr every ``--print-every`` steps (``--quiet``: none). Several
+``--checkpoint`` files form a committee: the dynamics follow their mean and ``md.csv``
+logs their spread (``max_forces_std_ev_a``). Energy-centric models conserve energy in
+NVE; see ``spinconv_train/md/dynamics.py`` for the grid projection's caveat.
 
 ``spinconv-md`` is installed with the package; from a checkout ``python scripts/run_md.py`` is the same.
 """
@@ -20,7 +20,8 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional
+import time
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 
@@ -47,6 +48,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="nvt / npt thermostat damping time (default 100 steps)")
     p.add_argument("--barostat-fs", type=float, default=None, help="npt barostat damping time (default 1000 steps)")
     p.add_argument("--interval", type=int, default=10, help="log and trajectory every N steps")
+    p.add_argument("--print-every", type=int, default=100,
+                   help="print a progress line (step, time, T, energies) to stderr every N steps")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--max-force-std", type=float, default=None,
                    help="with several --checkpoint files: stop once the committee's largest per-atom force "
                         "spread exceeds this (eV/Å) and write that structure to uncertain.extxyz")
@@ -54,8 +58,26 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add_model_arguments(p, "the same forces, much less time per step for small systems")
     p.add_argument("--output-dir", default="md_out")
     args = p.parse_args(argv)
+    if args.print_every < 1:
+        p.error(f"--print-every must be >= 1, got {args.print_every}")
     check_model_arguments(p, args)
     return args
+
+
+def progress_printer(steps: int, timestep_fs: float, stream=None) -> Callable[[int, Any], None]:
+    """A ``run_md`` progress callback printing ``step s/N  t .. fs  T .. K  E_pot .. eV
+    E_tot .. eV  .. ms/step`` lines (to stderr unless ``stream``)."""
+    start = time.perf_counter()
+
+    def show(step: int, atoms: Any) -> None:
+        potential = float(atoms.get_potential_energy())
+        total = potential + float(atoms.get_kinetic_energy())
+        rate = 1000.0 * (time.perf_counter() - start) / step if step else float("nan")
+        print(f"step {step}/{steps}  t {step * timestep_fs:.1f} fs  T {atoms.get_temperature():.1f} K  "
+              f"E_pot {potential:.4f} eV  E_tot {total:.4f} eV" + (f"  {rate:.1f} ms/step" if step else ""),
+              file=stream if stream is not None else sys.stderr, flush=True)
+
+    return show
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -92,7 +114,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         log = run_md(atoms, args.steps, args.timestep, args.ensemble, args.temperature, args.friction, args.seed,
                      args.interval, trajectory=os.path.join(args.output_dir, "md.traj"), pressure_bar=args.pressure,
                      thermostat_fs=args.thermostat_fs, barostat_fs=args.barostat_fs,
-                     max_forces_std=args.max_force_std)
+                     max_forces_std=args.max_force_std,
+                     progress=None if args.quiet else progress_printer(args.steps, args.timestep),
+                     progress_every=args.print_every)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ Use it, with ``envelope: true``, for models meant for MD.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,6 +128,8 @@ def run_md(
     thermostat_fs: float | None = None,
     barostat_fs: float | None = None,
     max_forces_std: float | None = None,
+    progress: Callable[[int, Atoms], None] | None = None,
+    progress_every: int = 100,
 ) -> MDLog:
     """Integrate ``atoms`` (with a calculator attached) for ``steps`` steps.
 
@@ -140,6 +143,8 @@ def run_md(
     the stress (an energy-centric SpinConv). ``max_forces_std`` (eV/Å, a committee
     calculator): stop after the first step whose largest per-atom force spread exceeds it,
     leaving ``atoms`` at that structure (for active learning: label it, retrain).
+    ``progress(step, atoms)`` is called at step 0 and every ``progress_every`` steps (its
+    energies and forces are already computed then: it costs no model call).
     """
     from ase.md.langevin import Langevin
     from ase.md.nose_hoover_chain import IsotropicMTKNPT, NoseHooverChainNVT
@@ -150,6 +155,8 @@ def run_md(
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
     if steps < 0 or timestep_fs <= 0 or interval < 1:
         raise ValueError(f"need steps >= 0, timestep_fs > 0 and interval >= 1; got {steps}, {timestep_fs}, {interval}")
+    if progress is not None and progress_every < 1:
+        raise ValueError(f"progress_every must be >= 1, got {progress_every}")
     if atoms.calc is None:
         raise ValueError("atoms have no calculator (attach a ModelCalculator)")
     if max_forces_std is not None and "max_forces_std" not in _probe_results(atoms):
@@ -200,6 +207,8 @@ def run_md(
         log.max_forces_std.append(float(atoms.calc.results.get("max_forces_std", float("nan"))))
 
     dyn.attach(record, interval=interval)
+    if progress is not None:
+        dyn.attach(lambda: progress(int(dyn.nsteps), atoms), interval=progress_every)
     writer = None
     if trajectory:
         from ase.io.trajectory import Trajectory

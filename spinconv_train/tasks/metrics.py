@@ -1,9 +1,10 @@
 """OC20 metrics, accumulated as sums and counts so that a distributed run gives the
 same numbers as a single process.
 
-Definitions (OC20): energy_mae over structures; forces_mae over every component of the
-free atoms; forces_cos per free atom, averaged; forces_magnitude = |‖F̂‖ − ‖F‖| per free
-atom, averaged; EwT: |ΔE| < 0.02 eV; EFwT: |ΔE| < 0.02 eV and the largest |ΔF component|
+Definitions (OC20): energy_mae over structures; forces_mae (and forces_rmse) over every
+component of the free atoms, in every command (``--mode validate``, ``spinconv-evaluate``),
+and over all atoms only under the names ``forces_mae_all_atoms`` / ``forces_rmse_all_atoms``;
+forces_cos per free atom, averaged; forces_magnitude = |‖F̂‖ − ‖F‖| per free atom, averaged; EwT: |ΔE| < 0.02 eV; EFwT: |ΔE| < 0.02 eV and the largest |ΔF component|
 over the structure's free atoms < 0.03 eV/Å; ADwT: per structure the mean minimum-image
 distance of free atoms to the reference positions, success averaged over the thresholds
 0.01, 0.011, …, 0.499 Å (the reference's ``np.arange(0.01, 0.5, 0.001)``).
@@ -33,6 +34,12 @@ SumCount = Tuple[float, float]
 
 def higher_is_better(metric: str) -> bool:
     return metric in HIGHER_IS_BETTER
+
+
+def is_rmse(metric: str) -> bool:
+    """Whether ``metric`` is a root-mean-square error (``*_rmse``, ``*_rmse_<subset>``), which
+    accumulates squared errors and takes the root of their global mean."""
+    return metric.endswith("_rmse") or "_rmse_" in metric
 
 
 def energy_mae(pred: torch.Tensor, target: torch.Tensor) -> SumCount:
@@ -125,4 +132,4 @@ class MetricAccumulator:
         values = {n: float(packed[i, 0] / packed[i, 1]) if packed[i, 1] > 0 else float("nan")
                   for i, n in enumerate(names)}
         # ``*_rmse`` metrics accumulate squared errors: the root is taken of the global mean.
-        return {n: math.sqrt(v) if n.endswith("_rmse") and v == v else v for n, v in values.items()}
+        return {n: math.sqrt(v) if is_rmse(n) and v == v else v for n, v in values.items()}

@@ -281,7 +281,11 @@ def _train_line(session: Session, total: int, batches_per_epoch: int, metrics: M
 @torch.no_grad()
 def predict(session: Session, loader: DataLoader, path: str) -> str:
     """Write ``predictions.npz`` (ids, float32 energy, free-atom forces, natoms, chunk_idx;
-    stress (B,3,3) when the model is trained on it) for every structure of ``loader`` (labels not needed); return its path."""
+    stress (B,3,3) when the model is trained on it) for every structure of ``loader`` (labels not needed); return its path.
+    ``forces`` holds the free atoms only (as OC20 scores them), so ``natoms`` counts each
+    structure's *free* atoms, its rows of ``forces`` (all atoms when
+    ``task.eval_on_free_atoms`` is false), and ``chunk_idx = cumsum(natoms)[:-1]`` splits
+    ``forces`` per structure."""
     model = session.eval_model
     model.eval()
     parts: dict[str, list[Any]] = {}

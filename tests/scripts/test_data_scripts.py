@@ -94,8 +94,9 @@ def test_preprocess_ef_bad_input_leaves_no_output(tmp_path, ase_files):
     out = tmp_path / "out"
     with pytest.raises(DatasetError, match=r"bad.traj, record 1, field 'y'"):
         preprocess_ef([ase_files[0][0], str(bad)], str(out), num_shards=1, progress=False)
-    assert not list(out.glob("*.lmdb")) and not (out / "metadata.npz").exists()
-    assert not [p for p in out.iterdir()]  # no temporary files left behind
+    assert not out.exists()  # no folder, no shard, no metadata
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bad.traj", *(os.path.basename(p) for p, _ in
+                                                                                ase_files)])  # no temporaries
     with pytest.raises(DatasetError, match="input file not found"):
         preprocess_ef([str(tmp_path / "missing.traj")], str(out))
     frames = emt_frames(3)
@@ -128,7 +129,7 @@ def test_preprocess_relaxed(tmp_path):
     write(tmp_path / "short.extxyz", [trajs[0][1][-1]])
     with pytest.raises(DatasetError, match="2 initial frames but 1 relaxed"):
         preprocess_relaxed(str(tmp_path / "x"), [], str(tmp_path / "init.extxyz"), str(tmp_path / "short.extxyz"))
-    assert not (tmp_path / "x" / "data.lmdb").exists()
+    assert not (tmp_path / "x").exists()
 
 
 def _records_by_id(src):

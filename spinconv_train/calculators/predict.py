@@ -16,7 +16,6 @@ from spinconv_train.datasets.ase_convert import atoms_to_data, fixed_mask
 from spinconv_train.tasks import metrics as ev
 from spinconv_train.tasks.protocol import Task
 
-
 # The metrics of ``error_summary`` by the label they need.
 SUMMARY_METRICS = {
     "energy": ("energy_mae", "energy_rmse", "energy_per_atom_mae"),

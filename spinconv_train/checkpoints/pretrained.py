@@ -28,8 +28,7 @@ from torch.utils.data import Dataset
 from spinconv_train.checkpoints import store as ckpt
 from spinconv_train.config import Config
 from spinconv_train.datasets import DatasetError
-from spinconv_train.datasets.coverage import (EnergyScaleWarning, describe_elements, elements_from_counts,
-                                              energy_scale_mismatch, referenced_energy_scale)
+from spinconv_train.datasets.coverage import EnergyScaleWarning, describe_elements, elements_from_counts, energy_scale_mismatch, referenced_energy_scale
 from spinconv_train.datasets.element_refs import energies_and_counts
 from spinconv_train.tasks.targets import TargetState
 

@@ -47,10 +47,11 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                       progress=not args.no_progress and sys.stderr.isatty())
 
 
-def _eval_loader(config: Config, split: str) -> object:
+def _eval_loader(config: Config, split: str, model: torch.nn.Module) -> object:
     optim = config["optim"]
-    return data.eval_loader(data.build_dataset(config, split), optim["eval_batch_size"] or optim["batch_size"],
-                            optim["num_workers"])
+    dataset = data.build_dataset(config, split)
+    data.check_embedding_covers(model, dataset, split)
+    return data.eval_loader(dataset, optim["eval_batch_size"] or optim["batch_size"], optim["num_workers"])
 
 
 def train_mode(args: argparse.Namespace, config: Config) -> Metrics:
@@ -59,8 +60,9 @@ def train_mode(args: argparse.Namespace, config: Config) -> Metrics:
     train_set = data.build_dataset(config, "train")
     session = open_session(config, run_options(args), "train", train_dataset=train_set)
     try:
-        val = _eval_loader(config, "val") if "val" in config["dataset"] else None
-        extra = {split: _eval_loader(config, split) for split in extra_val_splits(config)}
+        data.check_embedding_covers(session.model, train_set, "train")
+        val = _eval_loader(config, "val", session.model) if "val" in config["dataset"] else None
+        extra = {split: _eval_loader(config, split, session.model) for split in extra_val_splits(config)}
         train = data.train_loader(train_set, optim["batch_size"], config["seed"], optim["num_workers"])
         return loop.train(session, train, val, extra)
     finally:
@@ -76,7 +78,8 @@ def validate_mode(args: argparse.Namespace, config: Config) -> Metrics:
     results = {}
     try:
         for split in splits:
-            results[split] = loop.evaluate(session, _eval_loader(config, split), f"validating ({split})", split,
+            results[split] = loop.evaluate(session, _eval_loader(config, split, session.model),
+                                           f"validating ({split})", split,
                                            check_elements=True)
             session.loggers.log(results[split], session.step, "validate" if split == "val" else f"validate_{split}")
     finally:
@@ -115,7 +118,7 @@ def predict_mode(args: argparse.Namespace, config: Config) -> Metrics:
     warn_if_split_from_another_source(config, split)
     session = open_session(config, run_options(args), "predict")
     session.close()
-    loader = _eval_loader(config, split)
+    loader = _eval_loader(config, split, session.model)
     count = len(loader.dataset.dataset) if hasattr(loader.dataset, "dataset") else len(loader.dataset)
     if dist.is_main():
         print(f"predicting dataset.{split}: {count} structures from {split_source(config, split)}", flush=True)

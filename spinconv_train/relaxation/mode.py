@@ -30,6 +30,7 @@ from spinconv_train.relaxation.settings import RelaxSettings, relax_settings
 from spinconv_train.rundir import RunOptions, open_run_dir, start_process
 from spinconv_train.tables import format_table
 from spinconv_train.tasks.build import task_class
+from spinconv_train.tasks.data import check_embedding_covers
 from spinconv_train.tasks.protocol import Task
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def run_relaxations(config: Config, options: RunOptions) -> dict[str, float]:
     if not options.checkpoint:
         raise CheckpointError("--mode run-relaxations needs --checkpoint (a checkpoint.pt of a trained run)")
     built = load(options.checkpoint, config).to(device)
+    check_embedding_covers(built.model, dataset, "relax")
     run_dir, loggers = open_run_dir(config, options, "run-relaxations")
     logger.info("run directory %s", run_dir)
     try:

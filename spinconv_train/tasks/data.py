@@ -12,8 +12,9 @@ from tqdm import tqdm
 
 from spinconv_train import distributed as dist
 from spinconv_train.config import Config, ConfigError, check_dataset_paths
-from spinconv_train.datasets import BalancedBatchSampler, collate
+from spinconv_train.datasets import BalancedBatchSampler, check_atomic_numbers, collate
 from spinconv_train.datasets.coverage import dataset_elements
+from spinconv_train.models.element_capacity import max_atomic_number
 from spinconv_train.registry import DATASETS
 from spinconv_train.tasks.element_references import ElementReferences
 from spinconv_train.tasks.normalizer import Normalizer
@@ -106,6 +107,14 @@ def fit_target_state(task_cls: Any, config: Config, dataset: Dataset, progress: 
     state.normalizer = Normalizer.fit(torch.cat(values, dim=0))
     logger.info("fitted %s on %d training structures", state.normalizer, take)
     return state
+
+
+def check_embedding_covers(model: torch.nn.Module, dataset: Dataset, split: str) -> None:
+    """A ``DatasetError`` naming file and record when ``dataset`` holds an atomic number that
+    ``model``'s element embedding has no row for (models without a known embedding: no check)."""
+    max_z = max_atomic_number(model)
+    if max_z is not None:
+        check_atomic_numbers(dataset, max_z, split)
 
 
 def require_split(config: Config, split: str) -> None:

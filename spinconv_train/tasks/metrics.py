@@ -4,7 +4,8 @@ same numbers as a single process.
 Definitions (OC20): energy_mae over structures; forces_mae (and forces_rmse) over every
 component of the free atoms, in every command (``--mode validate``, ``spinconv-evaluate``),
 and over all atoms only under the names ``forces_mae_all_atoms`` / ``forces_rmse_all_atoms``;
-forces_cos per free atom, averaged; forces_magnitude = |‖F̂‖ − ‖F‖| per free atom, averaged; EwT: |ΔE| < 0.02 eV; EFwT: |ΔE| < 0.02 eV and the largest |ΔF component|
+forces_cos per free atom, averaged; forces_magnitude = |‖F̂‖ − ‖F‖| per free atom, averaged;
+EwT: |ΔE| < 0.02 eV; EFwT: |ΔE| < 0.02 eV and the largest |ΔF component|
 over the structure's free atoms < 0.03 eV/Å; ADwT: per structure the mean minimum-image
 distance of free atoms to the reference positions, success averaged over the thresholds
 0.01, 0.011, …, 0.499 Å (the reference's ``np.arange(0.01, 0.5, 0.001)``).

@@ -35,6 +35,7 @@ def dry_run(config: Config, cpu: bool = False) -> dict[str, Any]:
     seed_everything(int(config["seed"]))  # as a run does before building its model: the same initial weights
     built = checkpoints.build(config, train=True, train_dataset=train_set)  # as a new run builds it
     model, task = built.model, built.task
+    build.check_embedding_covers(model, train_set, "train")
     metric = monitored_metric(config, task)
     model.to(device).train()
     loader = build.train_loader(train_set, optim["batch_size"], config["seed"], 0)
@@ -61,6 +62,7 @@ def dry_run(config: Config, cpu: bool = False) -> dict[str, Any]:
     model.eval()
     for split in [s for s in ("val", *extra_val_splits(config)) if s in config["dataset"]]:
         dataset = build.build_dataset(config, split)
+        build.check_embedding_covers(model, dataset, split)
         first = next(iter(build.eval_loader(dataset, optim["eval_batch_size"] or optim["batch_size"], 0)))
         require_labels(task, first, split)
         summary["splits"][split] = {"structures": len(dataset),

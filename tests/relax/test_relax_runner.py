@@ -19,7 +19,6 @@ from spinconv_train.calculators import ModelCalculator, record_to_atoms
 from spinconv_train.relaxation import RelaxOptions, relax_indices, relaxation_metrics
 from spinconv_train.tasks.forces import ForcesTask
 from spinconv_train.tasks.targets import TargetState
-from spinconv_train.tasks.targets import TargetState
 
 NORMALIZER = Normalizer(mean=-2.0, std=3.0)  # outputs are normalised, as a trained model's are
 

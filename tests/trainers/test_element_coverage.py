@@ -101,3 +101,16 @@ def test_finetuning_with_refitted_targets_only_notes_new_elements(pretrained, tm
     assert "their embeddings start untrained" in text and "normaliser" not in text
     # the fine-tuned model has seen both trainings' elements
     assert ckpt.read(os.path.join(run, "checkpoint.pt"))["targets"]["elements"] == [1, 7, 8, 13, 29]
+
+
+def test_an_element_beyond_the_embedding_is_a_dataset_error_naming_the_file(pretrained, tmp_path, capsys):
+    from trainers.trainer_testing import emt_slabs
+
+    records = emt_slabs(2, seed=9)
+    records[1].atomic_numbers[0] = 110  # beyond SchNet's embedding (Z <= 99)
+    bad = write_split(str(tmp_path / "bad"), records)
+    capsys.readouterr()
+    assert main(["--mode", "validate", "--checkpoint", pretrained["checkpoint"], "--no-progress",
+                 "--run-dir", str(tmp_path / "v"), f"--dataset.val.src={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert "atomic number 110" in err and "data.lmdb" in err and "1..99" in err

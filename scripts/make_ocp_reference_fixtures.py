@@ -30,6 +30,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "fixtures" / "ocp" / "reference_spinconv.pt"
+BASELINES_OUT = REPO / "tests" / "fixtures" / "ocp" / "reference_baselines.pt"
 SOURCE = REPO / "data" / "oc20_mini" / "s2ef" / "val_id" / "data.lmdb"
 REFERENCE_COMMIT = "e7a8745eb307e8a681a1aa9d30c36e8c41e8a5c9"
 
@@ -117,6 +118,70 @@ def _ocp_config() -> Dict[str, Any]:
     }
 
 
+# Small SchNet / DimeNet++ in OCP's wrappers (SchNetWrap subclasses torch_geometric's
+# SchNet; DimeNetPlusPlusWrap is OCP's own copy). Cutoff 4 A keeps every neighbour (below
+# the wrappers' 50), so graph codes that order or break ties differently give one graph.
+BASELINES: Dict[str, Dict[str, Any]] = {
+    "schnet": {"hidden_channels": 16, "num_filters": 16, "num_interactions": 2, "num_gaussians": 20,
+               "cutoff": 4.0, "use_pbc": True, "regress_forces": True, "otf_graph": True},
+    "dimenetplusplus": {"hidden_channels": 8, "out_emb_channels": 8, "num_blocks": 1, "int_emb_size": 4,
+                        "basis_emb_size": 2, "num_spherical": 3, "num_radial": 3, "cutoff": 4.0,
+                        "use_pbc": True, "regress_forces": True, "otf_graph": True},
+}
+_BASELINE_FILES = {"schnet": "schnet.py", "dimenetplusplus": "dimenet_plus_plus.py"}
+
+
+def _load_baseline_module(reference: Any, root: str, name: str) -> Any:
+    """OCP's ``models/<name>.py`` loaded as the reference loader loads ``spinconv.py``.
+    ``torch_sparse`` (DimeNet++'s triplets) is stood in by an empty module: the model
+    builds, and its forward (which needs it) is not run."""
+    import types
+
+    from spinconv_train.benchmarks import scatter_standin
+
+    base = Path(root) / "ocpmodels"
+    with reference._restored_sys_modules(("ocpmodels", "torch_scatter", "torch_sparse")):
+        if not reference.torch_scatter_available():
+            sys.modules["torch_scatter"] = scatter_standin.as_module()
+        sparse = types.ModuleType("torch_sparse")
+        sparse.SparseTensor = object
+        sys.modules.setdefault("torch_sparse", sparse)
+        for package in ("ocpmodels", "ocpmodels.common", "ocpmodels.models"):
+            sys.modules[package] = reference._package(package)
+        reference._load_by_path("ocpmodels.common.registry", base / "common" / "registry.py")
+        reference._load_by_path("ocpmodels.common.transforms", base / "common" / "transforms.py")
+        sys.modules["ocpmodels.common.utils"] = reference._utils_subset(base / "common" / "utils.py")
+        reference._load_by_path("ocpmodels.models.base", base / "models" / "base.py")
+        return reference._load_by_path(f"ocpmodels.models.{name}", base / "models" / _BASELINE_FILES[name])
+
+
+def _baseline_checkpoint(reference: Any, root: str, name: str, records: List[Any]) -> Dict[str, Any]:
+    """An OCP-layout checkpoint of a small ``name`` model; SchNet also with its energies."""
+    from torch_geometric.data import Batch
+
+    module = _load_baseline_module(reference, root, name)
+    cls = module.SchNetWrap if name == "schnet" else module.DimeNetPlusPlusWrap
+    torch.manual_seed(SEED)
+    model = cls(None, None, 1, **BASELINES[name]).float()
+    config = _ocp_config()
+    config["model"], config["model_attributes"] = name, dict(BASELINES[name])
+    payload: Dict[str, Any] = {
+        "epoch": 1.0, "step": 10,
+        "state_dict": {f"module.{k}": v.detach().clone() for k, v in model.state_dict().items()},
+        "normalizers": {key: {"mean": torch.tensor(v["mean"]), "std": torch.tensor(v["std"])}
+                        for key, v in NORMALIZERS.items()},
+        "config": config, "ema": None, "optimizer": {"state": {}, "param_groups": []}, "scheduler": None,
+    }
+    if name == "schnet":
+        batch = Batch.from_data_list([r.clone() for r in records])
+        batch.atomic_numbers = batch.atomic_numbers.long()
+        energy, _ = model(batch)
+        payload["reference"] = {"energy_raw": energy.detach().view(-1).float(),
+                                "note": "OCP SchNetWrap (torch_geometric SchNet) at e7a8745e, float32, its "
+                                        "radius_graph_pbc graph, raw weights (no EMA)"}
+    return payload
+
+
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference-root", default=os.environ.get("REFERENCE_ROOT"),
@@ -194,6 +259,13 @@ def main(argv: List[str] | None = None) -> int:
     os.replace(tmp, args.out)
     print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes); energies (eV): "
           f"{[round(float(e), 5) for e in fixture['reference']['energy']]}")
+    baselines = {name: _baseline_checkpoint(reference, args.reference_root, name, _structures())
+                 for name in BASELINES}
+    baselines["structures"] = fixture["reference"]["structures"]
+    out = Path(args.out).with_name(BASELINES_OUT.name)
+    torch.save(baselines, f"{out}.tmp")
+    os.replace(f"{out}.tmp", out)
+    print(f"wrote {out} ({os.path.getsize(out)} bytes)")
     return 0
 
 

@@ -135,6 +135,8 @@ def mapped_state(payload: Mapping[str, Any], model: str, native: torch.nn.Module
         chosen = "ema"
     if model == "spinconv":
         state = _spinconv_force_output(state, native, source)
+    if model == "dimenetplusplus":
+        state = _fold_output_biases(state, source)
     _check_fit(state, native, source)
     return state, chosen
 
@@ -170,6 +172,22 @@ def _spinconv_force_output(state: Dict[str, torch.Tensor], native: torch.nn.Modu
         name = f"force_head.block2.fc3.{suffix}"
         if name in state and name in target and state[name].shape[0] == 2 and target[name].shape[0] == 1:
             state[name] = state[name][:1]
+    return state
+
+
+def _fold_output_biases(state: Dict[str, torch.Tensor], source: str) -> Dict[str, torch.Tensor]:
+    """OCP's DimeNet++ output blocks have a bias on ``lin_up`` (torch_geometric's have none);
+    ``lin_up`` feeds ``lins.0`` linearly, so the bias moves into ``lins.0``'s:
+    W0 (U x + b) + c0 = W0 U x + (W0 b + c0)."""
+    state = dict(state)
+    for name in [k for k in state if re.fullmatch(r"net\.output_blocks\.\d+\.lin_up\.bias", k)]:
+        block = name[: -len("lin_up.bias")]
+        weight, bias = state.get(f"{block}lins.0.weight"), state.get(f"{block}lins.0.bias")
+        if weight is None or bias is None:
+            raise OcpImportError(f"{source}: parameter {name!r} (shape {tuple(state[name].shape)}) has no place in "
+                                 "the model: its output block has no further layer to fold it into "
+                                 "(num_output_layers: 0)")
+        state[f"{block}lins.0.bias"] = bias + weight @ state.pop(name)
     return state
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""``spinconv-import-ocp`` (``spinconv_train/commands/import_ocp.py``) run from a checkout; see ``spinconv-import-ocp --help``."""
+"""``spinconv-import-ocp`` (``spinconv_train/commands/import_ocp.py``) run from a checkout; see its ``--help``."""
 import sys
 
 from spinconv_train.commands.import_ocp import main, parse_args

@@ -49,7 +49,8 @@ def test_dimenetpp_names_and_shapes_map_and_output_biases_fold(fixture):
     block = model.net.output_blocks[0]
     up_bias = ocp["state_dict"]["module.output_blocks.0.lin_up.bias"]
     up_weight = ocp["state_dict"]["module.output_blocks.0.lin_up.weight"]
-    w0, c0 = ocp["state_dict"]["module.output_blocks.0.lins.0.weight"], ocp["state_dict"]["module.output_blocks.0.lins.0.bias"]
+    w0 = ocp["state_dict"]["module.output_blocks.0.lins.0.weight"]
+    c0 = ocp["state_dict"]["module.output_blocks.0.lins.0.bias"]
     x = torch.randn(5, up_weight.shape[1], generator=generator)
     expected = (x @ up_weight.T + up_bias) @ w0.T + c0  # OCP: lin_up with bias, then lins.0
     with torch.no_grad():

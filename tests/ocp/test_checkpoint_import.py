@@ -97,3 +97,34 @@ def test_not_an_ocp_checkpoint_is_refused(tmp_path):
         import_ocp_checkpoint(str(path), str(tmp_path / "out.pt"))
     with pytest.raises(OcpImportError, match="exists"):
         import_ocp_checkpoint(str(FIXTURE), str(path))
+
+
+def test_imported_model_fine_tunes_with_either_frame(tmp_path, capsys, caplog):
+    import json
+    import logging
+
+    import yaml
+
+    from spinconv_train.cli import main
+
+    out = tmp_path / "model.pt"
+    import_ocp_checkpoint(str(FIXTURE), str(out))
+    config = torch.load(out, weights_only=False)["config"]
+    mini = Path(__file__).resolve().parents[2] / "data" / "oc20_mini" / "s2ef"
+    config["dataset"] = {"train": {"src": str(mini / "train")}, "val": {"src": str(mini / "val_id")}}
+    config["finetune"] = {"checkpoint": str(out)}
+    config["optim"]["batch_size"] = 1
+    path = tmp_path / "finetune.yml"
+    path.write_text(yaml.safe_dump(config))
+    for frame in ("reference", "exact"):
+        with caplog.at_level(logging.INFO):
+            code = main(["--mode", "train", "--dry-run", "--config-yml", str(path), f"--model.frame={frame}"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        summary = json.loads(captured.out)
+        assert summary["normalizer"]["mean"] == pytest.approx(float(fixture_normalizer()["mean"]))
+    assert any("model.frame" in r.getMessage() for r in caplog.records)  # the switch is logged
+
+
+def fixture_normalizer():
+    return torch.load(FIXTURE, map_location="cpu", weights_only=False)["normalizers"]["target"]

@@ -8,6 +8,7 @@ Every key is checked against :data:`SCHEMA`; an error names the dotted key and t
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from spinconv_train.atomic_files import write_text_atomic  # noqa: F401  (config.write_text_atomic)
+from spinconv_train.config_ocp import CompatError, translate
 
 CLI_ORIGIN = "command line"
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -204,13 +207,26 @@ def _load_with_includes(path: Path, origins: Dict[str, str], stack: Tuple[Path, 
         raise ConfigError(f"config file {str(path)!r}: key 'includes' must be a list of paths")
     merged: Dict[str, Any] = {}
     for include in includes:
-        target = (path.parent / include)
-        if not target.is_file():
-            raise ConfigError(f"config file {str(path)!r}: included file {include!r} not found "
-                              f"(looked for {str(target)!r})")
+        target = resolve_include(path, include)
         _merge(merged, _load_with_includes(target, origins, (*stack, path)), origins, None)
     _merge(merged, data, origins, str(path))
     return merged
+
+
+def resolve_include(including: Path, include: str) -> Path:
+    """The file an ``includes:`` entry names: as OCP resolves it, relative to the working
+    directory first, then relative to the including file's folder. When both exist and are
+    different files, the working directory's is used and a warning says so."""
+    candidates = [Path(include)] if os.path.isabs(include) else [Path.cwd() / include, including.parent / include]
+    found = [c for c in candidates if c.is_file()]
+    if not found:
+        looked = " and ".join(repr(str(c)) for c in candidates)
+        raise ConfigError(f"config file {str(including)!r}: included file {include!r} not found (looked for {looked})")
+    if len(found) == 2 and found[0].resolve() != found[1].resolve():
+        logger.warning("config file %r: include %r exists relative to the working directory (%s) and to the "
+                       "including file's folder (%s); using the working directory's, as OCP does",
+                       str(including), include, found[0], found[1])
+    return found[0]
 
 
 def parse_overrides(items: Sequence[str]) -> List[Tuple[str, Any]]:
@@ -268,8 +284,14 @@ class Config(dict):
         return "defaults"
 
     def fail(self, dotted: str, message: str) -> "ConfigError":
-        """Build a ConfigError naming ``dotted`` and where it was set."""
-        return ConfigError(f"{self.origin(dotted)}: key '{dotted}': {message}")
+        """Build a ConfigError naming ``dotted`` and where it was set; for a section, also the
+        keys under it that the command line set (any of them may be the culprit)."""
+        where = self.origin(dotted)
+        from_cli = sorted(key for key, origin in self.origins.items()
+                          if origin == CLI_ORIGIN and key.startswith(dotted + "."))
+        if from_cli and where != CLI_ORIGIN:
+            where += f" (and the command line: {', '.join(from_cli)})"
+        return ConfigError(f"{where}: key '{dotted}': {message}")
 
 
 def load_config(path: Optional[str], overrides: Sequence[str] = (), base: Optional[Mapping[str, Any]] = None) -> Config:
@@ -294,6 +316,10 @@ def config_from_dict(data: Mapping[str, Any], origin: str = "config") -> Config:
 
 def _validated(data: Dict[str, Any], origins: Dict[str, str]) -> Config:
     """Wrap merged data as a Config: normalise, validate against the schema, fill defaults."""
+    try:
+        translate(data, origins)
+    except CompatError as err:
+        raise ConfigError(str(err)) from None
     config = Config(data)
     config.origins = origins
     _normalise_logger(config)
@@ -402,9 +428,7 @@ def _check_values(config: Config) -> None:
     for key in ("energy_coefficient", "force_coefficient", "stress_coefficient"):
         if not optim[key] >= 0:
             raise config.fail(f"optim.{key}", f"must be >= 0, got {optim[key]}")
-    for key in ("batch_size", "accumulate_grad_batches"):
-        if optim[key] < 1:
-            raise config.fail(f"optim.{key}", f"must be >= 1, got {optim[key]}")
+    _check_ranges(config)
     if optim["early_stopping_patience"] is not None and optim["early_stopping_patience"] < 1:
         raise config.fail("optim.early_stopping_patience", f"must be >= 1 (or null), got {optim['early_stopping_patience']}")
     if optim["min_lr"] is not None and not optim["min_lr"] > 0:
@@ -421,6 +445,49 @@ def _check_values(config: Config) -> None:
     if extra and "val" not in config["dataset"]:
         raise config.fail(f"dataset.{extra[0]}", "extra validation splits need dataset.val (the split that "
                           "selects the best checkpoint)")
+
+
+# optim keys and the range each must lie in: (lower, lower inclusive, upper, upper inclusive);
+# None bounds are open. A null value passes where the key may be null.
+_RANGES: Dict[str, Tuple[Optional[float], bool, Optional[float], bool]] = {
+    "lr_initial": (0, False, None, False),
+    "weight_decay": (0, True, None, False),
+    "lr_gamma": (0, False, None, False),
+    "warmup_factor": (0, True, 1, True),
+    "warmup_steps": (0, True, None, False),
+    "lr_min_factor": (0, True, 1, True),
+    "factor": (0, False, 1, False),
+    "patience": (0, True, None, False),
+    "threshold": (0, True, None, False),
+    "ema_decay": (0, True, 1, False),
+    "clip_grad_norm": (0, False, None, False),
+    "batch_size": (1, True, None, False),
+    "accumulate_grad_batches": (1, True, None, False),
+    "eval_batch_size": (1, True, None, False),
+    "num_workers": (0, True, None, False),
+    "max_steps": (1, True, None, False),
+    "eval_every": (1, True, None, False),
+    "checkpoint_every": (1, True, None, False),
+    "eval_max_batches": (1, True, None, False),
+}
+
+
+def _check_ranges(config: Config) -> None:
+    """Each optim number in its range (a negative learning rate, a decay of 1, ...); NaN fails."""
+    optim = config["optim"]
+    for key, (low, low_in, high, high_in) in _RANGES.items():
+        value = optim.get(key)
+        if value is None:
+            continue
+        ok = (low is None or (value >= low if low_in else value > low)) and \
+             (high is None or (value <= high if high_in else value < high))
+        if not ok:
+            bounds = []
+            if low is not None:
+                bounds.append(f"{'>=' if low_in else '>'} {low}")
+            if high is not None:
+                bounds.append(f"{'<=' if high_in else '<'} {high}")
+            raise config.fail(f"optim.{key}", f"must be {' and '.join(bounds)}, got {value}")
 
 
 def extra_val_splits(config: Mapping[str, Any]) -> List[str]:

@@ -15,19 +15,19 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # Layer of each top-level part of the package (a module imports only its layer and below).
 LAYERS: dict[str, int] = {
-    "": 0, "config": 0, "registry": 0, "atomic_files": 0, "distributed": 0, "tables": 0,
+    "": 0, "config": 0, "config_ocp": 0, "registry": 0, "atomic_files": 0, "distributed": 0, "tables": 0,
     "graph": 1,
     "models": 2, "datasets": 2, "loggers": 2, "rundir": 2,
     "tasks": 3,
     "checkpoints": 4,
-    "calculators": 5, "relaxation": 5, "md": 5,
+    "calculators": 5, "relaxation": 5, "md": 5, "ocp": 5,
     "training": 6,
     "launch": 7, "commands": 7, "benchmarks": 7,
 }
 TRAINING = "training"
 # Inference paths: none of them may reach the training loop, directly or through others.
 INFERENCE = ("checkpoints", "calculators", "relaxation", "md", "commands.evaluate_structures",
-             "commands.export_model", "commands.inspect_checkpoint", "commands.run_md")
+             "commands.export_model", "commands.inspect_checkpoint", "commands.run_md", "ocp", "commands.import_ocp")
 
 
 def package_modules(root: str) -> dict[str, str]:

@@ -15,7 +15,13 @@ from .spin_conv import GridSpinConv, build_spin_conv
 
 
 class SpinConvBlock(nn.Module):
-    """Projection onto the sphere -> spin convolution -> GroupNorm: (M, C) -> (num_dst, out)."""
+    """Projection onto the sphere -> spin convolution -> GroupNorm: (M, C) -> (num_dst, out).
+
+    ``uniform_poles`` (default true): each pole row is replaced by its mean over longitude
+    (projection.py); false keeps the rows as splatted, as the reference did (models
+    imported from OCP checkpoints, ``frame: reference``)."""
+
+    uniform_poles = True
 
     def __init__(
         self,
@@ -58,7 +64,9 @@ class SpinConvBlock(nn.Module):
             rows = plan.long * plan.num_dst * plan.lat
             out = scratch.take("grid", (rows, x.shape[1]), splat_dtype(x.dtype, plan.weight.dtype), x.device)
         flat = splat(x, plan, out=out)
-        if isinstance(self.spin_conv, GridSpinConv):
+        if not self.uniform_poles:
+            h = self.spin_conv(flat.view(plan.long, plan.num_dst, plan.lat, -1).permute(1, 3, 2, 0))
+        elif isinstance(self.spin_conv, GridSpinConv):
             h = self.spin_conv.forward_flat(flat, plan.num_dst, kernel=kernel, scratch=scratch)  # no (E, C, lat, long) copy
         else:
             h = self.spin_conv(grid_from_flat(flat, plan))

@@ -20,12 +20,14 @@ from .embedding import EmbeddingBlock, he_init_
 from .energy_head import EnergyHead
 from .force_head import EdgeForceHead, ForceHead
 from .frames import edge_frames
+from .reference_frame import reference_edge_frames, reference_sphere_coords
 from .message import MessageBlock
 from .precision import geometry_precision
 from .projection import SPHERE_INTERPOLATIONS, ChunkedSplatPlan, SplatPlan, make_splat_plans
 from .spin_conv import SPIN_CONV_IMPLS, SPIN_CONV_KINDS, frozen_weights
 
 FORCE_ESTIMATORS = ("grad", "random", "direct")
+FRAMES = ("exact", "reference")
 DIRECT_FORCE_HEADS = ("sphere", "edge")
 # Grid values (spheres x lat x long x hidden) per chunk: a 16 MiB float32 grid keeps the
 # projection, the DFT, the spin-convolution matmuls and the per-edge embedding blocks in
@@ -66,7 +68,9 @@ class SpinConv(nn.Module):
     ``sphere_interpolation`` (``"bilinear"``, the paper's splat onto the sphere grid, or
     ``"smooth"``: same corners, C1 weights, so energies are C1 in the positions and forces
     have no jumps where a neighbour crosses a grid line; see ``projection.py``; use it with
-    ``envelope: true`` for molecular dynamics).
+    ``envelope: true`` for molecular dynamics), ``frame`` (``"exact"``, the invariant frames of
+    ``frames.py``, or ``"reference"``, the reference's frames with their constant offset, for
+    models imported from OCP checkpoints; see ``reference_frame.py``).
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class SpinConv(nn.Module):
         spin_conv_chunk_elements: int | str | None = "auto",
         direct_force_head: str = "sphere",
         sphere_interpolation: str = "bilinear",
+        frame: str = "exact",
     ) -> None:
         super().__init__()
         if num_targets != 1:
@@ -124,6 +129,9 @@ class SpinConv(nn.Module):
             raise ValueError(
                 f"sphere_interpolation must be one of {SPHERE_INTERPOLATIONS}, got {sphere_interpolation!r}"
             )
+        if frame not in FRAMES:
+            raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
+        self.frame = frame
         lmax_value = None if lmax is None or lmax is False else int(lmax)
 
         self.use_pbc = use_pbc
@@ -178,6 +186,8 @@ class SpinConv(nn.Module):
             )
             for _ in range(num_interactions)
         )
+        for block in self.message_blocks:  # the reference keeps the pole rows as splatted
+            block.spinconvblock.uniform_poles = frame != "reference"
         self.energy_head = EnergyHead(
             hidden_channels, mid_hidden_channels, embedding_size, max_num_elements, max_num_neighbors, self.act
         )
@@ -243,8 +253,13 @@ class SpinConv(nn.Module):
         unit_src, unit_dst = unit.index_select(0, pair_src), unit.index_select(0, pair_dst)
         pair_cos = (unit_src * unit_dst).sum(-1)
         pair_weight = torch.where(is_reverse, torch.zeros_like(pair_cos), frame_weight.index_select(0, pair_src))
-        frames = edge_frames(unit, pair_src, pair_dst, pair_weight, pair_cos)
-        coords = torch.bmm(frames.index_select(0, pair_dst), unit_src.unsqueeze(-1)).squeeze(-1)
+        south = is_reverse
+        if self.frame == "reference":  # models imported from OCP checkpoints (reference_frame.py)
+            frames = reference_edge_frames(graph.vec, graph.dist, graph.edge_index[1], num_atoms, self.cutoff)
+            coords, south = reference_sphere_coords(frames.index_select(0, pair_dst), unit_src), None
+        else:
+            frames = edge_frames(unit, pair_src, pair_dst, pair_weight, pair_cos)
+            coords = torch.bmm(frames.index_select(0, pair_dst), unit_src.unsqueeze(-1)).squeeze(-1)
         scale = None if env is None else env.index_select(0, pair_src)
         return make_splat_plans(
             coords,
@@ -255,7 +270,7 @@ class SpinConv(nn.Module):
             self.sphere_size_lat,
             self.sphere_size_long,
             scale=scale,
-            at_south_pole=is_reverse,
+            at_south_pole=south,
             max_dst_per_chunk=self.chunk_spheres(unit.device),
             dst_sorted=True,  # the pairs are grouped by their (increasing) pair_dst
             interpolation=self.sphere_interpolation,

@@ -2,8 +2,8 @@
 checkpoint's force model and write ``relaxations.npz`` (+ ``relaxed_positions.npz`` in the
 reference's IS2RS submission layout, ``relaxation_metrics.json``,
 ``relaxed.extxyz`` with the relaxed structures unless ``task.write_relaxed_structures: false``,
-+ ``trajectories/<sid>_<fid>.traj`` when
-``task.write_trajectories``) in the run directory."""
++ ``trajectories/<sid>_<fid>.traj`` and ``relaxation_energies.png`` (energy against step)
+when ``task.write_trajectories``) in the run directory."""
 from __future__ import annotations
 
 import json
@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from spinconv_train.config import Config, check_source_paths, write_text_atomic
 from spinconv_train.datasets import DatasetError
 from spinconv_train.datasets.lmdb_io import save_npz_atomic
+from spinconv_train.plots.relaxation import write_relaxation_plot
 from spinconv_train.registry import DATASETS
 from spinconv_train.relax.batched import BatchEvaluator
 from spinconv_train.relax.calculator import ModelCalculator, require_forces_task
@@ -97,6 +98,7 @@ def run_relaxations(config: Config, options: Any) -> Dict[str, float]:
             if settings.write_relaxed_structures:  # off for very large sets (e.g. all of OC20's IS2RE val)
                 write_relaxed_structures(os.path.join(session.run_dir, STRUCTURES), dataset, results)
             write_text_atomic(os.path.join(session.run_dir, METRICS), json.dumps(metrics, indent=2))
+            write_relaxation_plot(session.run_dir, traj_dir)
             session.loggers.log(metrics, session.step, "relax")
             print(f"relaxed {len(results)} structures ({settings.options.name}, fmax {settings.options.fmax}, "
                   f"at most {settings.options.steps} steps); written to {path}", flush=True)

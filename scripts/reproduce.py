@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for name in SUITES:
             suite = get_suite(name)
-            budget = sum(r.budget_cpu_s for r in suite.runs)
-            print(f"{name}: {len(suite.runs)} runs, budget {budget:.0f} CPU s in all"
-                  f"{'' if suite.runnable else ' (documented, not run here)'}\n  {suite.description}")
+            budget = f"budget {sum(r.budget_cpu_s for r in suite.runs):.0f} CPU s in all" if suite.runnable \
+                else "documented, not run here"
+            print(f"{name}: {len(suite.runs)} runs, {budget}\n  {suite.description}")
         return 0
     suite = get_suite(args.suite)
     specs = [spec for spec in suite.runs if fnmatch.fnmatch(spec.name, args.runs)]
@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         if not suite.runnable:
             print(f"note: suite {suite.name} is documented, not run here: {suite.description}", file=sys.stderr)
         return 0
+    import importlib.util
+
     missing = [path for path in suite.data_check if not os.path.exists(os.path.join(ROOT, path))]
+    missing += [f"the Python module {name!r}" for name in suite.requires if importlib.util.find_spec(name) is None]
     if missing:
         print(f"error: suite {suite.name} needs {', '.join(missing)}; make the data first:\n  "
               + "\n  ".join(suite.setup or ("(see the suite's notes)",)), file=sys.stderr)

@@ -60,7 +60,9 @@ def collect_run(suite: Suite, spec: RunSpec, root: str) -> RunResult:
         rows = read_metrics(run_dir)
         val = [r for r in rows if r.get("split") == "val" and math.isfinite(float(r.get(suite.metric, math.nan)))]
         if val:
-            result.best_step = int(min(val, key=lambda r: float(r[suite.metric]))["step"])
+            best = min(val, key=lambda r: float(r[suite.metric]))
+            result.best_step = int(best["step"])
+            result.metrics["val"] = float(best[suite.metric])  # replaced by the validation output when there is one
         steps = [int(r["step"]) for r in rows if r.get("split") == "train"]
         result.last_step = max(steps) if steps else None
     for split, metrics in validate_metrics(root, spec).items():

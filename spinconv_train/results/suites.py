@@ -37,6 +37,7 @@ class Suite:
     splits: tuple[str, ...] = ("val",)  # evaluated splits, as named in validate_metrics*.json
     setup: tuple[str, ...] = ()  # commands that make the data (run once, before the suite)
     data_check: tuple[str, ...] = ()  # paths that must exist before running
+    requires: tuple[str, ...] = ()  # Python modules the data needs
     runnable: bool = True  # False: documented only (needs data or hardware this machine lacks)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -125,8 +126,8 @@ def _qm9() -> Suite:
                 validate=(("--split", "test"),)))
     return Suite("qm9", "SpinConv against SchNet on 10k molecules of the real QM9 (qm9pack tables) for U0 and "
                  "HOMO, 3600 CPU s each.", tuple(runs), metric="energy_mae", unit="eV", splits=("val", "test"),
-                 notes=("Needs `pip install -e .[qm9]` (qm9pack).",
-                        "Compare the ordering (not the values: 10k molecules, CPU budget) with the paper's QM9 "
+                 requires=("qm9pack",), setup=("pip install -e '.[qm9]'",),
+                 notes=("Compare the ordering (not the values: 10k molecules, CPU budget) with the paper's QM9 "
                         "table."))
 
 

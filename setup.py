@@ -33,7 +33,7 @@ setup(
         "xtb": ["tblite>=0.4"],
     },
     entry_points={"console_scripts": [
-        "spinconv-train=spinconv_train.cli:main",
+        "spinconv-train=spinconv_train.launch.entry:main",
         "spinconv-preprocess-ef=spinconv_train.commands.preprocess_ef:main",
         "spinconv-preprocess-relaxed=spinconv_train.commands.preprocess_relaxed:main",
         "spinconv-lmdb-metadata=spinconv_train.commands.write_lmdb_metadata:main",

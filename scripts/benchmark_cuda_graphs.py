@@ -15,13 +15,13 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ("md17_ethanol", "oc20_ethanol", "oc20_slabs", "oc20_slabs_grad")
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
@@ -50,7 +50,7 @@ def _case(name: str):
     return dict(OC20_CONFIG), benchmark_batch(8)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
@@ -69,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         graphed = GraphedSpinConv(model)
         batch = batch.to(device)
 
-        def call(m) -> Dict[str, Any]:
+        def call(m) -> dict[str, Any]:
             with torch.no_grad():
                 return m(batch.clone())
 
@@ -96,9 +96,9 @@ def _time_predictions(num_frames: int, device) -> None:
     import torch
     from ase.build import molecule
 
+    from spinconv_train.calculators.predict import predict_atoms
     from spinconv_train.models import SpinConv
     from spinconv_train.models.spinconv.graphed import GraphedSpinConv
-    from spinconv_train.relax.evaluate import predict_atoms
 
     class RawOutputs:
         def denormalize(self, out, batch):

@@ -27,12 +27,11 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import torch
 
-from spinconv_train.benchmarks.cases import (AUTOCAST_DTYPES, MODES, OC20_CONFIG, TINY_CONFIG, AutocastModel,
-                                            build_model, make_step, num_edges)
+from spinconv_train.benchmarks.cases import AUTOCAST_DTYPES, MODES, OC20_CONFIG, TINY_CONFIG, AutocastModel, build_model, make_step, num_edges
 from spinconv_train.benchmarks.census import op_census
 from spinconv_train.benchmarks.flops import is_spin_conv, module_spin_flops
 from spinconv_train.benchmarks.memory import make_batch, measure_peak_memory
@@ -61,7 +60,7 @@ _REEXEC_MARK = "SPINCONV_BENCH_REEXEC"
 MALLOC_RETAIN_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=MODES + ("all",), nargs="+", default=["all"])
     p.add_argument("--config", choices=("oc20", "tiny"), default="oc20")
@@ -116,9 +115,9 @@ class Emitter:
     """Prints JSON lines and keeps them for ``--output``."""
 
     def __init__(self) -> None:
-        self.lines: List[Dict[str, Any]] = []
+        self.lines: list[dict[str, Any]] = []
 
-    def __call__(self, record: Dict[str, Any]) -> None:
+    def __call__(self, record: dict[str, Any]) -> None:
         self.lines.append(record)
         print(json.dumps(record), flush=True)
 
@@ -130,7 +129,7 @@ class Emitter:
         os.replace(tmp, path)
 
 
-def machine_info(device: torch.device, threads: int) -> Dict[str, Any]:
+def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
     info = {
         "device": str(device),
         "threads": threads,
@@ -151,12 +150,12 @@ def machine_info(device: torch.device, threads: int) -> Dict[str, Any]:
     return info
 
 
-def model_config(args: argparse.Namespace) -> Dict[str, Any]:
+def model_config(args: argparse.Namespace) -> dict[str, Any]:
     base = TINY_CONFIG if args.config == "tiny" else OC20_CONFIG
     return dict(base, force_estimator=args.force_estimator)
 
 
-def our_config(args: argparse.Namespace) -> Dict[str, Any]:
+def our_config(args: argparse.Namespace) -> dict[str, Any]:
     """Our model's kwargs: the shared configuration plus our own options (chunk size)."""
     config = model_config(args)
     if args.chunk_elements != "auto":
@@ -164,7 +163,7 @@ def our_config(args: argparse.Namespace) -> Dict[str, Any]:
     return config
 
 
-def model_variants(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+def model_variants(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """name -> build kwargs of the models timed side by side; the first one is ours."""
     config = model_config(args)
     ours = {"kind": "spinconv", "config": our_config(args), "impl": args.spin_conv_impl}
@@ -186,15 +185,15 @@ def model_variants(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     return variants
 
 
-def build(variant: Dict[str, Any], device: torch.device) -> torch.nn.Module:
+def build(variant: dict[str, Any], device: torch.device) -> torch.nn.Module:
     model = build_model(variant["kind"], variant["config"], variant.get("root"), variant.get("impl"))
     if variant.get("autocast"):
         model = AutocastModel(model, AUTOCAST_DTYPES[variant["autocast"]])
     return model.to(device)
 
 
-def memory_for(variant: Dict[str, Any], mode: str, batch_spec: Dict[str, Any], args: argparse.Namespace,
-               device: torch.device, model: torch.nn.Module, batch) -> Dict[str, Any]:
+def memory_for(variant: dict[str, Any], mode: str, batch_spec: dict[str, Any], args: argparse.Namespace,
+               device: torch.device, model: torch.nn.Module, batch) -> dict[str, Any]:
     """Peak memory of one step: fresh subprocess on CPU, max_memory_allocated on CUDA."""
     if device.type == "cuda":
         step = make_step(model, batch, mode)
@@ -210,7 +209,7 @@ def memory_for(variant: Dict[str, Any], mode: str, batch_spec: Dict[str, Any], a
     return measure_peak_memory(spec)
 
 
-def spin_conv_flops(model: torch.nn.Module, batch, device: torch.device, matmul_gflops: float) -> Dict[str, Any]:
+def spin_conv_flops(model: torch.nn.Module, batch, device: torch.device, matmul_gflops: float) -> dict[str, Any]:
     """Time the spin convolutions of one no-grad forward with hooks; FLOPs analytically."""
     model.eval()
     records, remove = module_time_hooks(model, is_spin_conv)
@@ -238,7 +237,7 @@ def spin_conv_flops(model: torch.nn.Module, batch, device: torch.device, matmul_
     }
 
 
-def output_agreement(models: Dict[str, torch.nn.Module], batch) -> Dict[str, Any]:
+def output_agreement(models: dict[str, torch.nn.Module], batch) -> dict[str, Any]:
     """Largest absolute differences of energy and forces between the first two models."""
     (name_a, model_a), (name_b, model_b) = list(models.items())[:2]
     outs = []
@@ -246,7 +245,7 @@ def output_agreement(models: Dict[str, torch.nn.Module], batch) -> Dict[str, Any
         model.eval()
         with torch.no_grad():
             outs.append(model(batch.clone()))
-    record: Dict[str, Any] = {"models": [name_a, name_b]}
+    record: dict[str, Any] = {"models": [name_a, name_b]}
     for key in ("energy", "forces"):
         if key in outs[0] and key in outs[1]:
             diff = (outs[0][key].double() - outs[1][key].double()).abs().max().item()
@@ -256,18 +255,18 @@ def output_agreement(models: Dict[str, torch.nn.Module], batch) -> Dict[str, Any
     return record
 
 
-def round_floats(record: Dict[str, Any]) -> Dict[str, Any]:
+def round_floats(record: dict[str, Any]) -> dict[str, Any]:
     return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in record.items()}
 
 
-def batch_spec_of(args: argparse.Namespace) -> Dict[str, Any]:
+def batch_spec_of(args: argparse.Namespace) -> dict[str, Any]:
     """The timed batch: ``--batch-size`` benchmark slabs, or copies of ``--molecule``."""
     if args.molecule:
         return {"type": "molecule", "name": args.molecule, "num_structures": args.batch_size}
     return {"type": "benchmark", "num_structures": args.batch_size}
 
 
-def run_comparison(args: argparse.Namespace, device: torch.device, emit: Emitter, info: Dict[str, Any]) -> Dict[str, Any]:
+def run_comparison(args: argparse.Namespace, device: torch.device, emit: Emitter, info: dict[str, Any]) -> dict[str, Any]:
     """Time every variant on every mode side by side; memory and FLOP/s lines; ratios."""
     batch_spec = batch_spec_of(args)
     batch = make_batch({"batch": batch_spec}).to(device)
@@ -276,13 +275,13 @@ def run_comparison(args: argparse.Namespace, device: torch.device, emit: Emitter
     edges = num_edges(batch.clone().cpu(), model_config(args))
     modes = MODES if "all" in args.mode else tuple(m for m in MODES if m in args.mode)
     names = list(variants)
-    summary: Dict[str, Any] = {"case": "summary", **info, "config": args.config, "batch": batch_spec,
+    summary: dict[str, Any] = {"case": "summary", **info, "config": args.config, "batch": batch_spec,
                                "force_estimator": args.force_estimator, "num_structures": args.batch_size,
                                "num_atoms": int(batch.pos.shape[0]), "num_edges": edges, "ratios": {}}
     for mode in modes:
         steps = {name: make_step(models[name], batch, mode) for name in names}
         timings = time_interleaved(steps, args.repeats, args.warmup, device)
-        memories: Dict[str, Dict[str, Any]] = {}
+        memories: dict[str, dict[str, Any]] = {}
         for name in names:
             if not args.no_memory:
                 memories[name] = memory_for(variants[name], mode, batch_spec, args, device, models[name], batch)
@@ -332,7 +331,7 @@ def run_comparison(args: argparse.Namespace, device: torch.device, emit: Emitter
     return summary
 
 
-def run_scaling(args: argparse.Namespace, device: torch.device, emit: Emitter, info: Dict[str, Any]) -> Dict[str, Any]:
+def run_scaling(args: argparse.Namespace, device: torch.device, emit: Emitter, info: dict[str, Any]) -> dict[str, Any]:
     """Forward (no grad) time and peak memory of our model over growing periodic slabs."""
     variant = {"kind": "spinconv", "config": our_config(args), "impl": args.spin_conv_impl}
     model = build(variant, device)
@@ -356,7 +355,7 @@ def run_scaling(args: argparse.Namespace, device: torch.device, emit: Emitter, i
     return {"scaling": fit}
 
 
-def run_profile(args: argparse.Namespace, device: torch.device, emit: Emitter, info: Dict[str, Any]) -> None:
+def run_profile(args: argparse.Namespace, device: torch.device, emit: Emitter, info: dict[str, Any]) -> None:
     """One JSON line per mode: module breakdown (forward hooks) and top ops (torch.profiler)."""
     from spinconv_train.benchmarks.profiling import module_breakdown, op_table
 
@@ -376,7 +375,7 @@ def run_profile(args: argparse.Namespace, device: torch.device, emit: Emitter, i
               "top_ops": [round_floats(o) for o in ops]})
 
 
-def linear_fit(x: List[float], y: List[float]) -> Dict[str, Any]:
+def linear_fit(x: list[float], y: list[float]) -> dict[str, Any]:
     """Least-squares y = a + b x and the log-log slope (1.0 means linear scaling)."""
     import math
 
@@ -396,7 +395,7 @@ def linear_fit(x: List[float], y: List[float]) -> Dict[str, Any]:
             "loglog_slope": slope}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_threads(args.threads)
     torch.set_float32_matmul_precision(args.matmul_precision)
@@ -425,13 +424,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _reexec_with_environment(argv: List[str]) -> None:
+def _reexec_with_environment(argv: list[str]) -> None:
     """Restart this script once with the OpenMP wait policy (``--omp-wait-policy``) and
     malloc settings (``--malloc``) in its environment: both are read at process start."""
     if os.environ.get(_REEXEC_MARK):
         return
     args = parse_args(argv)
-    wanted: Dict[str, str] = {}
+    wanted: dict[str, str] = {}
     if args.omp_wait_policy != "inherit":
         wanted[OMP_POLICY_ENV] = args.omp_wait_policy.upper()
     if args.malloc == "retain":

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, Dict, List, Optional
+from collections.abc import Callable
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt of a `trainer: forces` run")
     p.add_argument("--data", required=True, help="LMDB file or folder of structures to relax")
@@ -37,17 +37,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import numpy as np
     import torch
 
     from spinconv_train.benchmarks.timing import time_interleaved
+    from spinconv_train.calculators.calculator import load_force_model
     from spinconv_train.datasets import LmdbDataset
-    from spinconv_train.relax.calculator import load_force_model
-    from spinconv_train.relax.mode import relax_calculator
-    from spinconv_train.relax.runner import relax_indices
-    from spinconv_train.relax.settings import RelaxOptions
+    from spinconv_train.relaxation.mode import relax_calculator
+    from spinconv_train.relaxation.runner import relax_indices
+    from spinconv_train.relaxation.settings import RelaxOptions
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,9 +55,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     model, task = load_force_model(args.checkpoint, device)
     dataset = LmdbDataset({"src": args.data})
     indices = list(range(len(dataset) if args.limit is None else min(args.limit, len(dataset))))
-    calls: Dict[int, int] = {}
-    positions: Dict[int, List[np.ndarray]] = {}
-    steps: Dict[int, int] = {}
+    calls: dict[int, int] = {}
+    positions: dict[int, list[np.ndarray]] = {}
+    steps: dict[int, int] = {}
 
     def relaxation(size: int) -> Callable[[], None]:
         options = RelaxOptions.from_mapping({"name": args.optimizer, "steps": args.steps, "fmax": args.fmax,

@@ -22,8 +22,8 @@ import json  # noqa: E402
 import numpy as np  # noqa: E402
 from ase import Atoms, units  # noqa: E402
 from ase.build import molecule  # noqa: E402
-from ase.md.langevin import Langevin  # noqa: E402
 from ase.constraints import FixCom  # noqa: E402
+from ase.md.langevin import Langevin  # noqa: E402
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta  # noqa: E402
 from ase.optimize import BFGS  # noqa: E402
 from tqdm import tqdm  # noqa: E402

@@ -42,7 +42,7 @@ import multiprocessing as mp  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from functools import lru_cache  # noqa: E402
+from functools import cache  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -160,7 +160,7 @@ def place_adsorbate(slab: Atoms, spec: dict) -> Atoms:
     return system
 
 
-@lru_cache(maxsize=None)
+@cache
 def clean_slab_energy(metal: str, facet: str, fmax: float, steps: int) -> float:
     """Energy of the relaxed clean slab."""
     return mini.relax(build_slab(metal, facet), fmax, steps)[-1][1]

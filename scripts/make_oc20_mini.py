@@ -27,8 +27,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import multiprocessing as mp  # noqa: E402
-from functools import lru_cache  # noqa: E402
-from typing import Dict, List, Tuple  # noqa: E402
+from functools import cache  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -70,7 +69,7 @@ def adsorbate_atoms(name: str) -> Atoms:
     return Atoms(symbols, positions=positions)
 
 
-def system_specs(num_systems: int, seed: int) -> List[dict]:
+def system_specs(num_systems: int, seed: int) -> list[dict]:
     """The seeded list of systems: metal, facet, adsorbate, site, offsets, split."""
     rng = np.random.default_rng(seed)
     specs = []
@@ -109,7 +108,7 @@ def build_slab(metal: str, facet: str) -> Atoms:
     return slab
 
 
-def relax(atoms: Atoms, fmax: float, steps: int) -> List[Tuple[np.ndarray, float, np.ndarray]]:
+def relax(atoms: Atoms, fmax: float, steps: int) -> list[tuple[np.ndarray, float, np.ndarray]]:
     """BFGS-relax ``atoms`` with EMT; returns every frame's (positions, energy, raw forces)."""
     atoms.calc = EMT()
     frames = []
@@ -124,14 +123,14 @@ def relax(atoms: Atoms, fmax: float, steps: int) -> List[Tuple[np.ndarray, float
     return frames
 
 
-@lru_cache(maxsize=None)
+@cache
 def clean_slab_energy(metal: str, facet: str, fmax: float, steps: int) -> float:
     """Energy of the relaxed clean slab."""
     return relax(build_slab(metal, facet), fmax, steps)[-1][1]
 
 
-@lru_cache(maxsize=None)
-def gas_references(fmax: float) -> Dict[int, float]:
+@cache
+def gas_references(fmax: float) -> dict[int, float]:
     """Per-element gas-phase references from relaxed EMT molecules (H2, H2O, N2, CO)."""
     energy = {}
     for name in ("H2", "H2O", "N2", "CO"):
@@ -143,7 +142,7 @@ def gas_references(fmax: float) -> Dict[int, float]:
     return {1: e_h, 8: e_o, 7: 0.5 * energy["N2"], 6: energy["CO"] - e_o}
 
 
-def run_system(args: Tuple[dict, float, int]) -> dict:
+def run_system(args: tuple[dict, float, int]) -> dict:
     """Build, relax and reference one system; returns its frames and metadata."""
     spec, fmax, steps = args
     slab = build_slab(spec["metal"], spec["facet"])

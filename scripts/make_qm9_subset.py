@@ -11,7 +11,6 @@ import argparse
 import csv
 import json
 import os
-from typing import List, Optional
 
 import numpy as np
 
@@ -19,7 +18,7 @@ from spinconv_train.datasets.lmdb_io import save_npz_atomic
 from spinconv_train.datasets.qm9_formats import qm9pack_csv_files, read_qm9pack, to_npz_arrays
 
 
-def all_ids(files: List[str]) -> np.ndarray:
+def all_ids(files: list[str]) -> np.ndarray:
     """Every gdb index in the CSV files, sorted."""
     csv.field_size_limit(1 << 30)
     ids = []
@@ -31,7 +30,7 @@ def all_ids(files: List[str]) -> np.ndarray:
     return np.sort(np.array(ids, dtype=np.int64))
 
 
-def select_ids(files: List[str], size: int, seed: int) -> np.ndarray:
+def select_ids(files: list[str], size: int, seed: int) -> np.ndarray:
     """``size`` gdb indices drawn without replacement with a seeded generator, sorted."""
     ids = all_ids(files)
     if size > len(ids):
@@ -39,7 +38,7 @@ def select_ids(files: List[str], size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(ids, size=size, replace=False))
 
 
-def make_subset(out: str, size: int = 2000, seed: int = 0, files: Optional[List[str]] = None) -> dict:
+def make_subset(out: str, size: int = 2000, seed: int = 0, files: list[str] | None = None) -> dict:
     """Write the subset npz to ``out``; returns a short summary."""
     files = files or qm9pack_csv_files()
     ids = select_ids(files, size, seed)

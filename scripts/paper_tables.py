@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     from spinconv_train.benchmarks.paper import PAPER_ROWS, RunMetricsError, paper_table
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from spinconv_train.atomic_files import atomic_path
+from spinconv_train.atomic_files import write_text_atomic  # noqa: F401  (config.write_text_atomic)
 
 CLI_ORIGIN = "command line"
 
@@ -86,7 +86,7 @@ SCHEMA: Dict[str, Any] = {
         "normalizer": ((dict, None), None),
         "normalizer_fit_samples": ((int,), 10000),
         "element_references": ((bool,), False),
-        # --mode run-relaxations (checked in detail by spinconv_train/relax/settings.py)
+        # --mode run-relaxations (checked in detail by spinconv_train/relaxation/settings.py)
         "relax_dataset": ANY_KEYS,
         "relax_opt": ANY_KEYS,
         "write_trajectories": ((bool,), False),
@@ -134,7 +134,7 @@ SCHEMA: Dict[str, Any] = {
         "early_stopping_patience": ((int, None), None),
         "min_lr": (NUM + (None,), None),
     },
-    # Start a training run from a trained checkpoint's weights (spinconv_train/trainers/finetune.py).
+    # Start a training run from a trained checkpoint's weights (spinconv_train/checkpoints/pretrained.py).
     "finetune": {
         "checkpoint": ((str, None), None),
         "weights": ((str,), "auto"),
@@ -472,9 +472,3 @@ def plain(config: Mapping[str, Any]) -> Dict[str, Any]:
 def save_config(config: Mapping[str, Any], path: str) -> None:
     """Write the resolved configuration as YAML atomically."""
     write_text_atomic(path, yaml.safe_dump(plain(config), sort_keys=False))
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and os.replace."""
-    with atomic_path(path, suffix=os.path.basename(path)) as tmp, open(tmp, "w") as handle:
-        handle.write(text)

@@ -7,7 +7,8 @@ the file system at import time.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Dict, List, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -15,7 +16,7 @@ T = TypeVar("T")
 _BUILTIN_PACKAGES = (
     "spinconv_train.models",
     "spinconv_train.datasets",
-    "spinconv_train.trainers",
+    "spinconv_train.tasks",
     "spinconv_train.loggers",
 )
 
@@ -32,7 +33,7 @@ class Registry:
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._entries: Dict[str, Any] = {}
+        self._entries: dict[str, Any] = {}
 
     def register(self, name: str, *aliases: str) -> Callable[[T], T]:
         """Decorator registering an object under ``name`` and any ``aliases``."""
@@ -58,7 +59,7 @@ class Registry:
             known = ", ".join(sorted(self._entries)) or "(none)"
             raise RegistryError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
 
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         populate()
         return sorted(self._entries)
 

@@ -139,8 +139,10 @@ def test_shipped_config_validates_and_builds(path, monkeypatch):
     import os
 
     from spinconv_train.registry import DATASETS
-    from spinconv_train.trainers.build import build_dataset, build_model, build_task, monitored_metric
-    from spinconv_train.trainers.targets import TargetState
+    from spinconv_train.checkpoints import build_model
+    from spinconv_train.tasks.build import build_task, monitored_metric
+    from spinconv_train.tasks.data import build_dataset
+    from spinconv_train.tasks.targets import TargetState
 
     monkeypatch.chdir(ROOT)  # dataset paths are relative to the repository root
     config = load_config(path)

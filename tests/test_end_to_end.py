@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from trainers.trainer_testing import TINY_SCHNET, only_run_dir, read_jsonl, write_config
-from spinconv_train.cli import main
+from spinconv_train.launch.cli import main
 from spinconv_train.registry import DATASETS
-from spinconv_train.trainers import checkpoint as ckpt
+from spinconv_train.checkpoints import store as ckpt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S2EF = os.path.join(ROOT, "data", "oc20_mini", "s2ef")
@@ -64,7 +64,7 @@ def test_forces_trainer_end_to_end(tmp_path, capsys):
     vals = read_jsonl(run, "val")
     assert [v["step"] for v in vals] == [0, 6]
     assert vals[-1]["loss"] < vals[0]["loss"]  # training helped
-    best = ckpt.load(os.path.join(run, "best_checkpoint.pt"))
+    best = ckpt.read(os.path.join(run, "best_checkpoint.pt"))
     assert validated["forces_mae"] == pytest.approx(best["metrics"]["forces_mae"], rel=1e-9)
     assert os.listdir(os.path.join(run, "tensorboard"))
 
@@ -91,4 +91,4 @@ def test_energy_trainer_end_to_end(tmp_path, capsys):
     assert set(pred.files) == {"ids", "energy", "natoms"} and pred["energy"].dtype == np.float32
     steps_per_epoch = -(-24 // 4)
     assert read_jsonl(resumed, "val")[-1]["step"] == 3 * steps_per_epoch
-    assert ckpt.load(os.path.join(resumed, "checkpoint.pt"))["epoch"] == 3
+    assert ckpt.read(os.path.join(resumed, "checkpoint.pt"))["epoch"] == 3

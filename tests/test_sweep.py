@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from trainers.trainer_testing import read_jsonl, tiny_config, write_config
-from spinconv_train.cli import main
+from spinconv_train.launch.cli import main
 from spinconv_train.config import ConfigError
-from spinconv_train.sweep import read_sweep, sweep_points
+from spinconv_train.launch.sweep import read_sweep, sweep_points
 
 
 def _sweep_file(tmp_path, grid, name="sweep.yml"):
@@ -82,10 +82,10 @@ def test_bad_sweeps_fail_before_any_run(s2ef_data, tmp_path, capsys):
 
 
 def test_submitted_sweep_is_one_job_per_combination(s2ef_data, tmp_path, monkeypatch):
-    from spinconv_train.trainers import slurm
+    from spinconv_train.launch import slurm
 
     submitted = []
-    monkeypatch.setattr(slurm, "submit", lambda args, argv, config: submitted.append((args.run_name, list(argv),
+    monkeypatch.setattr(slurm, "submit", lambda args, argv, config, entry: submitted.append((args.run_name, list(argv),
                                                                                        config["seed"])))
     config = write_config(tmp_path, tiny_config(s2ef_data, max_steps=1, max_epochs=None))
     sweep = _sweep_file(tmp_path, {"seed": [4, 5]})

@@ -14,7 +14,8 @@ Modes (one call of the returned step function):
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,10 +27,10 @@ MODES = ("forward", "forces", "train")
 MODEL_KINDS = ("spinconv", "reference", "schnet")
 
 # OC20 S2EF SpinConv configuration (reference keyword names).
-OC20_CONFIG: Dict[str, Any] = dict(OC20_S2EF_CONFIG)
+OC20_CONFIG: dict[str, Any] = dict(OC20_S2EF_CONFIG)
 
 # A tiny configuration for fast tests of the harness (seconds on 2 cores).
-TINY_CONFIG: Dict[str, Any] = dict(
+TINY_CONFIG: dict[str, Any] = dict(
     OC20_CONFIG,
     hidden_channels=8,
     mid_hidden_channels=16,
@@ -55,7 +56,7 @@ class SchNetOnGraph(nn.Module):
 
         self.cutoff = cutoff
         self.max_neighbors = max_neighbors
-        self._graph: Optional[tuple] = None
+        self._graph: tuple | None = None
         self.schnet = SchNet(
             hidden_channels=hidden_channels,
             num_filters=hidden_channels,
@@ -71,7 +72,7 @@ class SchNetOnGraph(nn.Module):
         dist = edge_vectors(pos, edge_index, offsets, cell, batch).norm(dim=-1)
         return edge_index, dist
 
-    def forward(self, data: Batch) -> Dict[str, Tensor]:
+    def forward(self, data: Batch) -> dict[str, Tensor]:
         from spinconv_train.graph import radius_graph
 
         pos = data.pos
@@ -103,16 +104,16 @@ class AutocastModel(nn.Module):
         super().__init__()
         self.model, self.dtype = model, dtype
 
-    def forward(self, data: Batch) -> Dict[str, Tensor]:
+    def forward(self, data: Batch) -> dict[str, Tensor]:
         with torch.autocast(device_type=data.pos.device.type, dtype=self.dtype):
             return self.model(data)
 
 
 def build_model(
     kind: str,
-    config: Dict[str, Any],
-    reference_root: Optional[str] = None,
-    spin_conv_impl: Optional[str] = None,
+    config: dict[str, Any],
+    reference_root: str | None = None,
+    spin_conv_impl: str | None = None,
     seed: int = 0,
 ) -> nn.Module:
     """Build one benchmarked model in float32 with a fixed seed."""
@@ -133,7 +134,7 @@ def build_model(
     return SchNetOnGraph(128, float(config["cutoff"]), int(config["max_num_neighbors"])).float()
 
 
-def make_targets(batch: Batch, seed: int = 0) -> Dict[str, Tensor]:
+def make_targets(batch: Batch, seed: int = 0) -> dict[str, Tensor]:
     """Seeded random energy (B,) and force (N,3) targets for the training step."""
     gen = torch.Generator().manual_seed(seed)
     energy = torch.randn(int(batch.natoms.numel()), generator=gen)
@@ -141,7 +142,7 @@ def make_targets(batch: Batch, seed: int = 0) -> Dict[str, Tensor]:
     return {"energy": energy.to(batch.pos.device), "forces": forces.to(batch.pos.device)}
 
 
-def make_step(model: nn.Module, batch: Batch, mode: str, seed: int = 0) -> Callable[[], Dict[str, Tensor]]:
+def make_step(model: nn.Module, batch: Batch, mode: str, seed: int = 0) -> Callable[[], dict[str, Tensor]]:
     """A closure running one ``mode`` step of ``model`` on a fresh copy of ``batch``."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -149,7 +150,7 @@ def make_step(model: nn.Module, batch: Batch, mode: str, seed: int = 0) -> Calla
         model.eval()
         grad = mode == "forces"
 
-        def infer() -> Dict[str, Tensor]:
+        def infer() -> dict[str, Tensor]:
             with torch.set_grad_enabled(grad):
                 out = model(batch.clone())
             return {k: v.detach() for k, v in out.items()}
@@ -161,7 +162,7 @@ def make_step(model: nn.Module, batch: Batch, mode: str, seed: int = 0) -> Calla
     free = batch.fixed == 0 if hasattr(batch, "fixed") and batch.fixed is not None else None
     optimizer = torch.optim.Adam(model.parameters(), lr=4e-4, amsgrad=True)
 
-    def train() -> Dict[str, Tensor]:
+    def train() -> dict[str, Tensor]:
         optimizer.zero_grad(set_to_none=True)
         out = model(batch.clone())
         loss = (out["energy"] - targets["energy"]).abs().mean()
@@ -177,7 +178,7 @@ def make_step(model: nn.Module, batch: Batch, mode: str, seed: int = 0) -> Calla
     return train
 
 
-def num_edges(batch: Batch, config: Dict[str, Any]) -> int:
+def num_edges(batch: Batch, config: dict[str, Any]) -> int:
     """Edges of this project's capped periodic radius graph for ``batch``."""
     from spinconv_train.graph import radius_graph
 

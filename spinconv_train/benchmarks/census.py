@@ -12,7 +12,8 @@ CPU run it is 0 by definition; on CUDA it is what actually synchronises).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Dict
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -57,13 +58,13 @@ class OpCensus(TorchDispatchMode):
         return func(*args, **kwargs)
 
     @staticmethod
-    def _is_sync_prone(func: Any, name: str, kwargs: Dict[str, Any]) -> bool:
+    def _is_sync_prone(func: Any, name: str, kwargs: dict[str, Any]) -> bool:
         if name in SYNC_PRONE_OPS:
             return True
         # repeat_interleave with tensor repeats must read them for its output size, unless given
         return name == "repeat_interleave" and "Tensor" in str(func) and kwargs.get("output_size") is None
 
-    def summary(self) -> Dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         total = sum(self.ops.values())
         views = sum(count for name, count in self.ops.items() if name in VIEW_OPS)
         return {
@@ -75,7 +76,7 @@ class OpCensus(TorchDispatchMode):
         }
 
 
-def op_census(step: Callable[[], Any]) -> Dict[str, Any]:
+def op_census(step: Callable[[], Any]) -> dict[str, Any]:
     """Run ``step`` once and return its op counts (``OpCensus.summary``)."""
     census = OpCensus()
     with census:

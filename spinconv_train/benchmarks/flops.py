@@ -14,8 +14,6 @@ A multiply-add counts as 2 FLOPs.
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 from torch import nn
 
 
@@ -35,7 +33,7 @@ def fft_spin_flops(in_channels: int, out_channels: int, long: int, groups: int) 
     return dft + products + idft
 
 
-def module_spin_flops(module: nn.Module, input_shape: Tuple[int, ...]) -> Tuple[int, int]:
+def module_spin_flops(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
     """(FLOPs actually performed, direct-conv-equivalent FLOPs) of one call of ``module``.
 
     ``module`` is an ``nn.Conv1d`` (the reference's spin convolution; input (E, in, long))

@@ -12,12 +12,12 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Dict
+from typing import Any
 
 from torch_geometric.data import Batch
 
 
-def make_batch(spec: Dict[str, Any]) -> Batch:
+def make_batch(spec: dict[str, Any]) -> Batch:
     """The batch a spec names: the benchmark batch, a scaled single slab or molecules."""
     from spinconv_train.benchmarks.structures import benchmark_batch, molecule_batch, scaled_system
 
@@ -31,7 +31,7 @@ def make_batch(spec: Dict[str, Any]) -> Batch:
     raise ValueError(f"unknown batch type {batch['type']!r} in spec (use 'benchmark', 'scaled' or 'molecule')")
 
 
-def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Inside the subprocess: build, warm up, then measure one step's peak RSS."""
     from spinconv_train.benchmarks.cases import build_model, make_step
     from spinconv_train.benchmarks.timing import peak_rss_during, set_threads
@@ -47,7 +47,7 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     return result
 
 
-def measure_peak_memory(spec: Dict[str, Any], timeout: float = 3600.0) -> Dict[str, Any]:
+def measure_peak_memory(spec: dict[str, Any], timeout: float = 3600.0) -> dict[str, Any]:
     """Run ``run_worker(spec)`` in a fresh Python process; returns its JSON result.
 
     On failure returns ``{"error": ...}`` with the tail of the worker's stderr.

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple
 
 
 @dataclass(frozen=True)
 class PaperRow:
     key: str  # command-line name of the row
     label: str
-    metrics: Tuple[Tuple[str, str, float], ...]  # (our metric key, shown name, paper value)
+    metrics: tuple[tuple[str, str, float], ...]  # (our metric key, shown name, paper value)
     how: str  # the commands that produce our run directory for this row
 
 
-PAPER_ROWS: Tuple[PaperRow, ...] = (
+PAPER_ROWS: tuple[PaperRow, ...] = (
     PaperRow("s2ef-2m-val-id", "S2EF 2M, val ID", (
         ("forces_mae", "force MAE (eV/Å)", 0.0329), ("energy_force_within_threshold", "EFwT", 0.0018)),
         "train configs/s2ef/2M/spinconv.yml, then --mode validate on val_id"),
@@ -44,7 +44,7 @@ class RunMetricsError(ValueError):
     """A run directory holds no metrics this module can read."""
 
 
-def run_metrics(run_dir: str) -> Dict[str, float]:
+def run_metrics(run_dir: str) -> dict[str, float]:
     """The final metrics of one of our run directories (see the module docstring)."""
     for name in _SOURCES:
         path = os.path.join(run_dir, name)
@@ -68,7 +68,7 @@ def run_metrics(run_dir: str) -> Dict[str, float]:
                           "metrics.jsonl (is it a run directory of --mode validate, run-relaxations or train?)")
 
 
-def _format(value: Optional[float], name: str) -> str:
+def _format(value: float | None, name: str) -> str:
     if value is None:
         return "—"
     if name in ("EFwT", "ADwT"):
@@ -83,7 +83,7 @@ def paper_table(runs: Mapping[str, str]) -> str:
     unknown = sorted(set(runs) - known)
     if unknown:
         raise KeyError(f"unknown rows {unknown}; known: {', '.join(sorted(known))}")
-    lines: List[str] = ["| result | metric | paper | ours | our run |", "|---|---|---|---|---|"]
+    lines: list[str] = ["| result | metric | paper | ours | our run |", "|---|---|---|---|---|"]
     for row in PAPER_ROWS:
         ours = run_metrics(runs[row.key]) if row.key in runs else {}
         for key, name, value in row.metrics:

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 from torch import nn
 
 
-def module_breakdown(model: nn.Module, step: Callable[[], object], depth: int = 2) -> Dict[str, float]:
+def module_breakdown(model: nn.Module, step: Callable[[], object], depth: int = 2) -> dict[str, float]:
     """Inclusive forward seconds of each named submodule (``depth`` levels) during one ``step``.
 
     Also returns ``"<step total>"``. Modules called several times are summed.
     """
-    totals: Dict[str, float] = defaultdict(float)
-    starts: Dict[int, List[float]] = defaultdict(list)
+    totals: dict[str, float] = defaultdict(float)
+    starts: dict[int, list[float]] = defaultdict(list)
     handles = []
     for name, module in model.named_modules():
         if not name or name.count(".") >= depth:
@@ -43,7 +43,7 @@ def module_breakdown(model: nn.Module, step: Callable[[], object], depth: int = 
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
-def op_table(step: Callable[[], object], row_limit: int = 20) -> List[Dict[str, object]]:
+def op_table(step: Callable[[], object], row_limit: int = 20) -> list[dict[str, object]]:
     """Top ``row_limit`` torch ops of one ``step`` by self CPU time (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 

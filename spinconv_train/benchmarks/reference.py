@@ -25,9 +25,10 @@ import importlib.util
 import math
 import sys
 import types
-from pathlib import Path
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Union
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from spinconv_train.benchmarks import scatter_standin
 from spinconv_train.models.spinconv.oc20 import OC20_S2EF_CONFIG
 
 # The OC20 S2EF configuration of the reference (configs/s2ef/all/spinconv/spinconv_force.yml).
-OC20_REFERENCE_CONFIG: Dict[str, Any] = {"num_atoms": None, "bond_feat_dim": None, "num_targets": 1, **OC20_S2EF_CONFIG}
+OC20_REFERENCE_CONFIG: dict[str, Any] = {"num_atoms": None, "bond_feat_dim": None, "num_targets": 1, **OC20_S2EF_CONFIG}
 
 _UTILS_FUNCTIONS = ("conditional_grad", "get_pbc_distances", "radius_graph_pbc")
 
@@ -46,7 +47,7 @@ class ReferenceLoadError(RuntimeError):
     """The reference checkout is missing or does not have the expected layout."""
 
 
-def _check_root(root: Union[str, Path]) -> Path:
+def _check_root(root: str | Path) -> Path:
     root = Path(root).expanduser().resolve()
     needed = [
         "ocpmodels/models/spinconv.py",
@@ -117,7 +118,7 @@ def torch_scatter_available() -> bool:
     return importlib.util.find_spec("torch_scatter") is not None
 
 
-def load_reference_module(root: Union[str, Path]) -> types.ModuleType:
+def load_reference_module(root: str | Path) -> types.ModuleType:
     """Load ``ocpmodels/models/spinconv.py`` from the checkout at ``root`` (see module doc)."""
     root = _check_root(root)
     # torch_geometric decides at import time whether to use torch_scatter: import it
@@ -139,7 +140,7 @@ def load_reference_module(root: Union[str, Path]) -> types.ModuleType:
 
 
 def build_reference_spinconv(
-    root: Union[str, Path], **overrides: Any
+    root: str | Path, **overrides: Any
 ) -> nn.Module:
     """The reference ``spinconv`` model with the OC20 configuration (plus ``overrides``)."""
     module = load_reference_module(root)
@@ -168,7 +169,7 @@ class ReferenceSpinConv(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: Any) -> Dict[str, torch.Tensor]:
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         data = batch.clone()
         data.atomic_numbers = data.atomic_numbers.float()
         # The reference creates index tensors without a device (``torch.arange(n)[mask]``),
@@ -182,7 +183,7 @@ class ReferenceSpinConv(nn.Module):
         return {"energy": out.view(-1)}
 
 
-def reference_model(root: Union[str, Path], **overrides: Any) -> ReferenceSpinConv:
+def reference_model(root: str | Path, **overrides: Any) -> ReferenceSpinConv:
     """Convenience: build the reference OC20 model and wrap it (float32)."""
     return ReferenceSpinConv(build_reference_spinconv(root, **overrides)).float()
 

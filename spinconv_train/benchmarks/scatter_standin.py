@@ -7,7 +7,6 @@ side by side; the project itself never depends on torch_scatter.
 from __future__ import annotations
 
 import types
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -30,8 +29,8 @@ def scatter(
     src: Tensor,
     index: Tensor,
     dim: int = -1,
-    out: Optional[Tensor] = None,
-    dim_size: Optional[int] = None,
+    out: Tensor | None = None,
+    dim_size: int | None = None,
     reduce: str = "sum",
 ) -> Tensor:
     """Reduce ``src`` into the slots given by ``index`` along ``dim`` (torch_scatter semantics)."""
@@ -58,8 +57,8 @@ def scatter(
 def segment_coo(
     src: Tensor,
     index: Tensor,
-    out: Optional[Tensor] = None,
-    dim_size: Optional[int] = None,
+    out: Tensor | None = None,
+    dim_size: int | None = None,
     reduce: str = "sum",
 ) -> Tensor:
     """Reduce over sorted ``index`` along the first ``index.dim()`` dimensions' last axis."""
@@ -67,7 +66,7 @@ def segment_coo(
 
 
 def segment_csr(
-    src: Tensor, indptr: Tensor, out: Optional[Tensor] = None, reduce: str = "sum"
+    src: Tensor, indptr: Tensor, out: Tensor | None = None, reduce: str = "sum"
 ) -> Tensor:
     """Reduce consecutive segments ``[indptr[k], indptr[k+1])`` of ``src`` along dim 0."""
     if indptr.dim() != 1:

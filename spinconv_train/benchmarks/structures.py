@@ -9,7 +9,7 @@ per-step latency of molecular dynamics on MD17-sized systems).
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from ase.build import add_adsorbate, fcc111, molecule
 from torch_geometric.data import Batch, Data
 
 # Adsorbates placed on the slabs, cycled over the structures of a batch.
-DEFAULT_ADSORBATES: Tuple[str, ...] = ("CO", "OH")
+DEFAULT_ADSORBATES: tuple[str, ...] = ("CO", "OH")
 
 # Adsorbate geometries (Å), binding atom first at the origin, along +z.
 _ADSORBATE_GEOMETRY = {
@@ -31,13 +31,13 @@ _ADSORBATE_GEOMETRY = {
 }
 
 # Supercell sizes (a, b) of the 4-layer slabs used by ``scaling_sizes``.
-_SCALING_CELLS: Tuple[Tuple[int, int], ...] = ((5, 5), (8, 8), (11, 11), (16, 16), (25, 20))
+_SCALING_CELLS: tuple[tuple[int, int], ...] = ((5, 5), (8, 8), (11, 11), (16, 16), (25, 20))
 
 
 def oc20_like_slab(
     metal: str = "Pt",
     adsorbate: str = "CO",
-    size: Tuple[int, int, int] = (3, 3, 4),
+    size: tuple[int, int, int] = (3, 3, 4),
     vacuum: float = 10.0,
     rattle: float = 0.05,
     seed: int = 0,
@@ -98,7 +98,7 @@ def benchmark_batch(
     """The fixed benchmark batch: ``num_structures`` 38-atom Pt(111)+CO/OH slabs."""
     if num_structures < 1:
         raise ValueError(f"num_structures must be >= 1, got {num_structures}")
-    data: List[Data] = []
+    data: list[Data] = []
     for k in range(num_structures):
         ads = adsorbates[k % len(adsorbates)]
         atoms = oc20_like_slab(metal=metal, adsorbate=ads, seed=seed + k)
@@ -106,7 +106,7 @@ def benchmark_batch(
     return Batch.from_data_list(data)
 
 
-def scaling_sizes() -> List[int]:
+def scaling_sizes() -> list[int]:
     """Atom counts of the scaled systems (100 ... 2000)."""
     return [a * b * 4 for a, b in _SCALING_CELLS]
 
@@ -135,7 +135,7 @@ def molecule_batch(name: str, num_structures: int = 1, box_margin: float = 8.0, 
         base = molecule(name)
     except KeyError:
         raise ValueError(f"unknown molecule {name!r}: use a name of ase.collections.g2 (e.g. CH3CH2OH)") from None
-    data: List[Data] = []
+    data: list[Data] = []
     for k in range(num_structures):
         atoms = base.copy()
         atoms.rattle(0.02, seed=seed + k)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import gc
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List
 
 import torch
 
@@ -32,7 +32,7 @@ MEMORY_SUBPROCESS_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESH
 class Timing:
     """Wall times (s) of repeated calls after warm-up."""
 
-    times: List[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -47,7 +47,7 @@ class Timing:
         """(max - min) / median: a noise indicator."""
         return (max(self.times) - min(self.times)) / self.median if self.median > 0 else 0.0
 
-    def as_dict(self) -> Dict[str, float]:
+    def as_dict(self) -> dict[str, float]:
         return {
             "median_s": self.median,
             "min_s": self.minimum,
@@ -74,11 +74,11 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_interleaved(
-    fns: Dict[str, Callable[[], object]],
+    fns: dict[str, Callable[[], object]],
     repeats: int,
     warmup: int = 1,
     device: torch.device = torch.device("cpu"),
-) -> Dict[str, Timing]:
+) -> dict[str, Timing]:
     """Median-of-``repeats`` timing of each callable, run in alternation after ``warmup``.
 
     Each round runs every callable once (order fixed), so slow phases of a shared machine
@@ -123,7 +123,7 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def peak_rss_during(fn: Callable[[], object]) -> Dict[str, float]:
+def peak_rss_during(fn: Callable[[], object]) -> dict[str, float]:
     """Run ``fn`` once; return the RSS before it and the peak RSS during it (MiB).
 
     ``peak_increase_mib`` = peak - before is the honest memory cost of the call when the
@@ -144,7 +144,7 @@ def peak_rss_during(fn: Callable[[], object]) -> Dict[str, float]:
     }
 
 
-def cuda_peak_during(fn: Callable[[], object], device: torch.device) -> Dict[str, float]:
+def cuda_peak_during(fn: Callable[[], object], device: torch.device) -> dict[str, float]:
     """Run ``fn`` once on CUDA; peak allocated memory above the memory allocated before (MiB)."""
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
@@ -193,10 +193,10 @@ def module_time_hooks(
     first dimension of the first argument (or ``num`` for ``forward_flat``); call
     ``remove()`` to detach. Nested matches are timed only at the outermost level.
     """
-    records: List[tuple] = []
-    starts: Dict[int, List[float]] = {}
+    records: list[tuple] = []
+    starts: dict[int, list[float]] = {}
     handles = []
-    wrapped: List[tuple] = []
+    wrapped: list[tuple] = []
     matched = [m for m in model.modules() if m is not model and predicate(m)]
     inner = {id(c) for m in matched for c in m.modules() if c is not m}
     for module in matched:

@@ -1,6 +1,6 @@
 """Command-line tools installed with the package (``setup.py`` console scripts).
 
-``spinconv-train`` (``spinconv_train.cli``) trains, validates, predicts and relaxes; the
+``spinconv-train`` (``spinconv_train.launch``) trains, validates, predicts and relaxes; the
 commands here prepare data and use trained models:
 
 - ``spinconv-preprocess-ef``: ASE files -> S2EF LMDB (``preprocess_ef``)
@@ -20,19 +20,56 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from typing import Any, Callable, Mapping, Tuple, Type
+import warnings
+from typing import Any, Callable, Dict, Mapping, Tuple, Type
+
+NON_FINITE_KEY = "non_finite"
+
+
+def _finite(value: Any, where: str, replaced: Dict[str, str]) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        replaced[where] = repr(value)
+        return None
+    if isinstance(value, Mapping):
+        return {key: _finite(item, f"{where}.{key}" if where else str(key), replaced) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item, f"{where}[{k}]", replaced) for k, item in enumerate(value)]
+    return value
+
+
+def json_line(summary: Mapping[str, Any]) -> str:
+    """``summary`` as one line of valid JSON. NaN and infinite numbers, which JSON cannot
+    hold, become ``null``, and ``non_finite`` maps each such key (as a dotted path) to why:
+    the reason ``summary[non_finite]`` gives for that path, else the value it had."""
+    reasons = dict(summary.get(NON_FINITE_KEY) or {})
+    replaced: Dict[str, str] = {}
+    clean = _finite({k: v for k, v in summary.items() if k != NON_FINITE_KEY}, "", replaced)
+    if replaced:
+        clean[NON_FINITE_KEY] = {key: reasons.get(key, f"{value} (not a JSON number)")
+                                 for key, value in replaced.items()}
+    return json.dumps(clean, allow_nan=False)
 
 
 def report(produce: Callable[[], Mapping[str, Any]], errors: Tuple[Type[BaseException], ...]) -> int:
     """Print ``produce()``'s summary as one JSON line and return 0, or print an input error
-    (one of ``errors``) as one ``error: ...`` line on stderr and return 2."""
+    (one of ``errors``, or a full disk) as one ``error: ...`` line on stderr and return 2.
+    Warnings raised meanwhile are printed as ``warning: ...`` lines on stderr."""
+    from spinconv_train.atomic_files import DiskFullError
+
     try:
-        summary = produce()
-    except errors as err:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                summary = produce()
+            finally:
+                for item in caught:
+                    print(f"warning: {item.message}", file=sys.stderr)
+    except (*errors, DiskFullError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(dict(summary)), flush=True)
+    print(json_line(summary), flush=True)
     return 0
 
 

@@ -9,8 +9,10 @@ predictions as ``<prefix>energy`` (info), ``<prefix>forces`` (arrays), for SpinC
 per-atom ``<prefix>energies`` (arrays) and, with ``--stress``, ``<prefix>stress`` (info,
 Voigt); labels stored with the frames are kept.
 Where frames store labels, the last stdout line (JSON) holds the MAE and RMSE of energy
-(also per atom), forces (every component of every atom; also per element,
-``forces_by_element``) and stress. Several
+(also per atom), forces and stress, defined as ``--mode validate`` defines them:
+``forces_mae`` / ``forces_rmse`` over every component of the free atoms (those not fixed
+by ``FixAtoms``), as OC20 scores forces, also per element (``forces_by_element``), and
+``forces_mae_all_atoms`` / ``forces_rmse_all_atoms`` over every atom. Several
 ``--checkpoint`` files form a committee: the mean is written as the prediction, with
 ``<prefix>energy_std`` and per-atom ``<prefix>forces_std`` (their spread);
 ``--select-uncertain N FILE`` writes the N frames with the largest force spread to FILE.
@@ -20,11 +22,10 @@ Where frames store labels, the last stdout line (JSON) holds the MAE and RMSE of
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import List, Optional
 
-from spinconv_train.commands import add_model_arguments, check_model_arguments
+from spinconv_train.commands import add_model_arguments, check_model_arguments, json_line
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -64,10 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from spinconv_train.atomic_files import atomic_path
     from spinconv_train.datasets import DatasetError
     from spinconv_train.datasets.ase_convert import read_frames
-    from spinconv_train.relax.calculator import load_force_model
-    from spinconv_train.relax.committee import committee_statistics
-    from spinconv_train.relax.evaluate import error_summary, predict_atoms
-    from spinconv_train.trainers.checkpoint import CheckpointError
+    from spinconv_train.calculators.calculator import load_force_model
+    from spinconv_train.calculators.committee import committee_statistics
+    from spinconv_train.calculators.predict import error_summary, predict_atoms
+    from spinconv_train.checkpoints.store import CheckpointError
 
     try:
         frames = [atoms for path in args.structures for atoms in read_frames(path)]
@@ -105,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.select_uncertain:
         summary["selected"] = {"file": args.select_uncertain[1], "frames": order,
                                "max_forces_std": [float(predictions[k]["max_forces_std"]) for k in order]}
-    print(json.dumps(summary))
+    print(json_line(summary))
     return 0
 
 

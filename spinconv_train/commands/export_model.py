@@ -33,8 +33,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from spinconv_train.trainers.checkpoint import CheckpointError
-    from spinconv_train.trainers.export import export_checkpoint
+    from spinconv_train.checkpoints.store import CheckpointError
+    from spinconv_train.checkpoints.export import export_checkpoint
 
     return report(lambda: export_checkpoint(args.checkpoint, args.out, weights=args.weights,
                                             overwrite=args.overwrite), (CheckpointError,))

@@ -6,17 +6,20 @@ Prints one JSON object per file: whether it is a training checkpoint (resumable)
 exported model, trainer, model name and settings, parameters, which weights it holds (and
 whether EMA weights are there), step, epoch, the monitored metric's best value and the
 metrics of its last validation, the normaliser and element references, and the dataset
-sources of the run. Reads the file on the CPU; builds no model.
+sources of the run. Reads the file on the CPU; builds no model. Values that are NaN or
+infinite (a diverged validation, say) are written as ``null`` (JSON has no NaN), and
+``non_finite`` says for each such key what it was and why.
 
 ``spinconv-inspect`` is installed with the package; from a checkout ``python scripts/inspect_checkpoint.py`` is the same.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any, Dict, List, Mapping, Optional
 
-from spinconv_train.commands import report
+from spinconv_train.commands import NON_FINITE_KEY, report
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -27,7 +30,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def describe(payload: Mapping[str, Any], path: str) -> Dict[str, Any]:
     """The summary of a loaded checkpoint ``payload`` (see the module docstring)."""
-    from spinconv_train.trainers.checkpoint import EXPORT_KEY
+    from spinconv_train.checkpoints.store import EXPORT_KEY
 
     config = payload["config"]
     model = dict(config.get("model", {}))
@@ -35,6 +38,13 @@ def describe(payload: Mapping[str, Any], path: str) -> Dict[str, Any]:
     weights = payload["model"]
     targets = payload.get("targets") or {}
     refs = targets.get("element_references")
+    metrics = payload.get("metrics") or {}
+    reasons = {f"last_validation.{name}": f"{value!r}: the last validation gave no finite value (a diverged "
+               "model, or no structure with that label)" for name, value in metrics.items()
+               if isinstance(value, float) and not math.isfinite(value)}
+    best = payload.get("best_metric")
+    if isinstance(best, float) and not math.isfinite(best):
+        reasons["best_metric"] = f"{best!r}: no validation has given a finite value of the monitored metric"
     return {
         "path": path,
         "kind": "exported model" if exported else "training checkpoint",
@@ -49,11 +59,12 @@ def describe(payload: Mapping[str, Any], path: str) -> Dict[str, Any]:
         "epoch": payload.get("epoch"),
         "monitored_metric": config.get("task", {}).get("metric"),
         "best_metric": payload.get("best_metric"),
-        "last_validation": payload.get("metrics") or {},
+        "last_validation": metrics,
         "normalizer": targets.get("normalizer"),
         "element_references": None if refs is None else _nonzero_references(refs),
         "datasets": {split: section.get("src") for split, section in config.get("dataset", {}).items()
                      if isinstance(section, dict)},
+        NON_FINITE_KEY: reasons,
     }
 
 
@@ -67,9 +78,9 @@ def _nonzero_references(state: Mapping[str, Any]) -> Dict[str, float]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from spinconv_train.trainers.checkpoint import CheckpointError, load
+    from spinconv_train.checkpoints.store import CheckpointError, read
 
-    codes = [report(lambda: describe(load(path), path), (CheckpointError,)) for path in args.checkpoints]
+    codes = [report(lambda: describe(read(path), path), (CheckpointError,)) for path in args.checkpoints]
     return max(codes)
 
 

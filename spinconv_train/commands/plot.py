@@ -5,7 +5,8 @@
 Writes ``learning_curves.png`` (train loss, val force and energy MAE against step, epoch
 and wall time; one line per run) and, for each run folder with a ``predictions.npz``
 (``main.py --mode predict``), ``parity.png`` (energies and force components against the
-labelled split the predictions were made on: the run's ``dataset.test``, or ``--labels``).
+labelled split the predictions were made on: the run's ``dataset.test``, or ``dataset.<--split>``
+when ``--mode predict --split`` chose another, or ``--labels``).
 With one run and no ``--out`` the files go into the run folder; with several runs
 ``--out`` is needed for the shared learning curves (parity plots stay in each run folder).
 Prints one JSON line listing the files written.
@@ -25,7 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders of main.py (metrics.jsonl/csv)")
     p.add_argument("--out", help="folder for learning_curves.png (default: the run folder; needed for several runs)")
-    p.add_argument("--labels", help="labelled LMDB the predictions were made on (default: the run's dataset.test)")
+    p.add_argument("--labels", help="labelled LMDB the predictions were made on (default: the run's dataset.<--split>)")
+    p.add_argument("--split", default="test", help="the split `--mode predict` predicted (default test)")
     p.add_argument("--no-parity", action="store_true", help="skip parity plots even where predictions.npz exists")
     args = p.parse_args(argv)
     if args.out is None and len(args.run_dirs) > 1:
@@ -34,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_plots(run_dirs: list[str], out: str | None, labels: str | None = None,
-               parity: bool = True) -> dict[str, list[str]]:
+               parity: bool = True, split: str = "test") -> dict[str, list[str]]:
     """Write the learning curves of the runs with training or validation rows and the parity
     plots of the runs with predictions; returns ``{"written": [paths]}``."""
     from spinconv_train.plots import learning_curves
@@ -59,7 +61,7 @@ def make_plots(run_dirs: list[str], out: str | None, labels: str | None = None,
         path = os.path.join(folder, learning_curves.FILE_NAME)
         written.append(save_png(learning_curves.learning_curve_figure(curves), path))
     for run_dir in predicted:
-        written.append(parity_plots.write_parity(run_dir, os.path.join(run_dir, parity_plots.FILE_NAME), labels))
+        written.append(parity_plots.write_parity(run_dir, os.path.join(run_dir, parity_plots.FILE_NAME), labels, split))
     return {"written": written}
 
 
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from spinconv_train.config import ConfigError
     from spinconv_train.datasets import DatasetError
 
-    return report(lambda: make_plots(args.run_dirs, args.out, args.labels, not args.no_parity),
+    return report(lambda: make_plots(args.run_dirs, args.out, args.labels, not args.no_parity, args.split),
                   (OSError, ValueError, ConfigError, DatasetError))
 
 

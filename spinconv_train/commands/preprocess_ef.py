@@ -3,8 +3,11 @@
 Every frame with stored energy and forces becomes one record (``pos``, ``cell``,
 ``atomic_numbers``, ``natoms``, ``tags`` from the Atoms, ``fixed`` from ``FixAtoms``,
 ``y``, ``force``, ``sid``, ``fid``). Input files are spread over ``--num-shards`` LMDB
-files written by ``--workers`` processes, each atomically; ``metadata.npz`` holds
-``natoms`` per record in dataset order. With ``--ref-energies refs.json``
+files (a shard holds whole files: at most one shard per input file) written by
+``--workers`` processes; ``metadata.npz`` holds ``natoms``, ``z_min`` and ``z_max`` per
+record in dataset order. The folder ``--out`` must be new or empty: it is built beside it
+and moved into place when complete (a failed run leaves nothing); ``--overwrite``
+replaces the content of a folder of earlier output as a whole. With ``--ref-energies refs.json``
 (``{"Cu": -3.5, "O": ...}`` eV) the summed references are subtracted from every energy;
 with ``--graph-cutoff 6`` each record also stores its radius graph (``edge_index``,
 ``cell_offsets``), so loading needs no graph construction.
@@ -32,7 +35,10 @@ from spinconv_train.commands import report
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("inputs", nargs="+", help="ASE-readable files (.traj, .extxyz, .db, ...)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (new or empty; see --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the content of an output folder of earlier LMDB output (built beside it, "
+                             "then swapped in)")
     parser.add_argument("--num-shards", type=int, default=1, help="LMDB files to write")
     parser.add_argument("--workers", type=int, default=1, help="processes writing shards")
     parser.add_argument("--ref-energies", default=None, help="JSON {element: eV} subtracted per atom")
@@ -47,6 +53,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="with --oc20-txt: subtract the rows' reference energies (adsorption energies, "
                              "as in OC20's released LMDBs)")
     args = parser.parse_args(argv)
+    if args.num_shards < 1:
+        parser.error(f"--num-shards must be >= 1, got {args.num_shards}")
     if args.oc20_ref_energy and not args.oc20_txt:
         parser.error("--oc20-ref-energy needs --oc20-txt")
     return args
@@ -60,7 +68,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     graph = None if args.graph_cutoff is None else (args.graph_cutoff, args.max_neighbors)
     return report(lambda: preprocess_ef(args.inputs, args.out, args.num_shards, args.workers, args.ref_energies,
                                         graph=graph, stress=args.stress, oc20_sidecars=args.oc20_txt,
-                                        subtract_reference=args.oc20_ref_energy), (DatasetError,))
+                                        subtract_reference=args.oc20_ref_energy, overwrite=args.overwrite),
+                  (DatasetError,))
 
 
 if __name__ == "__main__":

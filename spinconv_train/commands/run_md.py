@@ -6,11 +6,12 @@
 ``--structure`` is any file ASE reads (its last frame), or ``--molecule NAME`` one of ASE's
 g2 molecules. Writes ``md.traj`` (every ``--interval``-th frame), ``md.csv`` (energies,
 temperature, volume, conserved energy), ``md.png`` (energy drift and temperature against
-step) and ``summary.json`` (steps, ms per step, energy errors) into
-``--output-dir``. Several ``--checkpoint`` files form a committee: the dynamics follow their
-mean and ``md.csv`` logs their spread (``max_forces_std_ev_a``). Energy-centric models
-conserve energy in NVE; see
-``spinconv_train/relax/dynamics.py`` for the grid projection's caveat.
+step) and ``summary.json`` (steps, ms per step, energy errors) into ``--output-dir``, and
+prints a progress line (step, time, temperature, energies) to stderr every ``--print-every``
+steps (``--quiet``: none). Several ``--checkpoint`` files form a committee: the dynamics
+follow their mean and ``md.csv`` logs their spread (``max_forces_std_ev_a``).
+Energy-centric models conserve energy in NVE; see ``spinconv_train/md/dynamics.py`` for
+the grid projection's caveat.
 
 ``spinconv-md`` is installed with the package; from a checkout ``python scripts/run_md.py`` is the same.
 """
@@ -20,7 +21,8 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional
+import time
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 
@@ -47,6 +49,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="nvt / npt thermostat damping time (default 100 steps)")
     p.add_argument("--barostat-fs", type=float, default=None, help="npt barostat damping time (default 1000 steps)")
     p.add_argument("--interval", type=int, default=10, help="log and trajectory every N steps")
+    p.add_argument("--print-every", type=int, default=100,
+                   help="print a progress line (step, time, T, energies) to stderr every N steps")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--max-force-std", type=float, default=None,
                    help="with several --checkpoint files: stop once the committee's largest per-atom force "
                         "spread exceeds this (eV/Å) and write that structure to uncertain.extxyz")
@@ -54,8 +59,26 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add_model_arguments(p, "the same forces, much less time per step for small systems")
     p.add_argument("--output-dir", default="md_out")
     args = p.parse_args(argv)
+    if args.print_every < 1:
+        p.error(f"--print-every must be >= 1, got {args.print_every}")
     check_model_arguments(p, args)
     return args
+
+
+def progress_printer(steps: int, timestep_fs: float, stream=None) -> Callable[[int, Any], None]:
+    """A ``run_md`` progress callback printing ``step s/N  t .. fs  T .. K  E_pot .. eV
+    E_tot .. eV  .. ms/step`` lines (to stderr unless ``stream``)."""
+    start = time.perf_counter()
+
+    def show(step: int, atoms: Any) -> None:
+        potential = float(atoms.get_potential_energy())
+        total = potential + float(atoms.get_kinetic_energy())
+        rate = 1000.0 * (time.perf_counter() - start) / step if step else float("nan")
+        print(f"step {step}/{steps}  t {step * timestep_fs:.1f} fs  T {atoms.get_temperature():.1f} K  "
+              f"E_pot {potential:.4f} eV  E_tot {total:.4f} eV" + (f"  {rate:.1f} ms/step" if step else ""),
+              file=stream if stream is not None else sys.stderr, flush=True)
+
+    return show
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -63,10 +86,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ase.build import molecule
     from ase.io import read
 
-    from spinconv_train.relax import ModelCalculator
-    from spinconv_train.relax.committee import CommitteeCalculator
-    from spinconv_train.relax.dynamics import md_caveats, run_md
-    from spinconv_train.trainers.checkpoint import CheckpointError
+    from spinconv_train.calculators import ModelCalculator
+    from spinconv_train.calculators.committee import CommitteeCalculator
+    from spinconv_train.md.dynamics import md_caveats, run_md
+    from spinconv_train.checkpoints.store import CheckpointError
 
     try:
         atoms = read(args.structure, index=-1) if args.structure else molecule(args.molecule)
@@ -92,7 +115,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         log = run_md(atoms, args.steps, args.timestep, args.ensemble, args.temperature, args.friction, args.seed,
                      args.interval, trajectory=os.path.join(args.output_dir, "md.traj"), pressure_bar=args.pressure,
                      thermostat_fs=args.thermostat_fs, barostat_fs=args.barostat_fs,
-                     max_forces_std=args.max_force_std)
+                     max_forces_std=args.max_force_std,
+                     progress=None if args.quiet else progress_printer(args.steps, args.timestep),
+                     progress_every=args.print_every)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -123,7 +148,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "stopped_at_step": log.stopped_at,
         "stop_reason": log.stop_reason,
     }
-    from spinconv_train.config import write_text_atomic
+    from spinconv_train.atomic_files import write_text_atomic
 
     write_text_atomic(os.path.join(args.output_dir, "summary.json"), json.dumps(summary, indent=2))
     print(json.dumps(summary))

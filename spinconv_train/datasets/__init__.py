@@ -6,6 +6,7 @@ Importing this package registers ``lmdb`` (aliases ``trajectory_lmdb``,
 from .ase_dataset import AseDataset
 from .collate import collate
 from .element_refs import energies_and_counts, fit_element_references
+from .elements import check_atomic_numbers
 from .errors import DatasetError
 from .lmdb_dataset import LmdbDataset
 from .md17 import MD17Dataset
@@ -21,6 +22,7 @@ __all__ = [
     "MD17Dataset",
     "QM9Dataset",
     "RadiusGraph",
+    "check_atomic_numbers",
     "collate",
     "energies_and_counts",
     "fit_element_references",

@@ -83,6 +83,7 @@ class AseDataset(Dataset):
                                field="oc20_ref_energy")
         self.files = [f for source in sources for f in ase_input_files(source, config.get("pattern"))]
         records: List[Data] = []
+        origins: List[tuple] = []
         for file_index, path in enumerate(self.files):
             for fid, data in file_records(path, file_index, refs, energy=energy, forces=forces,
                                           stress=bool(config.get("stress", False)), sidecars=sidecars,
@@ -90,8 +91,11 @@ class AseDataset(Dataset):
                 normalize_structure(data, path, fid)
                 validate_structure(data, path, fid, required, elements)
                 records.append(data)
+                origins.append((path, fid))
         self.transform = transform
-        self.records = [records[i] for i in self._select(config, len(records))]
+        selected = self._select(config, len(records))
+        self.records = [records[i] for i in selected]
+        self._origins = [origins[i] for i in selected]
 
     def _select(self, config: dict, count: int) -> np.ndarray:
         if self.split == "all":
@@ -113,3 +117,14 @@ class AseDataset(Dataset):
     def get_natoms(self) -> np.ndarray:
         """Atoms per structure."""
         return np.array([int(r.natoms) for r in self.records], dtype=np.int64)
+
+    def element_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(z_min, z_max)`` per structure."""
+        rows = [(int(r.atomic_numbers.min()), int(r.atomic_numbers.max())) if r.atomic_numbers.numel() else (0, 0)
+                for r in self.records]
+        array = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        return array[:, 0], array[:, 1]
+
+    def record_origin(self, index: int) -> tuple[str, int]:
+        """``(file, frame index in it)`` of structure ``index``."""
+        return self._origins[index]

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import bisect
+import fnmatch
 import glob
 import logging
 import os
 import warnings
+import zipfile
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -14,6 +16,7 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Data
 
 from ..registry import DATASETS
+from .ase_dataset import DEFAULT_PATTERNS
 from .element_refs import scalar
 from .errors import DatasetError, check_config_keys
 from .lmdb_io import close_shared, decode_record, read_length, read_raw, shared_readonly_env
@@ -22,6 +25,8 @@ from .records import normalize_structure, validate_structure
 logger = logging.getLogger(__name__)
 
 METADATA_NAME = "metadata.npz"
+# Reading every record for its elements warns from this many records on (a minute or more).
+SLOW_SCAN_RECORDS = 100_000
 
 
 def find_shards(src: str) -> List[str]:
@@ -29,7 +34,10 @@ def find_shards(src: str) -> List[str]:
     if os.path.isdir(src):
         shards = sorted(glob.glob(os.path.join(src, "*.lmdb")))
         if not shards:
-            raise DatasetError("folder holds no *.lmdb files", src, field="src")
+            names = sorted(name for name in os.listdir(src) if any(fnmatch.fnmatch(name, p) for p in DEFAULT_PATTERNS))
+            hint = (f"; it holds ASE-readable files ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): "
+                    f"read them with the ase dataset (dataset: {{name: ase, src: {src}}})" if names else "")
+            raise DatasetError(f"folder holds no *.lmdb files{hint}", src, field="src")
         return shards
     if os.path.isfile(src):
         return [src]
@@ -46,6 +54,27 @@ def record_natoms(data: Data) -> int:
     """Atoms of a stored record: its ``natoms`` field, else the length of ``pos``."""
     natoms = getattr(data, "natoms", None)
     return int(natoms) if natoms is not None else int(data.pos.shape[0])
+
+
+def record_summary(data: Data) -> tuple[int, int, int]:
+    """``(atoms, smallest atomic number, largest atomic number)`` of a stored record, the
+    row ``metadata.npz`` keeps for it (``natoms``, ``z_min``, ``z_max``); 0, 0 without atoms."""
+    z = torch.as_tensor(data.atomic_numbers).reshape(-1)
+    if z.numel() == 0:
+        return record_natoms(data), 0, 0
+    return record_natoms(data), int(z.min()), int(z.max())
+
+
+def read_metadata(path: str, src: str) -> dict[str, np.ndarray]:
+    """The arrays of the ``metadata.npz`` at ``path`` (of the LMDB source ``src``); a file
+    that cannot be read is a ``DatasetError`` naming it and the command that rewrites it."""
+    try:
+        with np.load(path, allow_pickle=False) as meta:
+            return {key: np.asarray(meta[key]) for key in meta.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DatasetError(f"cannot read {METADATA_NAME} (truncated or corrupt? {type(err).__name__}: {err}); "
+                           f"rewrite it from the records with: spinconv-lmdb-metadata --overwrite {src}",
+                           path) from None
 
 
 @DATASETS.register("lmdb", "trajectory_lmdb", "single_point_lmdb")
@@ -175,20 +204,61 @@ class LmdbDataset(Dataset):
             start += count
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
-    def _source_natoms(self, source: int, start: int, count: int) -> np.ndarray:
+    def _source_metadata(self, source: int, count: int) -> tuple[dict[str, np.ndarray] | None, str]:
+        """The source's metadata arrays when its ``natoms`` has one entry per record, else
+        None and why not."""
         path = self.metadata_path(source)
-        if os.path.isfile(path):
-            with np.load(path) as meta:
-                if "natoms" in meta and len(meta["natoms"]) == count:
-                    return np.asarray(meta["natoms"], dtype=np.int64)
-            reason = f"{path} has no 'natoms' array of length {count}"
-        else:
-            reason = f"no {path}"
-        message = (f"{reason}: reading natoms from all {count} records of {self.sources[source]} "
-                   f"(slow; write it once with: python scripts/write_lmdb_metadata.py {self.sources[source]})")
+        if not os.path.isfile(path):
+            return None, f"no {path}"
+        meta = read_metadata(path, self.sources[source])
+        if "natoms" not in meta:
+            return None, f"{path} has no 'natoms' array"
+        if len(meta["natoms"]) != count:
+            return None, (f"{path} lists {len(meta['natoms'])} records but the shards of {self.sources[source]} "
+                          f"hold {count}: the folder may mix the outputs of different runs (rebuild it, e.g. "
+                          "spinconv-preprocess-ef --overwrite), or the shards were changed after the file was written")
+        return meta, ""
+
+    def _source_natoms(self, source: int, start: int, count: int) -> np.ndarray:
+        meta, reason = self._source_metadata(source, count)
+        if meta is not None:
+            return np.asarray(meta["natoms"], dtype=np.int64)
+        advice = ("" if os.path.isfile(self.metadata_path(source))
+                  else f"; write it once with: spinconv-lmdb-metadata {self.sources[source]}")
+        message = f"{reason}: reading natoms from all {count} records of {self.sources[source]} (slow{advice})"
         logger.warning(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         return np.array([record_natoms(self.raw_record(i)) for i in range(start, start + count)], dtype=np.int64)
+
+    def element_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(z_min, z_max)`` per record: from each source's ``metadata.npz`` when it has
+        them (files written by this package's preprocessing or ``spinconv-lmdb-metadata``),
+        else by reading the records once."""
+        lows, highs, start = [], [], 0
+        for source, count in enumerate(self._source_records):
+            meta, _ = self._source_metadata(source, count)
+            if meta is not None and "z_min" in meta and "z_max" in meta:
+                lows.append(np.asarray(meta["z_min"], dtype=np.int64))
+                highs.append(np.asarray(meta["z_max"], dtype=np.int64))
+            else:
+                if count >= SLOW_SCAN_RECORDS:
+                    message = (f"reading the elements of all {count} records of {self.sources[source]} (its "
+                               f"{METADATA_NAME} does not list them; write it once with: spinconv-lmdb-metadata "
+                               f"--overwrite {self.sources[source]})")
+                    logger.warning(message)
+                    warnings.warn(message, RuntimeWarning, stacklevel=2)
+                rows = np.array([record_summary(self.raw_record(i))[1:] for i in range(start, start + count)],
+                                dtype=np.int64).reshape(-1, 2)
+                lows.append(rows[:, 0])
+                highs.append(rows[:, 1])
+            start += count
+        empty = np.zeros(0, dtype=np.int64)
+        return (np.concatenate(lows) if lows else empty), (np.concatenate(highs) if highs else empty)
+
+    def record_origin(self, index: int) -> tuple[str, int]:
+        """``(shard file, record index within it)`` of record ``index``, for messages."""
+        shard, local = self.locate(int(index))
+        return self.shards[shard], local
 
     def energies_and_counts(
         self, field: str = "y", indices: Optional[Sequence[int]] = None, max_z: int = 118

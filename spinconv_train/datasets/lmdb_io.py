@@ -11,6 +11,7 @@ leaves a partial ``.lmdb``.
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
@@ -22,12 +23,18 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from spinconv_train.atomic_files import atomic_path
+from spinconv_train.atomic_files import (  # noqa: F401  (lmdb_io.save_npz_atomic)
+    DiskFullError,
+    default_file_mode,
+    is_disk_full,
+    save_npz_atomic,
+)
 
 from .errors import DatasetError
 
 LENGTH_KEY = b"length"
 _INITIAL_MAP_SIZE = 1 << 24  # 16 MiB; doubled on demand
+_NO_SPACE = os.strerror(errno.ENOSPC)  # how py-lmdb words ENOSPC in its errors
 
 
 def open_readonly(path: str, max_readers: int = 1024) -> lmdb.Environment:
@@ -41,6 +48,12 @@ def open_readonly(path: str, max_readers: int = 1024) -> lmdb.Environment:
         )
         needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     except lmdb.Error as err:
+        other = ase_format(path)
+        if other is not None:
+            raise DatasetError(
+                f"not an LMDB file but an ASE-readable {other} file: read it with the ase dataset "
+                f"(dataset: {{name: ase, src: {path}}}), or convert it once with spinconv-preprocess-ef",
+                path) from None
         raise DatasetError(f"cannot open LMDB (corrupt or truncated?): {err}", path) from err
     size = os.path.getsize(path)
     if size < needed:
@@ -49,6 +62,18 @@ def open_readonly(path: str, max_readers: int = 1024) -> lmdb.Environment:
         env.close()
         raise DatasetError(f"LMDB file is truncated: {size} bytes, its pages need {needed}", path)
     return env
+
+
+def ase_format(path: str) -> str | None:
+    """The ASE format of ``path`` (``"extxyz"``, ``"traj"``, ``"db"``, ...) when it is one ASE
+    reads other than an LMDB; None otherwise."""
+    from ase.io.formats import filetype
+
+    try:
+        fmt = filetype(path, read=True)
+    except Exception:  # noqa: BLE001 - unknown or unreadable: not an ASE file
+        return None
+    return None if fmt in (None, "lmdb") else str(fmt)
 
 
 _SHARED: dict = {}  # real path -> handle
@@ -206,6 +231,10 @@ class LmdbWriter:
             except lmdb.MapFullError:  # the transaction was aborted: grow and replay it
                 self._map_size *= 2
                 self._env.set_mapsize(self._map_size)
+            except lmdb.Error as err:
+                if _NO_SPACE in str(err):
+                    raise DiskFullError(self.path) from None
+                raise
 
     def append(self, record: Any) -> int:
         """Pickle and store ``record`` under the next key; returns its index."""
@@ -234,8 +263,12 @@ class LmdbWriter:
                 self._env.copy(compact, compact=True)
             self._env.close()
             if exc_type is None:
-                os.chmod(compact, _default_mode())
+                os.chmod(compact, default_file_mode())
                 os.replace(compact, self.path)
+        except (lmdb.Error, OSError) as err:
+            if _NO_SPACE in str(err) or is_disk_full(err):
+                raise DiskFullError(self.path) from None
+            raise
         finally:
             for leftover in (self._tmp, self._tmp + "-lock", compact):
                 if os.path.exists(leftover):
@@ -249,16 +282,3 @@ def write_lmdb(path: str, records: Iterable[Any]) -> int:
     with LmdbWriter(path) as writer:
         writer.extend(records)
         return len(writer)
-
-
-def _default_mode() -> int:
-    """File mode for new files: 0o666 less the process umask (mkstemp would give 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def save_npz_atomic(path: str, **arrays: np.ndarray) -> None:
-    """``np.savez`` to a temporary file next to ``path``, then rename into place."""
-    with atomic_path(path, suffix=".npz", mode=_default_mode()) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)

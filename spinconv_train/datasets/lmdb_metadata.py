@@ -1,6 +1,8 @@
-"""``metadata.npz`` (atoms per record) for OC20-layout LMDBs written elsewhere.
+"""``metadata.npz`` (atoms and element range per record) for OC20-layout LMDBs written elsewhere.
 
-The balanced batch sampler needs every record's atom count before the first batch. Our
+The balanced batch sampler needs every record's atom count before the first batch, and the
+element check (``check_atomic_numbers``) each record's smallest and largest atomic number
+(``natoms``, ``z_min``, ``z_max``, one entry per record in dataset order). Our
 preprocessing scripts write it beside the shards; for LMDBs from other sources (the OC20
 downloads, files written by the reference code) :func:`write_lmdb_metadata` reads each
 record once, shard by shard (in parallel with ``workers``), and writes the file
@@ -17,17 +19,24 @@ from typing import Any, Dict
 import numpy as np
 
 from .errors import DatasetError
-from .lmdb_dataset import METADATA_NAME, LmdbDataset, find_shards, metadata_path, record_natoms
+from .lmdb_dataset import METADATA_NAME, LmdbDataset, find_shards, metadata_path, record_summary
 from .lmdb_io import save_npz_atomic
 
 
-def shard_natoms(path: str) -> np.ndarray:
-    """Atoms of every record of one ``.lmdb`` file, in record order."""
+def shard_metadata(path: str) -> np.ndarray:
+    """``(natoms, z_min, z_max)`` rows of every record of one ``.lmdb`` file, in record order."""
     dataset = LmdbDataset({"src": path, "validate": False})
     try:
-        return np.array([record_natoms(dataset.raw_record(i)) for i in range(len(dataset))], dtype=np.int64)
+        return np.array([record_summary(dataset.raw_record(i)) for i in range(len(dataset))],
+                        dtype=np.int64).reshape(-1, 3)
     finally:
         dataset.close()
+
+
+def save_metadata(path: str, rows: np.ndarray) -> None:
+    """Write ``metadata.npz`` atomically from ``(natoms, z_min, z_max)`` rows, one per record."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+    save_npz_atomic(path, natoms=rows[:, 0].copy(), z_min=rows[:, 1].copy(), z_max=rows[:, 2].copy())
 
 
 def check_own_folder(src: str) -> None:
@@ -58,10 +67,10 @@ def write_lmdb_metadata(src: str, workers: int = 1, overwrite: bool = False) -> 
     if workers > 1 and len(shards) > 1:
         # spawn: the parent may hold open LMDB handles and torch threads, which fork would copy.
         with multiprocessing.get_context("spawn").Pool(min(workers, len(shards))) as pool:
-            counts = pool.map(shard_natoms, shards)
+            parts = pool.map(shard_metadata, shards)
     else:
-        counts = [shard_natoms(shard) for shard in shards]
-    natoms = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
-    save_npz_atomic(destination, natoms=natoms)
-    return {"metadata": destination, "shards": len(shards), "records": int(natoms.size),
-            "atoms": int(natoms.sum()), "seconds": round(time.perf_counter() - start, 3)}
+        parts = [shard_metadata(shard) for shard in shards]
+    rows = np.concatenate(parts) if parts else np.zeros((0, 3), dtype=np.int64)
+    save_metadata(destination, rows)
+    return {"metadata": destination, "shards": len(shards), "records": int(len(rows)),
+            "atoms": int(rows[:, 0].sum()), "seconds": round(time.perf_counter() - start, 3)}

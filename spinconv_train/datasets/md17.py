@@ -133,6 +133,15 @@ class MD17Dataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def element_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(z_min, z_max)`` per frame (one molecule: the same for all)."""
+        low, high = (int(self.z.min()), int(self.z.max())) if self.z.size else (0, 0)
+        return np.full(len(self), low, dtype=np.int64), np.full(len(self), high, dtype=np.int64)
+
+    def record_origin(self, index: int) -> tuple[str, int]:
+        """``(file, frame index in it)`` of structure ``index``."""
+        return self.path, int(self.indices[index])
+
     def __getitem__(self, index: int) -> Data:
         frame = int(self.indices[index])
         data = molecule_data(self.z, self.pos[frame], sid=frame, fid=frame)

@@ -149,6 +149,18 @@ class QM9Dataset(Dataset):
         """Atoms per molecule of this split."""
         return self.table.natoms[self.indices].astype(np.int64)
 
+    def element_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(z_min, z_max)`` per molecule of this split."""
+        low = np.array([self.table.z[self._offsets[m]:self._offsets[m + 1]].min() for m in self.indices],
+                       dtype=np.int64)
+        high = np.array([self.table.z[self._offsets[m]:self._offsets[m + 1]].max() for m in self.indices],
+                        dtype=np.int64)
+        return low, high
+
+    def record_origin(self, index: int) -> tuple[str, int]:
+        """``(file, molecule id)`` of structure ``index``, as this dataset's errors name it."""
+        return self.src, int(self.table.ids[self.indices[index]])
+
     def energies_and_counts(self, field: str = "y", indices: Optional[Sequence[int]] = None,
                             max_z: int = 118) -> tuple:
         """``(target values, element counts)``; ``field`` is ``y`` (first target) or a target name."""

@@ -2,7 +2,8 @@
 
 ``predictions.npz`` of ``--mode predict`` holds predictions only (ids, energies, free-atom
 forces, free-atom counts); the references come from the labelled dataset the predictions
-were made on: the run's ``config.yml`` ``dataset.test`` (or another source given), matched
+were made on: the run's ``config.yml`` ``dataset.<split>`` (``test`` unless another split
+was predicted), or another source given, matched
 by structure id (``"{sid}_{fid}"``) and checked by structure count and free-atom count
 (predictions hold no positions, so a different split with the same ids and sizes cannot be
 told apart: give the split that was predicted on).
@@ -57,7 +58,7 @@ def _record_id(record: Any, index: int) -> str:
     return f"{sid}" if fid is None else f"{sid}_{scalar(fid)}"
 
 
-def _run_dataset(run_dir: str, labels_src: str | None) -> tuple[Any, Any, str]:
+def _run_dataset(run_dir: str, labels_src: str | None, split: str) -> tuple[Any, Any, str]:
     """(dataset, config, source description) holding the references of ``run_dir``'s predictions."""
     from spinconv_train.config import load_config
     from spinconv_train.datasets import LmdbDataset
@@ -71,26 +72,27 @@ def _run_dataset(run_dir: str, labels_src: str | None) -> tuple[Any, Any, str]:
         if not os.path.exists(labels_src):
             raise ParityError(f"--labels {labels_src!r} does not exist")
         return LmdbDataset({"src": labels_src}), config, labels_src
-    section = dict((config.get("dataset") or {}).get("test") or {})
+    section = dict((config.get("dataset") or {}).get(split) or {})
     if "src" not in section:
-        raise ParityError(f"{config_path}: no dataset.test.src to take references from; give the labelled source")
+        raise ParityError(f"{config_path}: no dataset.{split}.src to take references from; give the labelled source")
     name = section.pop("name", None) or config["task"]["dataset"]
     src = section["src"]
     if isinstance(src, str) and not os.path.exists(src):
-        raise ParityError(f"{config_path}: dataset.test.src {src!r} does not exist here (run from the folder "
+        raise ParityError(f"{config_path}: dataset.{split}.src {src!r} does not exist here (run from the folder "
                           "the run was started in, or give the labelled source)")
-    return DATASETS.get(name)(section), config, f"dataset.test.src {src!r}"
+    return DATASETS.get(name)(section), config, f"dataset.{split}.src {src!r}"
 
 
-def prediction_pairs(run_dir: str, labels_src: str | None = None) -> dict[str, Pair]:
+def prediction_pairs(run_dir: str, labels_src: str | None = None, split: str = "test") -> dict[str, Pair]:
     """``{"energy": (pred, ref)[, "forces": (pred, ref)]}`` for ``run_dir/predictions.npz``,
-    the references read from ``labels_src`` (an LMDB folder or file) or the run's test split."""
+    the references read from ``labels_src`` (an LMDB folder or file) or the run config's
+    ``dataset.<split>`` (the split predicted: ``test`` unless ``--mode predict --split`` chose another)."""
     path = os.path.join(run_dir, PREDICTIONS)
     if not os.path.exists(path):
         raise ParityError(f"{run_dir}: no {PREDICTIONS} (run `main.py --mode predict` first)")
     with np.load(path) as npz:
         pred = {key: npz[key] for key in npz.files}
-    dataset, config, source = _run_dataset(run_dir, labels_src)
+    dataset, config, source = _run_dataset(run_dir, labels_src, split)
     forces_task = config["trainer"] == "forces"
     energy_field = "y" if forces_task else (config["task"].get("target") or "y_relaxed")
     if pred["energy"].ndim != 1:
@@ -132,7 +134,7 @@ def prediction_pairs(run_dir: str, labels_src: str | None = None) -> dict[str, P
     return pairs
 
 
-def write_parity(run_dir: str, path: str, labels_src: str | None = None) -> str:
+def write_parity(run_dir: str, path: str, labels_src: str | None = None, split: str = "test") -> str:
     """Write the parity plot of ``run_dir``'s predictions to ``path`` (PNG)."""
     title = os.path.basename(os.path.normpath(run_dir))
-    return save_png(parity_figure(prediction_pairs(run_dir, labels_src), title), path)
+    return save_png(parity_figure(prediction_pairs(run_dir, labels_src, split), title), path)

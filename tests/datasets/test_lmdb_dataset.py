@@ -277,3 +277,35 @@ def test_src_list_concatenates_sources_with_their_metadata(tmp_path):
     os.remove(os.path.join(b, "metadata.npz"))
     with pytest.warns(RuntimeWarning, match=r"no .*b/metadata.npz: reading natoms from all 2 records of"):
         assert LmdbDataset({"src": [a, b]}).get_natoms().tolist() == natoms.tolist()
+
+
+def test_an_ase_file_given_as_lmdb_names_the_ase_dataset(tmp_path):
+    from ase.build import molecule
+    from ase.io import write
+
+    path = tmp_path / "frames.extxyz"
+    write(path, molecule("H2O"))
+    with pytest.raises(DatasetError) as info:
+        LmdbDataset({"src": str(path)})
+    message = str(info.value)
+    assert str(path) in message and "extxyz" in message and "name: ase" in message
+    assert "corrupt or truncated" not in message
+    with pytest.raises(DatasetError, match=r"no \*.lmdb files; it holds ASE-readable files \(frames.extxyz\).*name: ase"):
+        LmdbDataset({"src": str(tmp_path)})
+    garbage = tmp_path / "broken.lmdb"
+    garbage.write_bytes(b"\x00\x01" * 3000)
+    with pytest.raises(DatasetError, match="corrupt or truncated"):
+        LmdbDataset({"src": str(garbage)})
+
+
+def test_truncated_metadata_names_the_file_and_the_fix(shard_folder):
+    from spinconv_train.datasets.lmdb_metadata import write_lmdb_metadata
+
+    write_lmdb_metadata(str(shard_folder))
+    meta = shard_folder / "metadata.npz"
+    meta.write_bytes(meta.read_bytes()[:40])
+    with pytest.raises(DatasetError) as info:
+        LmdbDataset({"src": str(shard_folder)}).get_natoms()
+    message = str(info.value)
+    assert str(meta) in message and "truncated or corrupt" in message
+    assert f"spinconv-lmdb-metadata --overwrite {shard_folder}" in message

@@ -21,6 +21,8 @@ def test_written_metadata_is_used_by_the_dataset(shard_folder, records):
     assert summary["shards"] == 2 and summary["records"] == 12 and summary["atoms"] == sum(expected)
     with np.load(shard_folder / "metadata.npz") as meta:
         assert meta["natoms"].tolist() == expected
+        assert meta["z_min"].tolist() == [int(r.atomic_numbers.min()) for r in records]
+        assert meta["z_max"].tolist() == [int(r.atomic_numbers.max()) for r in records]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no read pass over the records any more
         assert LmdbDataset({"src": str(shard_folder)}).get_natoms().tolist() == expected
@@ -57,8 +59,8 @@ def test_script_refuses_what_it_would_break(shard_folder, tmp_path, capsys):
     assert missing in capsys.readouterr().err
 
 
-def test_missing_metadata_warning_names_the_script(shard_folder):
-    with pytest.warns(RuntimeWarning, match="write_lmdb_metadata.py"):
+def test_missing_metadata_warning_names_the_command(shard_folder):
+    with pytest.warns(RuntimeWarning, match=f"spinconv-lmdb-metadata {shard_folder}"):
         LmdbDataset({"src": str(shard_folder)}).get_natoms()
     with pytest.raises(DatasetError, match="nowhere"):
         write_lmdb_metadata(str(shard_folder / "nowhere.lmdb"))

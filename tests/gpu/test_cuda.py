@@ -9,6 +9,7 @@ import torch
 
 from models.spinconv_testkit import make_model, random_rotation, slab_with_adsorbate, to_batch
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
+from spinconv_train.tasks.targets import TargetState
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
@@ -66,7 +67,7 @@ def test_cuda_autocast(estimator, dtype):
 
 
 def test_amp_training_run(s2ef_data, tmp_path):
-    from spinconv_train.cli import main
+    from spinconv_train.launch.cli import main
 
     config = tiny_config(s2ef_data, max_epochs=8, lr_initial=2e-3)
     config["model"] = {"name": "spinconv", "hidden_channels": 16, "mid_hidden_channels": 32,
@@ -153,11 +154,12 @@ def test_cuda_batched_relaxation_and_atom_energies_match_cpu():
     import numpy as np
 
     from models.spinconv_testkit import distorted_crystal, to_data
-    from spinconv_train.relax.mode import relax_calculator
-    from spinconv_train.relax.runner import relax_indices
-    from spinconv_train.relax.settings import RelaxOptions
+    from spinconv_train.relaxation.mode import relax_calculator
+    from spinconv_train.relaxation.runner import relax_indices
+    from spinconv_train.relaxation.settings import RelaxOptions
 
     class RawOutputs:
+        targets = TargetState()  # no normaliser; elements unknown
         def denormalize(self, out, batch):
             return out
 

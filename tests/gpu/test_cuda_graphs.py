@@ -7,6 +7,7 @@ import torch
 
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule, slab_with_adsorbate, to_batch
 from spinconv_train.models.spinconv.graphed import GraphedSpinConv
+from spinconv_train.tasks.targets import TargetState
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
@@ -60,9 +61,10 @@ def test_calculator_md_with_graphs_follows_the_plain_trajectory():
     from ase import units
     from ase.md.verlet import VelocityVerlet
 
-    from spinconv_train.relax import ModelCalculator
+    from spinconv_train.calculators import ModelCalculator
 
     class RawOutputs:
+        targets = TargetState()  # no normaliser; elements unknown
         def denormalize(self, out, batch):
             return out
 
@@ -79,9 +81,10 @@ def test_calculator_md_with_graphs_follows_the_plain_trajectory():
 
 
 def test_batched_predictions_of_one_molecule_reuse_one_graph_per_batch_size():
-    from spinconv_train.relax.evaluate import predict_atoms
+    from spinconv_train.calculators.predict import predict_atoms
 
     class RawOutputs:
+        targets = TargetState()  # no normaliser; elements unknown
         def denormalize(self, out, batch):
             return out
 

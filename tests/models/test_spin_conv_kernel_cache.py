@@ -11,6 +11,7 @@ from spinconv_testkit import make_model, rattled_molecule, to_batch
 from torch import nn
 
 from spinconv_train.models.spinconv.spin_conv import GridSpinConv
+from spinconv_train.tasks.targets import TargetState
 
 
 def _module() -> GridSpinConv:
@@ -144,9 +145,10 @@ def test_energy_centric_inference_reuses_the_kernel_with_the_same_forces():
 def test_calculator_calls_reuse_the_kernel_and_a_mode_switch_drops_it():
     """The ASE calculator calls model.eval() before every structure: that must not drop the
     kept kernels (it did, rebuilding them on every MD step); train() then eval() does."""
-    from spinconv_train.relax import ModelCalculator
+    from spinconv_train.calculators import ModelCalculator
 
     class RawOutputs:
+        targets = TargetState()  # no normaliser; elements unknown
         def denormalize(self, out, batch):
             return out
 

@@ -11,10 +11,10 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from spinconv_testkit import distorted_crystal, make_model, random_rotation, rattled_molecule, to_batch, to_data
 from torch_geometric.data import Batch
 
-from spinconv_train.modules.normalizer import Normalizer
-from spinconv_train.relax import ModelCalculator
-from spinconv_train.trainers.forces import ForcesTask
-from spinconv_train.trainers.targets import TargetState
+from spinconv_train.tasks.normalizer import Normalizer
+from spinconv_train.calculators import ModelCalculator
+from spinconv_train.tasks.forces import ForcesTask
+from spinconv_train.tasks.targets import TargetState
 
 FORCES_TASK = {"train_on_free_atoms": True, "eval_on_free_atoms": True}
 FORCES_OPTIM = {"loss_energy": "mae", "loss_force": "mae", "energy_coefficient": 1, "force_coefficient": 1}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from spinconv_train.modules import evaluator as ev
+from spinconv_train.tasks import metrics as ev
 
 
 @pytest.fixture
@@ -95,3 +95,13 @@ def test_adwt_uses_minimum_image_and_thresholds():
 def test_higher_is_better():
     assert ev.higher_is_better("energy_force_within_threshold") and ev.higher_is_better("forces_cos")
     assert not ev.higher_is_better("forces_mae")
+
+
+def test_rmse_of_a_subset_takes_the_root():
+    from spinconv_train.tasks.metrics import MetricAccumulator, is_rmse
+
+    assert is_rmse("forces_rmse") and is_rmse("forces_rmse_all_atoms") and not is_rmse("forces_mae_all_atoms")
+    acc = MetricAccumulator()
+    acc.add("forces_rmse_all_atoms", (8.0, 2.0))
+    acc.add("forces_mae_all_atoms", (8.0, 2.0))
+    assert acc.compute() == {"forces_rmse_all_atoms": 2.0, "forces_mae_all_atoms": 4.0}

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from spinconv_train.modules.element_references import ElementReferences
-from spinconv_train.modules.normalizer import Normalizer
+from spinconv_train.tasks.element_references import ElementReferences
+from spinconv_train.tasks.normalizer import Normalizer
 
 
 def test_fit_norm_denorm_round_trip():

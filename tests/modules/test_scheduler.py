@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from spinconv_train.config import SCHEMA
-from spinconv_train.modules.ema import build_ema
-from spinconv_train.modules.optim import build_optimizer
-from spinconv_train.modules.scheduler import LRScheduler
+from spinconv_train.checkpoints.ema import build_ema
+from spinconv_train.training.optim import build_optimizer
+from spinconv_train.training.scheduler import LRScheduler
 
 
 def optim_cfg(**kw):

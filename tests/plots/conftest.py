@@ -11,7 +11,7 @@ from trainers.trainer_testing import tiny_config, write_config
 def trained_runs(s2ef_data, tmp_path_factory) -> dict[str, str]:
     """``{"a": run_dir, "b": run_dir}``: 6 steps each (seeds 0 and 1), validated every 3
     steps on ``val`` and ``val_extra``; the labelled ``val`` split is also their ``test``."""
-    from spinconv_train.cli import main
+    from spinconv_train.launch.cli import main
 
     root = tmp_path_factory.mktemp("plot_runs")
     runs = {}

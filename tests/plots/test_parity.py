@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from trainers.trainer_testing import only_run_dir
 
-from spinconv_train.cli import main
+from spinconv_train.launch.cli import main
 from spinconv_train.commands import plot as plot_command
 from spinconv_train.datasets import LmdbDataset
 from spinconv_train.plots.parity import ParityError, parity_figure, prediction_pairs
@@ -60,6 +60,8 @@ def test_unlabelled_or_mismatched_references_are_named(predicted, s2ef_data, tmp
         prediction_pairs(run, labels_src=s2ef_data["test"])  # the fixture's test split has no labels
     with pytest.raises(ParityError, match="covers 4 structures but .* holds 8"):
         prediction_pairs(run, labels_src=s2ef_data["train"])  # another split
+    with pytest.raises(ParityError, match=r"but dataset.train.src .* holds 8"):
+        prediction_pairs(run, split="train")  # the config's train split is not what was predicted
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     os.remove(copy / "predictions.npz")

@@ -12,7 +12,7 @@ from trainers.trainer_testing import only_run_dir, tiny_config, write_config
 def force_checkpoint(s2ef_data, tmp_path_factory) -> str:
     """``checkpoint.pt`` of a tiny SchNet trained for 4 steps with the ``forces`` trainer
     (non-trivial normaliser fitted on the EMT fixture data)."""
-    from spinconv_train.cli import main
+    from spinconv_train.launch.cli import main
 
     root = tmp_path_factory.mktemp("relax_train")
     config = tiny_config({"train": s2ef_data["train"], "test": s2ef_data["test"]}, max_steps=4, max_epochs=None)

@@ -11,12 +11,14 @@ from ase.io import read, write
 
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule
 from trainers.trainer_testing import load_script, only_run_dir, tiny_config, write_config
-from spinconv_train.relax import CommitteeCalculator, ModelCalculator
-from spinconv_train.relax.committee import committee_statistics
-from spinconv_train.relax.dynamics import run_md
+from spinconv_train.calculators import CommitteeCalculator, ModelCalculator
+from spinconv_train.calculators.committee import committee_statistics
+from spinconv_train.md.dynamics import run_md
+from spinconv_train.tasks.targets import TargetState
 
 
 class _RawOutputs:
+    targets = TargetState()  # no normaliser; elements unknown
     def denormalize(self, out, batch):
         return out
 
@@ -95,7 +97,7 @@ def test_md_stops_where_the_committee_disagrees():
 
 @pytest.fixture(scope="module")
 def two_checkpoints(force_checkpoint, s2ef_data, tmp_path_factory):
-    from spinconv_train.cli import main
+    from spinconv_train.launch.cli import main
 
     root = tmp_path_factory.mktemp("second")
     config = tiny_config({"train": s2ef_data["train"]}, max_steps=4, max_epochs=None)

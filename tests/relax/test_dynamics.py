@@ -9,12 +9,14 @@ from ase import units
 
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule
 from trainers.trainer_testing import load_script
-from spinconv_train.relax import ModelCalculator
-from spinconv_train.relax.dynamics import md_caveats, run_md
+from spinconv_train.calculators import ModelCalculator
+from spinconv_train.md.dynamics import md_caveats, run_md
+from spinconv_train.tasks.targets import TargetState
 
 
 class _RawOutputs:
     """A task whose model outputs are already in eV and eV/Å."""
+    targets = TargetState()  # no normaliser; elements unknown
 
     def denormalize(self, out, batch):
         return out
@@ -171,7 +173,7 @@ def test_run_md_script_on_a_checkpoint(force_checkpoint, s2ef_data, tmp_path):
     from ase.io import read, write
 
     from spinconv_train.datasets import LmdbDataset
-    from spinconv_train.relax import record_to_atoms
+    from spinconv_train.calculators import record_to_atoms
 
     script = load_script("run_md")
     structure = str(tmp_path / "slab.xyz")
@@ -187,6 +189,41 @@ def test_run_md_script_on_a_checkpoint(force_checkpoint, s2ef_data, tmp_path):
     assert len(read(str(out / "md.traj"), index=":")) == 3
     assert script.main(["--checkpoint", force_checkpoint, "--structure", str(tmp_path / "missing.xyz"),
                         "--output-dir", str(out)]) == 2
+
+
+def test_md_prints_progress_while_it_runs(force_checkpoint, tmp_path, capsys):
+    script = load_script("run_md")
+    args = ["--checkpoint", force_checkpoint, "--molecule", "H2O", "--steps", "6", "--timestep", "0.5",
+            "--interval", "3"]
+    assert script.main([*args, "--print-every", "2", "--output-dir", str(tmp_path / "a")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["0/6", "2/6", "4/6", "6/6"]
+    assert lines[2].startswith("step 4/6  t 2.0 fs  T ") and " K  E_pot " in lines[2] and " eV  E_tot " in lines[2]
+    assert lines[-1].endswith("ms/step")
+    assert script.main([*args, "--quiet", "--output-dir", str(tmp_path / "b")]) == 0
+    assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    with pytest.raises(SystemExit):
+        script.main([*args, "--print-every", "0"])
+
+
+def test_progress_callback_costs_no_model_call():
+    model = make_model(torch.float64, force_estimator="grad", envelope=True, cutoff=5.0).eval()
+    atoms = rattled_molecule("CH3CH2OH", seed=1)
+    atoms.calc = ModelCalculator(model, _RawOutputs())
+    calls = []
+    real = atoms.calc.calculate
+    atoms.calc.calculate = lambda *a, **k: calls.append(1) or real(*a, **k)
+    run_md(atoms, 4, 0.2, "nve", interval=4)
+    quiet_calls = len(calls)
+    atoms = rattled_molecule("CH3CH2OH", seed=1)
+    atoms.calc = ModelCalculator(model, _RawOutputs())
+    calls.clear()
+    real = atoms.calc.calculate
+    atoms.calc.calculate = lambda *a, **k: calls.append(1) or real(*a, **k)
+    seen = []
+    run_md(atoms, 4, 0.2, "nve", interval=4, progress=lambda step, a: seen.append((step, a.get_potential_energy())),
+           progress_every=1)
+    assert [step for step, _ in seen] == [0, 1, 2, 3, 4] and len(calls) == quiet_calls
 
 
 def test_cuda_graphs_need_cuda_and_spinconv(force_checkpoint, tmp_path, capsys):

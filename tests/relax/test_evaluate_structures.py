@@ -12,13 +12,15 @@ from ase.io import read, write
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule, slab_with_adsorbate
 from trainers.trainer_testing import load_script
 from spinconv_train.datasets import DatasetError
-from spinconv_train.relax import ModelCalculator
-from spinconv_train.relax.calculator import load_force_model
-from spinconv_train.relax.evaluate import error_summary, predict_atoms
+from spinconv_train.calculators import ModelCalculator
+from spinconv_train.calculators.calculator import load_force_model
+from spinconv_train.calculators.predict import error_summary, predict_atoms
+from spinconv_train.tasks.targets import TargetState
 
 
 class _RawOutputs:
     """A task whose model outputs are already in eV, eV/Å and eV/Å^3."""
+    targets = TargetState()  # no normaliser; elements unknown
 
     def denormalize(self, out, batch):
         return out
@@ -88,6 +90,39 @@ def test_script_writes_predictions_and_errors(force_checkpoint, tmp_path, capsys
     assert summary["forces_mae"] == pytest.approx(np.mean(np.abs(np.concatenate(force_errors))), rel=1e-5)
 
 
+def test_forces_mae_is_the_same_number_as_validate(force_checkpoint, tmp_path, capsys):
+    """One definition: spinconv-evaluate's forces_mae is --mode validate's (free atoms, as OC20
+    scores it) for the same checkpoint and frames; the all-atoms mean has its own name."""
+    import os
+
+    from trainers.trainer_testing import emt_frames, only_run_dir
+
+    from spinconv_train.launch.cli import main as train_main
+
+    frames = emt_frames(7, n=5)  # Cu slabs + O, the bottom layer fixed by FixAtoms
+    assert all(len(a.constraints[0].get_indices()) == 4 for a in frames)
+    source = str(tmp_path / "frames.extxyz")
+    write(source, frames)
+    script = load_script("evaluate_structures")
+    assert script.main(["--checkpoint", force_checkpoint, "--structures", source,
+                        "--out", str(tmp_path / "pred.extxyz")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert train_main(["--mode", "validate", "--checkpoint", force_checkpoint, "--run-dir", str(tmp_path / "v"),
+                       "--no-progress", f"--dataset.val.src={source}", "--dataset.val.name=ase"]) == 0
+    with open(os.path.join(only_run_dir(tmp_path / "v"), "validate_metrics.json")) as handle:
+        validated = json.load(handle)
+    for name in ("forces_mae", "forces_rmse", "energy_mae", "energy_rmse", "energy_per_atom_mae"):
+        assert summary[name] == pytest.approx(validated[name], rel=1e-5), name
+    written = read(str(tmp_path / "pred.extxyz"), index=":")
+    errors = np.stack([a.arrays["spinconv_forces"] - a.get_forces(apply_constraint=False) for a in written])
+    free = np.stack([np.isin(np.arange(len(a)), a.constraints[0].get_indices(), invert=True) for a in written])
+    assert summary["forces_mae"] == pytest.approx(np.abs(errors[free]).mean(), rel=1e-6)
+    assert summary["forces_mae_all_atoms"] == pytest.approx(np.abs(errors).mean(), rel=1e-6)
+    assert summary["forces_rmse_all_atoms"] == pytest.approx(np.sqrt((errors ** 2).mean()), rel=1e-6)
+    assert summary["forces_free_atoms"] == 5 * 9 and summary["forces_mae"] != summary["forces_mae_all_atoms"]
+    assert sum(v["atoms"] for v in summary["forces_by_element"].values()) == 5 * 9
+
+
 def test_script_errors_are_named(force_checkpoint, tmp_path, capsys):
     script = load_script("evaluate_structures")
     out = str(tmp_path / "pred.extxyz")
@@ -102,7 +137,7 @@ def test_script_errors_are_named(force_checkpoint, tmp_path, capsys):
 
 
 def test_atoms_to_batch_is_the_batch_the_predictions_use():
-    from spinconv_train.relax import atoms_to_batch
+    from spinconv_train.calculators import atoms_to_batch
 
     torch.manual_seed(0)
     model = make_model(torch.float64, force_estimator="grad", envelope=True).eval()

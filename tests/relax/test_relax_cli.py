@@ -9,7 +9,7 @@ import pytest
 from ase.io import read
 
 from trainers.trainer_testing import only_run_dir, tiny_config, write_config
-from spinconv_train.cli import main
+from spinconv_train.launch.cli import main
 from spinconv_train.datasets import LmdbDataset
 
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from trainers.trainer_testing import emt_slabs, tiny_config, write_config, write_split
-from spinconv_train.cli import main
-from spinconv_train.relax import NotAForceModelError, RelaxOptions, load_force_model
-from spinconv_train.relax.settings import OptionError
+from spinconv_train.launch.cli import main
+from spinconv_train.calculators import NotAForceModelError, load_force_model
+from spinconv_train.relaxation import RelaxOptions
+from spinconv_train.relaxation.settings import OptionError
 
 
 def _config_file(tmp_path, s2ef_data, relax_dataset=None, **relax_opt):

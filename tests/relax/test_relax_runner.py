@@ -14,10 +14,11 @@ from ase.optimize import BFGS
 from trainers.trainer_testing import emt_slabs, tiny_config, write_split
 from spinconv_train.config import config_from_dict
 from spinconv_train.datasets import LmdbDataset
-from spinconv_train.modules.normalizer import Normalizer
-from spinconv_train.relax import ModelCalculator, RelaxOptions, record_to_atoms, relax_indices, relaxation_metrics
-from spinconv_train.trainers.forces import ForcesTask
-from spinconv_train.trainers.targets import TargetState
+from spinconv_train.tasks.normalizer import Normalizer
+from spinconv_train.calculators import ModelCalculator, record_to_atoms
+from spinconv_train.relaxation import RelaxOptions, relax_indices, relaxation_metrics
+from spinconv_train.tasks.forces import ForcesTask
+from spinconv_train.tasks.targets import TargetState
 
 NORMALIZER = Normalizer(mean=-2.0, std=3.0)  # outputs are normalised, as a trained model's are
 
@@ -124,7 +125,7 @@ def _emt_task():
 def test_batched_relaxations_equal_one_at_a_time(relax_dataset, name, batch_size):
     """Each structure keeps its own optimiser: relaxing them together with batched model calls
     gives exactly the sequential trajectories (EMT per structure is independent of the batch)."""
-    from spinconv_train.relax.mode import relax_calculator
+    from spinconv_train.relaxation.mode import relax_calculator
 
     options = RelaxOptions.from_mapping({"name": name, "steps": 60, "batch_size": batch_size})
     indices = [2, 0, 1, 2]  # order kept, repeats allowed
@@ -147,9 +148,10 @@ def test_batched_relaxation_of_spinconv_matches_its_calculator():
     """A real (untrained, float64, energy-centric) SpinConv: batched predictions through
     ``predict_atoms`` against the calculator one structure at a time, with the cell relaxed."""
     from models.spinconv_testkit import distorted_crystal, make_model, to_data
-    from spinconv_train.relax.mode import relax_calculator
+    from spinconv_train.relaxation.mode import relax_calculator
 
     class RawTask:
+        targets = TargetState()  # no normaliser; elements unknown
         def denormalize(self, out, batch):
             return out
 
@@ -169,7 +171,7 @@ def test_batched_relaxation_of_spinconv_matches_its_calculator():
 
 
 def test_batched_relaxation_raises_model_and_record_errors_without_hanging(relax_dataset):
-    from spinconv_train.relax.batched import BatchEvaluator
+    from spinconv_train.calculators.batched import BatchEvaluator
 
     options = RelaxOptions.from_mapping({"name": "lbfgs", "steps": 5, "batch_size": 3})
     calls = []
@@ -199,7 +201,7 @@ def test_batched_relaxation_raises_model_and_record_errors_without_hanging(relax
 
 
 def test_relax_batch_size_is_checked():
-    from spinconv_train.relax.settings import OptionError
+    from spinconv_train.relaxation.settings import OptionError
 
     assert RelaxOptions.from_mapping({}).batch_size == 8
     for bad in (0, 2.5, True):

@@ -1,4 +1,4 @@
-"""Data scripts: ASE → LMDB preprocessing, bit-for-bit regeneration of the committed data."""
+"""Data scripts: ASE → LMDB preprocessing, regeneration of the committed data."""
 from __future__ import annotations
 
 import importlib.util
@@ -25,7 +25,7 @@ def run_script(name, *args):
     """Run ``scripts/<name>.py`` in a fresh single-threaded interpreter; its last stdout line as JSON.
 
     A fresh process matters: OpenMP/BLAS thread settings are read when those libraries load,
-    and the generators are only fast and bit-for-bit reproducible single-threaded.
+    and the generators are only fast and reproducible single-threaded.
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", f"{name}.py"), *args], cwd=ROOT, env=env,
@@ -94,8 +94,9 @@ def test_preprocess_ef_bad_input_leaves_no_output(tmp_path, ase_files):
     out = tmp_path / "out"
     with pytest.raises(DatasetError, match=r"bad.traj, record 1, field 'y'"):
         preprocess_ef([ase_files[0][0], str(bad)], str(out), num_shards=1, progress=False)
-    assert not list(out.glob("*.lmdb")) and not (out / "metadata.npz").exists()
-    assert not [p for p in out.iterdir()]  # no temporary files left behind
+    assert not out.exists()  # no folder, no shard, no metadata
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bad.traj", *(os.path.basename(p) for p, _ in
+                                                                                ase_files)])  # no temporaries
     with pytest.raises(DatasetError, match="input file not found"):
         preprocess_ef([str(tmp_path / "missing.traj")], str(out))
     frames = emt_frames(3)
@@ -128,7 +129,7 @@ def test_preprocess_relaxed(tmp_path):
     write(tmp_path / "short.extxyz", [trajs[0][1][-1]])
     with pytest.raises(DatasetError, match="2 initial frames but 1 relaxed"):
         preprocess_relaxed(str(tmp_path / "x"), [], str(tmp_path / "init.extxyz"), str(tmp_path / "short.extxyz"))
-    assert not (tmp_path / "x" / "data.lmdb").exists()
+    assert not (tmp_path / "x").exists()
 
 
 def _records_by_id(src):
@@ -136,8 +137,34 @@ def _records_by_id(src):
     return {(ds[i].sid, ds[i].fid): ds[i] for i in range(len(ds))}
 
 
+# Regenerated data go through EMT / xTB and numpy: other library versions change the last bits
+# (seen: 1e-14 eV, 3e-13 Å). These tolerances sit far above round-off and far below any real
+# change of a generator (a different seed, step or setting moves values by >= 1e-4).
+REGENERATION_ATOL = 1e-8
+REGENERATION_RTOL = 1e-9
+
+
+def assert_regenerated(new, committed, what) -> None:
+    """Integer / string fields must be equal; float fields equal up to library round-off."""
+    new, committed = np.asarray(new), np.asarray(committed)
+    assert new.shape == committed.shape and new.dtype == committed.dtype, what
+    if np.issubdtype(new.dtype, np.floating):
+        np.testing.assert_allclose(new, committed, rtol=REGENERATION_RTOL, atol=REGENERATION_ATOL, err_msg=str(what))
+    else:
+        assert np.array_equal(new, committed), what
+
+
+def test_regeneration_tolerance_catches_a_real_change():
+    energies = np.array([-1.234567, 0.5, 12.75])
+    assert_regenerated(energies + 1e-13, energies, "round-off")
+    with pytest.raises(AssertionError):
+        assert_regenerated(energies + 1e-5, energies, "a changed generator")
+    with pytest.raises(AssertionError):
+        assert_regenerated(np.array([1, 2, 4]), np.array([1, 2, 3]), "integers")
+
+
 def test_make_oc20_mini_regenerates_committed_records(tmp_path):
-    """The first two systems rebuilt with the committed flags equal the committed records bit for bit."""
+    """The first two systems rebuilt with the committed flags equal the committed records up to round-off."""
     summary = run_script("make_oc20_mini", "--out", str(tmp_path), "--max-systems", "2", "--s2ef-every", "4")
     assert sum(v["systems"] for v in summary.values()) == 2
     compared = 0
@@ -152,7 +179,12 @@ def test_make_oc20_mini_regenerates_committed_records(tmp_path):
                 assert sorted(rec.keys()) == sorted(ref.keys())
                 for field in rec.keys():
                     a, b = rec[field], ref[field]
-                    assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, (task, split, key, field)
+                    if isinstance(a, torch.Tensor):
+                        assert_regenerated(a.numpy(), b.numpy(), (task, split, key, field))
+                    elif isinstance(a, float):
+                        assert_regenerated(np.float64(a), np.float64(b), (task, split, key, field))
+                    else:
+                        assert a == b, (task, split, key, field)
                 compared += 1
     assert compared >= 4
 
@@ -164,7 +196,7 @@ def test_make_md17_xtb_regenerates_committed_frames(tmp_path):
     new = np.load(tmp_path / "e.npz")
     assert int(committed["every"]) == int(new["every"]) and float(committed["temperature_K"]) == 500.0
     for key in ("z", "R", "E", "F"):
-        assert np.array_equal(new[key], committed[key][: len(new[key])]), key
+        assert_regenerated(new[key], committed[key][: len(new[key])], key)
     assert committed["E"].shape == (2000, 1)
 
 
@@ -176,7 +208,7 @@ def test_make_qm9_subset_regenerates_committed_file(tmp_path):
     script.make_subset(str(tmp_path / "s.npz"))
     new, old = np.load(tmp_path / "s.npz"), np.load(os.path.join(ROOT, "data", "qm9", "qm9_subset.npz"))
     for key in old.files:
-        assert np.array_equal(new[key], old[key]), key
+        assert_regenerated(new[key], old[key], key)
 
 
 def test_benchmark_data_prints_a_rate(capsys):

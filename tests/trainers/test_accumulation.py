@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.cli import main
-from spinconv_train.trainers import checkpoint as ckpt
+from spinconv_train.launch.cli import main
+from spinconv_train.checkpoints import store as ckpt
 
 
 def _train(config_path, run_dir, *extra):
@@ -24,7 +24,7 @@ def test_two_micro_batches_of_two_equal_one_batch_of_four(s2ef_data, tmp_path, t
     halves = tiny_config(s2ef_data, batch_size=2, max_epochs=2, accumulate_grad_batches=2)
     a = _train(write_config(tmp_path, whole, "whole.yml"), tmp_path / "whole")
     b = _train(write_config(tmp_path, halves, "halves.yml"), tmp_path / "halves")
-    first, second = ckpt.load(os.path.join(a, "checkpoint.pt")), ckpt.load(os.path.join(b, "checkpoint.pt"))
+    first, second = ckpt.read(os.path.join(a, "checkpoint.pt")), ckpt.read(os.path.join(b, "checkpoint.pt"))
     assert first["step"] == second["step"] == 4  # 8 structures: 2 optimiser steps per epoch either way
     for key, value in first["model"].items():
         torch.testing.assert_close(second["model"][key], value, rtol=1e-5, atol=1e-6)
@@ -37,15 +37,15 @@ def test_resume_between_accumulated_steps_matches_an_uninterrupted_run(s2ef_data
     path = write_config(tmp_path, cfg)
     straight = _train(path, tmp_path / "straight")
     first = _train(path, tmp_path / "first", "--optim.max_steps=1")
-    payload = ckpt.load(os.path.join(first, "checkpoint.pt"))
+    payload = ckpt.read(os.path.join(first, "checkpoint.pt"))
     # 4 batches per epoch in groups of 3 and 1: step 1 ends after 3 batches
     assert payload["step"] == 1 and payload["sampler"]["batches_yielded"] == 3
     resumed = _train(path, tmp_path / "resumed", "--checkpoint", os.path.join(first, "checkpoint.pt"))
     expected = [r["loss"] for r in read_jsonl(straight, "train")]
     got = [r["loss"] for r in read_jsonl(first, "train")] + [r["loss"] for r in read_jsonl(resumed, "train")]
     assert len(expected) == 5 and got == pytest.approx(expected, rel=1e-6, abs=1e-7)
-    a = ckpt.load(os.path.join(straight, "checkpoint.pt"))
-    b = ckpt.load(os.path.join(resumed, "checkpoint.pt"))
+    a = ckpt.read(os.path.join(straight, "checkpoint.pt"))
+    b = ckpt.read(os.path.join(resumed, "checkpoint.pt"))
     assert a["step"] == b["step"] == 5 and a["epoch"] == b["epoch"] == 2 and b["sampler"]["batches_yielded"] == 3
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=1e-6, atol=1e-7)

@@ -57,9 +57,9 @@ def test_two_process_train_and_validate_match_single_process(s2ef_data, tmp_path
 def test_two_process_gradient_accumulation_runs_to_the_expected_step(s2ef_data, tmp_path):
     """DDP with micro-batches (no_sync between them): 8 structures, 4 per rank, batch 1,
     accumulate 2 -> 2 optimiser steps per epoch, and no hang at the step boundaries."""
-    from spinconv_train.trainers import checkpoint as ckpt
+    from spinconv_train.checkpoints import store as ckpt
 
     config = write_config(tmp_path, tiny_config(s2ef_data, max_epochs=1, batch_size=1, accumulate_grad_batches=2))
     _run(["--mode", "train", "--config-yml", config, "--run-dir", str(tmp_path / "ddp"), "--distributed"], nproc=2)
-    payload = ckpt.load(os.path.join(only_run_dir(tmp_path / "ddp"), "checkpoint.pt"))
+    payload = ckpt.read(os.path.join(only_run_dir(tmp_path / "ddp"), "checkpoint.pt"))
     assert payload["step"] == 2 and payload["epoch"] == 1

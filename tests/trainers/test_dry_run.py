@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainers.trainer_testing import read_jsonl, only_run_dir, tiny_config, write_config
-from spinconv_train.cli import main
+from spinconv_train.launch.cli import main
 
 
 def test_dry_run_reports_and_writes_nothing(s2ef_data, tmp_path, capsys):

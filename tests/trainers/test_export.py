@@ -11,11 +11,11 @@ import torch
 
 from models.spinconv_testkit import slab_with_adsorbate
 from trainers.trainer_testing import load_script, only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.cli import main
-from spinconv_train.relax import ModelCalculator
-from spinconv_train.trainers import checkpoint as ckpt
-from spinconv_train.trainers.export import export_checkpoint
-from spinconv_train.trainers.finetune import pretrained_state
+from spinconv_train.launch.cli import main
+from spinconv_train.calculators import ModelCalculator
+from spinconv_train.checkpoints import store as ckpt
+from spinconv_train.checkpoints.export import export_checkpoint
+from spinconv_train.checkpoints.pretrained import pretrained_state
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def _validate(checkpoint, val_src, run_dir, *extra):
 def test_export_keeps_the_ema_weights_and_gives_the_same_validation(trained, s2ef_data, tmp_path):
     out = str(tmp_path / "model.pt")
     summary = export_checkpoint(trained, out)
-    source, exported = ckpt.load(trained), ckpt.load(out)
+    source, exported = ckpt.read(trained), ckpt.read(out)
     assert summary["weights"] == "ema"
     assert summary["exported_bytes"] < 0.6 * summary["source_bytes"]  # no optimiser moments, no EMA copy
     for key in ("optimizer", "ema", "scheduler", "rng", "sampler"):
@@ -103,7 +103,7 @@ def test_reexport_keeps_the_origin(trained, tmp_path):
     first, second = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
     export_checkpoint(trained, first)
     export_checkpoint(first, second)
-    a, b = ckpt.load(first), ckpt.load(second)
+    a, b = ckpt.read(first), ckpt.read(second)
     assert b["exported"]["source"] == os.path.abspath(trained) and b["exported"]["weights"] == "ema"
     assert export_checkpoint(first, str(tmp_path / "c.pt"), weights="ema")["weights"] == "ema"
     with pytest.raises(ckpt.CheckpointError, match="only its 'ema' weights"):
@@ -134,7 +134,7 @@ def test_export_errors_name_the_file_and_leave_outputs_alone(trained, s2ef_data,
     # --overwrite replaces the file, and the summary line is JSON.
     assert script.main(["--checkpoint", trained, "--out", str(existing), "--overwrite"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["weights"] == "ema" and ckpt.load(str(existing))["exported"] is not None
+    assert summary["weights"] == "ema" and ckpt.read(str(existing))["exported"] is not None
 
 
 def test_inspect_tells_checkpoints_and_exported_models_apart(trained, tmp_path, capsys):
@@ -143,7 +143,7 @@ def test_inspect_tells_checkpoints_and_exported_models_apart(trained, tmp_path, 
     export_checkpoint(trained, out)
     assert script.main([trained, out]) == 0
     first, second = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    source = ckpt.load(trained)
+    source = ckpt.read(trained)
     assert first["kind"] == "training checkpoint" and first["resumable"] and first["ema_weights"]
     assert first["step"] == source["step"] and first["last_validation"] == source["metrics"]
     assert first["parameters"] == sum(t.numel() for t in source["model"].values())

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.cli import main
+from spinconv_train.launch.cli import main
+from spinconv_train.registry import DATASETS
 from spinconv_train.config import ConfigError, config_from_dict
-from spinconv_train.trainers import checkpoint as ckpt
+from spinconv_train.checkpoints import store as ckpt
 
 
 def _train(tmp_path, name, data):
@@ -30,7 +32,7 @@ def test_extra_split_is_logged_and_leaves_training_unchanged(s2ef_data, tmp_path
     # Same training, same validation, same checkpoints: the extra split only adds rows.
     untimed = [[{k: v for k, v in r.items() if k != "time"} for r in read_jsonl(run, "val")] for run in (plain, extra)]
     assert untimed[0] == untimed[1] and len(untimed[0]) == 5
-    a, b = ckpt.load(os.path.join(plain, "best_checkpoint.pt")), ckpt.load(os.path.join(extra, "best_checkpoint.pt"))
+    a, b = ckpt.read(os.path.join(plain, "best_checkpoint.pt")), ckpt.read(os.path.join(extra, "best_checkpoint.pt"))
     assert a["step"] == b["step"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     rows = read_jsonl(extra, "val_other")
     assert [r["step"] for r in rows] == [r["step"] for r in read_jsonl(extra, "val")] == [0, 2, 4, 6, 8]
@@ -83,8 +85,31 @@ def test_validate_a_chosen_split(s2ef_data, tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--run-dir", str(tmp_path / "x"), "--split", "nope"]) == 2
     assert "dataset.nope" in capsys.readouterr().err
-    assert main(["--mode", "predict", "--checkpoint", os.path.join(run, "checkpoint.pt"), "--split", "test"]) == 2
-    assert "only --mode validate" in capsys.readouterr().err
+    assert main(["--mode", "run-relaxations", "--checkpoint", os.path.join(run, "checkpoint.pt"), "--split",
+                 "test"]) == 2
+    assert "only --mode validate and --mode predict" in capsys.readouterr().err
+
+
+def test_predict_names_its_split_source_and_count(s2ef_data, tmp_path, capsys):
+    import warnings
+
+    run = _train(tmp_path, "run", {"train": s2ef_data["train"], "val": s2ef_data["val"], "test": s2ef_data["test"]})
+    args = ["--mode", "predict", "--checkpoint", os.path.join(run, "checkpoint.pt"), "--no-progress"]
+    capsys.readouterr()
+    assert main([*args, "--run-dir", str(tmp_path / "p"), "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    count = len(DATASETS.get("lmdb")({"src": s2ef_data["val"]}))
+    assert f"predicting dataset.val: {count} structures from {s2ef_data['val']}" in out
+    assert f"predictions for {count} structures of dataset.val written to" in out
+    assert len(np.load(os.path.join(only_run_dir(tmp_path / "p"), "predictions.npz"))["ids"]) == count
+    # the user's frames redirected on the command line, the test split still the checkpoint config's: said
+    with pytest.warns(UserWarning, match=r"predicting dataset\.test .* while dataset\.train, dataset\.val came "
+                      r"from the command line.*--dataset\.test\.src=PATH"):
+        assert main([*args, "--run-dir", str(tmp_path / "q"), f"--dataset.train.src={s2ef_data['val']}",
+                     f"--dataset.val.src={s2ef_data['val']}"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert main([*args, "--run-dir", str(tmp_path / "r"), f"--dataset.test.src={s2ef_data['val']}"]) == 0
 
 
 def test_unlabelled_split_is_named_not_a_traceback(s2ef_data, tmp_path, capsys):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.cli import main
-from spinconv_train.trainers import checkpoint as ckpt
+from spinconv_train.launch.cli import main
+from spinconv_train.checkpoints import store as ckpt
 
 
 def _train(config_path, run_dir, *extra):
@@ -39,14 +39,14 @@ def _first_val(run):
 
 def test_finetune_starts_from_the_ema_weights_and_keeps_the_normaliser(s2ef_data, pretrained, tmp_path):
     run = _train(_finetune_config(tmp_path, s2ef_data, pretrained), tmp_path / "runs")
-    source = ckpt.load(pretrained["checkpoint"])
+    source = ckpt.read(pretrained["checkpoint"])
     # The pre-training run evaluated its EMA weights on this same split at its last step.
     pre_final = read_jsonl(pretrained["run"], "val")[-1]
     start = _first_val(run)
     assert start["step"] == 0
     assert start["forces_mae"] == pytest.approx(pre_final["forces_mae"], rel=1e-6)
     assert start["energy_mae"] == pytest.approx(pre_final["energy_mae"], rel=1e-6)
-    tuned = ckpt.load(os.path.join(run, "checkpoint.pt"))
+    tuned = ckpt.read(os.path.join(run, "checkpoint.pt"))
     assert tuned["targets"] == source["targets"]
     assert tuned["step"] == 2  # a new run: 4 structures, batch 2, one epoch; its own optimiser and counter
     assert tuned["config"]["finetune"]["checkpoint"] == pretrained["checkpoint"]
@@ -69,9 +69,9 @@ def test_freeze_holds_parameters_fixed_also_after_resume(s2ef_data, pretrained, 
     first = _train(path, tmp_path / "first", "--optim.max_epochs=null", "--optim.max_steps=1")
     resumed = _train(path, tmp_path / "resumed", "--optim.max_epochs=null", "--optim.max_steps=2",
                      "--checkpoint", os.path.join(first, "checkpoint.pt"))
-    source = ckpt.load(pretrained["checkpoint"])
+    source = ckpt.read(pretrained["checkpoint"])
     start = {k[len("module."):]: v for k, v in source["ema"].items() if k.startswith("module.")}
-    tuned = ckpt.load(os.path.join(resumed, "checkpoint.pt"))
+    tuned = ckpt.read(os.path.join(resumed, "checkpoint.pt"))
     assert tuned["step"] == 2
     frozen = [k for k in tuned["model"] if k.startswith(("net.embedding.", "net.interactions.0."))]
     trained = [k for k in tuned["model"] if k.startswith("net.lin1.")]
@@ -84,8 +84,8 @@ def test_freeze_holds_parameters_fixed_also_after_resume(s2ef_data, pretrained, 
 
 def test_targets_fit_refits_the_normaliser_on_the_new_data(s2ef_data, pretrained, tmp_path):
     run = _train(_finetune_config(tmp_path, s2ef_data, pretrained, targets="fit"), tmp_path / "runs")
-    old = ckpt.load(pretrained["checkpoint"])["targets"]["normalizer"]["mean"]
-    new = ckpt.load(os.path.join(run, "checkpoint.pt"))["targets"]["normalizer"]["mean"]
+    old = ckpt.read(pretrained["checkpoint"])["targets"]["normalizer"]["mean"]
+    new = ckpt.read(os.path.join(run, "checkpoint.pt"))["targets"]["normalizer"]["mean"]
     assert new != pytest.approx(old)
 
 
@@ -123,13 +123,13 @@ def test_readme_pattern_run_config_plus_overrides(s2ef_data, pretrained, tmp_pat
                  "--optim.lr_initial=1e-4", "--optim.max_epochs=1")
     assert _first_val(run)["forces_mae"] == pytest.approx(read_jsonl(pretrained["run"], "val")[-1]["forces_mae"],
                                                           rel=1e-6)
-    assert ckpt.load(os.path.join(run, "checkpoint.pt"))["step"] == 2
+    assert ckpt.read(os.path.join(run, "checkpoint.pt"))["step"] == 2
 
 
 def test_readme_freeze_prefixes_exist_in_spinconv():
     from spinconv_train.config import load_config
-    from spinconv_train.trainers.build import build_model
-    from spinconv_train.trainers.finetune import freeze
+    from spinconv_train.checkpoints import build_model
+    from spinconv_train.checkpoints.pretrained import freeze
 
     config = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "s2ef", "oc20_mini",
                                       "spinconv_energy.yml"))
@@ -144,7 +144,7 @@ def test_finetune_with_replay_of_the_pretraining_data(s2ef_data, pretrained, tmp
     """A list of sources: the new data plus the pretraining data (replay against forgetting)."""
     path = _finetune_config(tmp_path, s2ef_data, pretrained)
     run = _train(path, tmp_path / "runs", f"--dataset.train.src=[{s2ef_data['val']}, {s2ef_data['train']}]")
-    assert ckpt.load(os.path.join(run, "checkpoint.pt"))["step"] == (4 + 8) // 2  # one epoch over both
+    assert ckpt.read(os.path.join(run, "checkpoint.pt"))["step"] == (4 + 8) // 2  # one epoch over both
     missing = str(tmp_path / "missing")
     code = main(["--mode", "train", "--config-yml", path, "--run-dir", str(tmp_path / "bad"), "--no-progress",
                  f"--dataset.train.src=[{s2ef_data['val']}, {missing}]"])

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import csv
+import errno
 import glob
-import io
 import json
 import os
 
 import pytest
 
 from spinconv_train.loggers import build_loggers
+from spinconv_train.loggers.files import CSV_FIELDS, read_csv, read_jsonl
 from spinconv_train.registry import LOGGERS
 
 
@@ -34,27 +35,75 @@ def test_file_logger_appends_long_csv_and_jsonl(tmp_path):
         assert [json.loads(line)["step"] for line in handle] == [3, 6, 9]
 
 
-def test_file_logger_writes_atomically(tmp_path, monkeypatch):
-    # A failure while writing leaves the previous complete files, never a torn row.
-    from spinconv_train import config as config_module
+def _counting_writes(monkeypatch):
+    """Record every ``os.open`` path and the bytes of every ``os.write`` from now on."""
+    opened, written = [], []
+    real_open, real_write = os.open, os.write
+    monkeypatch.setattr(os, "open", lambda path, flags, *a: opened.append(str(path)) or real_open(path, flags, *a))
+    monkeypatch.setattr(os, "write", lambda fd, data: written.append(len(data)) or real_write(fd, data))
+    return opened, written
+
+
+def test_each_log_call_appends_only_its_rows(tmp_path, monkeypatch):
+    """O(1) work per call: the bytes written over a run are the files' final sizes, and
+    the last call writes as much as the tenth (nothing is rewritten)."""
+    logger = build_loggers(str(tmp_path), {"logger": {"backends": []}})
+    opened, written = _counting_writes(monkeypatch)
+    per_call = []
+    for step in range(300):
+        before = sum(written)
+        logger.log({"loss": 1.0 / (step + 1), "forces_mae": 0.5}, step=step, split="train", epoch=step / 10)
+        per_call.append(sum(written) - before)
+    monkeypatch.undo()
+    csv_size, jsonl_size = (tmp_path / "metrics.csv").stat().st_size, (tmp_path / "metrics.jsonl").stat().st_size
+    header = len(",".join(CSV_FIELDS)) + 1
+    assert sum(written) == csv_size - header + jsonl_size
+    assert max(per_call) < 400 and per_call[-1] <= per_call[10] + 10
+    assert set(opened) == {str(tmp_path / "metrics.csv"), str(tmp_path / "metrics.jsonl")}
+    assert len(read_jsonl(str(tmp_path / "metrics.jsonl"))) == 300 and len(read_csv(str(tmp_path / "metrics.csv"))) == 600
+
+
+def test_crash_mid_line_is_readable_and_resume_appends(tmp_path, caplog):
+    logger = build_loggers(str(tmp_path), {"logger": {"backends": []}})
+    for step in range(3):
+        logger.log({"loss": 1.0 + step}, step=step, split="train")
+    # a crash while the next rows were being written: both files end in a cut-short line
+    with open(tmp_path / "metrics.jsonl", "a") as handle:
+        handle.write('{"time": 1.0, "step": 3, "epoch": null, "split": "tr')
+    with open(tmp_path / "metrics.csv", "a") as handle:
+        handle.write("1.0,3,,train,lo")
+    assert [r["step"] for r in read_jsonl(str(tmp_path / "metrics.jsonl"))] == [0, 1, 2]
+    assert [r["step"] for r in read_csv(str(tmp_path / "metrics.csv"))] == ["0", "1", "2"]
+    with caplog.at_level("WARNING"):
+        resumed = build_loggers(str(tmp_path), {"logger": {"backends": []}})
+    assert "incomplete last line" in caplog.text
+    resumed.log({"loss": 0.5, "new_metric": 7.0}, step=3, split="train")  # a metric first seen now
+    with open(tmp_path / "metrics.jsonl") as handle:  # every line whole again
+        rows = [json.loads(line) for line in handle]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3] and rows[-1]["new_metric"] == 7.0
+    with open(tmp_path / "metrics.csv") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert list(csv_rows[0]) == list(CSV_FIELDS)
+    assert [(r["step"], r["metric"]) for r in csv_rows[-2:]] == [("3", "loss"), ("3", "new_metric")]
+
+
+def test_failed_write_keeps_whole_rows(tmp_path, monkeypatch):
+    from spinconv_train.atomic_files import DiskFullError
 
     logger = build_loggers(str(tmp_path), {"logger": {"backends": []}})
     logger.log({"loss": 1.5}, step=1, split="train")
     before = (tmp_path / "metrics.csv").read_text(), (tmp_path / "metrics.jsonl").read_text()
+    real_write = os.write
 
-    def failing_write(handle_self, text):
-        raise OSError("disk full")
+    def half_then_full(fd, data):
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    class FailingFile(io.StringIO):
-        write = failing_write
-
-    # write_text_atomic opens its temporary file with open(): make that file fail on write
-    monkeypatch.setattr(config_module, "open", lambda path, mode: FailingFile(), raising=False)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(DiskFullError, match=r"no space left on device while writing .*metrics.csv"):
         logger.log({"loss": 1.0}, step=2, split="train")
-    monkeypatch.delattr(config_module, "open")
+    monkeypatch.undo()
     assert ((tmp_path / "metrics.csv").read_text(), (tmp_path / "metrics.jsonl").read_text()) == before
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
 
 
 def test_tensorboard_writes_events(tmp_path):

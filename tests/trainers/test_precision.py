@@ -8,10 +8,10 @@ import torch
 
 from models.spinconv_testkit import slab_with_adsorbate
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.cli import main
+from spinconv_train.launch.cli import main
 from spinconv_train.config import ConfigError, config_from_dict
-from spinconv_train.relax import ModelCalculator
-from spinconv_train.trainers import checkpoint as ckpt
+from spinconv_train.calculators import ModelCalculator
+from spinconv_train.checkpoints import store as ckpt
 
 SPINCONV = {"name": "spinconv", "hidden_channels": 8, "mid_hidden_channels": 16, "num_interactions": 1,
             "num_basis_functions": 16, "sphere_size_lat": 4, "sphere_size_long": 4, "max_num_neighbors": 12,
@@ -31,9 +31,9 @@ def _run(tmp_path, s2ef_data, name, precision):
 def test_float64_training_matches_float32_and_stays_double(s2ef_data, tmp_path, torch_threads):
     single = _run(tmp_path, s2ef_data, "single", "float32")
     double = _run(tmp_path, s2ef_data, "double", "float64")
-    payload = ckpt.load(os.path.join(double, "checkpoint.pt"))
+    payload = ckpt.read(os.path.join(double, "checkpoint.pt"))
     assert all(t.dtype == torch.float64 for t in payload["model"].values() if t.is_floating_point())
-    assert all(t.dtype == torch.float32 for t in ckpt.load(os.path.join(single, "checkpoint.pt"))["model"].values()
+    assert all(t.dtype == torch.float32 for t in ckpt.read(os.path.join(single, "checkpoint.pt"))["model"].values()
                if t.is_floating_point())
     # Same seed, same initial weights: the first step's loss agrees to float32 rounding.
     first = [read_jsonl(run, "train")[0]["loss"] for run in (single, double)]

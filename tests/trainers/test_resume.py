@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.cli import main
-from spinconv_train.trainers import checkpoint as ckpt
-from spinconv_train.trainers.forces import ForcesTask
+from spinconv_train.launch.cli import main
+from spinconv_train.checkpoints import store as ckpt
+from spinconv_train.tasks.forces import ForcesTask
 
 
 def _train(config_path, run_dir, *extra):
@@ -25,7 +25,7 @@ def test_resume_mid_epoch_matches_uninterrupted_run(s2ef_data, tmp_path, torch_t
     path = write_config(tmp_path, cfg)
     straight = _train(path, tmp_path / "straight")
     first = _train(path, tmp_path / "first", "--optim.max_steps=3")  # stops mid-epoch (4 batches/epoch)
-    payload = ckpt.load(os.path.join(first, "checkpoint.pt"))
+    payload = ckpt.read(os.path.join(first, "checkpoint.pt"))
     assert payload["step"] == 3 and payload["sampler"]["batches_yielded"] == 3 and payload["epoch"] == 0
     resumed = _train(path, tmp_path / "resumed", "--checkpoint", os.path.join(first, "checkpoint.pt"))
 
@@ -39,8 +39,8 @@ def test_resume_mid_epoch_matches_uninterrupted_run(s2ef_data, tmp_path, torch_t
     final_resumed = read_jsonl(resumed, "val")[-1]
     assert final_resumed["step"] == final_straight["step"] == 7
     assert final_resumed["forces_mae"] == pytest.approx(final_straight["forces_mae"], rel=1e-6)
-    a = ckpt.load(os.path.join(straight, "checkpoint.pt"))
-    b = ckpt.load(os.path.join(resumed, "checkpoint.pt"))
+    a = ckpt.read(os.path.join(straight, "checkpoint.pt"))
+    b = ckpt.read(os.path.join(resumed, "checkpoint.pt"))
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=1e-6, atol=1e-7)
     assert a["config"]["optim"] == b["config"]["optim"]
@@ -49,7 +49,7 @@ def test_resume_mid_epoch_matches_uninterrupted_run(s2ef_data, tmp_path, torch_t
 def test_checkpoint_holds_state_and_config(s2ef_data, tmp_path):
     cfg = tiny_config(s2ef_data, max_epochs=1, ema_decay=0.99)
     run = _train(write_config(tmp_path, cfg), tmp_path / "runs")
-    payload = ckpt.load(os.path.join(run, "checkpoint.pt"))
+    payload = ckpt.read(os.path.join(run, "checkpoint.pt"))
     for key in ("model", "optimizer", "scheduler", "ema", "targets", "step", "epoch", "sampler", "rng", "config"):
         assert payload[key] is not None, key
     assert payload["config"]["model"]["hidden_channels"] == cfg["model"]["hidden_channels"]
@@ -90,4 +90,4 @@ def test_nan_loss_stops_with_step_and_sids_and_keeps_checkpoint(s2ef_data, tmp_p
     err = capsys.readouterr().err
     assert "step 3" in err and "batch sids: [" in err and "checkpoint" in err
     run = only_run_dir(tmp_path / "runs")
-    assert ckpt.load(os.path.join(run, "checkpoint.pt"))["step"] == 2  # the last good one
+    assert ckpt.read(os.path.join(run, "checkpoint.pt"))["step"] == 2  # the last good one

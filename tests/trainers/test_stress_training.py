@@ -15,7 +15,7 @@ from ase.io import write
 from ase.stress import voigt_6_to_full_3x3_stress
 from trainers.trainer_testing import ROOT, load_script, only_run_dir, read_jsonl, write_config
 
-from spinconv_train.cli import main
+from spinconv_train.launch.cli import main
 from spinconv_train.datasets import DatasetError, LmdbDataset
 from spinconv_train.datasets.preprocess import preprocess_ef
 
@@ -120,7 +120,7 @@ def test_relaxations_move_the_cell_with_relax_cell(stress_data, stress_run, tmp_
     """``task.relax_opt.relax_cell: true`` relaxes positions and cell (FrechetCellFilter)
     with the model's stress: the cells change and the model's stress on the relaxed
     structures is small; without it the cells stay as they were."""
-    from spinconv_train.relax import ModelCalculator, record_to_atoms
+    from spinconv_train.calculators import ModelCalculator, record_to_atoms
 
     _, paths = stress_data
     run, _ = stress_run
@@ -157,7 +157,7 @@ def test_npt_md_script_with_a_stress_model(stress_data, stress_run, tmp_path):
 
     from ase.io import read
 
-    from spinconv_train.relax import record_to_atoms
+    from spinconv_train.calculators import record_to_atoms
 
     _, paths = stress_data
     run, _ = stress_run

@@ -7,11 +7,11 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from spinconv_train.config import SCHEMA
-from spinconv_train.modules.element_references import ElementReferences
-from spinconv_train.modules.normalizer import Normalizer
-from spinconv_train.trainers.energy import EnergyTask
-from spinconv_train.trainers.forces import ForcesTask
-from spinconv_train.trainers.targets import TargetState, scalar_loss, structure_ids
+from spinconv_train.tasks.element_references import ElementReferences
+from spinconv_train.tasks.normalizer import Normalizer
+from spinconv_train.tasks.energy import EnergyTask
+from spinconv_train.tasks.forces import ForcesTask
+from spinconv_train.tasks.targets import TargetState, scalar_loss, structure_ids
 
 
 def section(name, **kw):
@@ -73,7 +73,7 @@ def test_energy_task_multi_target_metrics():
     task = EnergyTask(section("task", target="y_relaxed", labels=["a", "b"]), section("optim"),
                       TargetState(Normalizer([0.0, 0.0], [1.0, 1.0])))
     assert task.metric_names() == ["a_mae", "b_mae", "mean_mae"] and task.default_metric == "mean_mae"
-    from spinconv_train.modules.evaluator import MetricAccumulator
+    from spinconv_train.tasks.metrics import MetricAccumulator
 
     acc = MetricAccumulator(task.metric_names())
     pred = task.denormalize({"energy": torch.tensor([[1.5, 2.0], [2.0, 0.0]])}, batch)
@@ -86,7 +86,7 @@ def test_energy_task_multi_target_metrics():
 
 
 def test_energy_task_single_target_rmse():
-    from spinconv_train.modules.evaluator import MetricAccumulator
+    from spinconv_train.tasks.metrics import MetricAccumulator
 
     batch = toy_batch()  # y_relaxed column 0: 1.0 and 2.0
     task = EnergyTask(section("task", target="y_relaxed", target_indices=[0]), section("optim"),
@@ -99,7 +99,7 @@ def test_energy_task_single_target_rmse():
 
 
 def test_metrics_by_tag_split_the_free_atoms_by_oc20_tag():
-    from spinconv_train.modules.evaluator import MetricAccumulator
+    from spinconv_train.tasks.metrics import MetricAccumulator
 
     batch = toy_batch()
     batch.tags = torch.tensor([0, 1, 1, 0, 1, 2, 2])  # atoms 0 and 3 are fixed (first of each structure)
@@ -141,3 +141,23 @@ def test_energy_per_atom_belongs_to_the_forces_trainer(s2ef_data):
     assert config_from_dict(config)["optim"]["energy_per_atom"] is True
     with pytest.raises(ConfigError, match="optim.energy_per_atom.*'energy'"):
         config_from_dict(dict(config, trainer="energy"))
+
+
+def test_every_registered_task_offers_the_task_protocol():
+    """The loop, checkpoints and calculators use a task only through tasks.protocol.Task:
+    every registered task has its 13 members, and a class missing one does not pass."""
+    from spinconv_train.registry import TRAINERS
+    from spinconv_train.tasks.protocol import Task
+
+    members = [name for name in dir(Task) if not name.startswith("_")] + list(Task.__annotations__)
+    assert len(set(members)) == 13
+    for name in TRAINERS.names():
+        cls = TRAINERS.get(name)
+        task = cls(section("task", target="y_relaxed"), section("optim"), TargetState())
+        assert isinstance(task, Task), name
+        assert all(hasattr(task, m) for m in set(members)), name
+
+    class NoLoss(ForcesTask):
+        loss = None
+
+    assert not isinstance(NoLoss(section("task"), section("optim"), TargetState()), Task)

@@ -95,7 +95,8 @@ def write_ase_inputs(folder, frames_per_file: int = 3) -> List[Any]:
 
 
 def write_split(folder: str, records: List[Any]) -> str:
-    from spinconv_train.datasets.lmdb_io import save_npz_atomic, write_lmdb
+    from spinconv_train.atomic_files import save_npz_atomic
+    from spinconv_train.datasets.lmdb_io import write_lmdb
 
     os.makedirs(folder, exist_ok=True)
     write_lmdb(os.path.join(folder, "data.lmdb"), records)

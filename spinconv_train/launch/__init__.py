@@ -1,0 +1,1 @@
+"""The command line (``main.py`` / ``spinconv-train``), sweeps, SLURM submission."""

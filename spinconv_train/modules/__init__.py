@@ -1,1 +1,0 @@
-"""Training modules: normalisers, element references, EMA, optimisers, schedulers, metrics."""

@@ -115,12 +115,15 @@ def cpu_figure(suite: Suite, results: Sequence[RunResult]) -> Any:
     fig = new_figure(1, 1, width=5.5, height=4.0)
     ax = fig.axes[0]
     split = suite.splits[0]
+    seconds = []
     for group in dict.fromkeys(r.spec.group for r in results):
         points = [(r.cpu_s, r.metrics[split]) for r in results
                   if r.spec.group == group and split in r.metrics and math.isfinite(r.cpu_s)]
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], "o", label=group)
-    ax.set_xscale("log")
+            seconds += [p[0] for p in points]
+    if seconds and min(seconds) > 0 and max(seconds) > 10 * min(seconds):
+        ax.set_xscale("log")
     ax.set_xlabel("training CPU seconds")
     ax.set_ylabel(f"{split} {suite.metric} ({suite.unit})")
     ax.grid(True, alpha=0.3)

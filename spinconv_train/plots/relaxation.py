@@ -49,11 +49,19 @@ def trajectory_energies(trajectory_dir: str) -> dict[str, list[float]]:
     return traces
 
 
-def write_relaxation_plot(run_dir: str, trajectory_dir: str | None) -> str | None:
-    """Write ``run_dir/relaxation_energies.png`` from the trajectories of ``trajectory_dir``;
-    ``None`` (nothing written) without trajectories (``task.write_trajectories: false``)."""
-    traces = trajectory_energies(trajectory_dir) if trajectory_dir and os.path.isdir(trajectory_dir) else {}
+def result_energies(results: Sequence[Any]) -> dict[str, list[float]]:
+    """``{name: energies}`` of relaxation results (``RelaxResult``: ``sid``, ``index``,
+    ``energies``); the name is the sid, with the dataset index when sids repeat."""
+    sids = [str(r.sid) for r in results]
+    return {(sid if sids.count(sid) == 1 else f"{sid} (#{r.index})"): list(r.energies)
+            for sid, r in zip(sids, results) if r.energies}
+
+
+def write_relaxation_plot(run_dir: str, results: Sequence[Any]) -> str | None:
+    """Write ``run_dir/relaxation_energies.png`` (energy against step of every relaxation in
+    ``results``); ``None`` (nothing written) when no result recorded its energies."""
+    traces = result_energies(results)
     if not traces:
-        logger.info("no relaxation trajectories: set task.write_trajectories: true for %s", FILE_NAME)
+        logger.info("no relaxation energies recorded: %s not written", FILE_NAME)
         return None
     return save_png(relaxation_figure(traces), os.path.join(run_dir, FILE_NAME))

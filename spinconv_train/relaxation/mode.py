@@ -2,8 +2,9 @@
 checkpoint's force model and write ``relaxations.npz`` (+ ``relaxed_positions.npz`` in the
 reference's IS2RS submission layout, ``relaxation_metrics.json``,
 ``relaxed.extxyz`` with the relaxed structures unless ``task.write_relaxed_structures: false``,
-+ ``trajectories/<sid>_<fid>.traj`` and ``relaxation_energies.png`` (energy against step)
-when ``task.write_trajectories``) in the run directory."""
+``relaxation_energies.png`` with each structure's energy against step,
++ ``trajectories/<sid>_<fid>.traj`` when
+``task.write_trajectories``) in the run directory."""
 from __future__ import annotations
 
 import json
@@ -108,7 +109,7 @@ def run_relaxations(config: Config, options: RunOptions) -> dict[str, float]:
             if settings.write_relaxed_structures:  # off for very large sets (e.g. all of OC20's IS2RE val)
                 write_relaxed_structures(os.path.join(run_dir, STRUCTURES), dataset, results)
             write_text_atomic(os.path.join(run_dir, METRICS), json.dumps(metrics, indent=2))
-            write_relaxation_plot(run_dir, traj_dir)
+            write_relaxation_plot(run_dir, results)
             loggers.log(metrics, 0, "relax")
             print(f"relaxed {len(results)} structures ({settings.options.name}, fmax {settings.options.fmax}, "
                   f"at most {settings.options.steps} steps); written to {path}", flush=True)

@@ -24,6 +24,7 @@ setup(
         "vesin>=0.3",
         "vesin-torch>=0.3",
         "e3nn>=0.5",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "dev": ["pytest>=7", "wandb>=0.15", "tblite>=0.4", "scipy>=1.10"],
@@ -40,6 +41,10 @@ setup(
         "spinconv-md=spinconv_train.commands.run_md:main",
         "spinconv-export=spinconv_train.commands.export_model:main",
         "spinconv-inspect=spinconv_train.commands.inspect_checkpoint:main",
+<<<<<<< HEAD
         "spinconv-import-ocp=spinconv_train.commands.import_ocp:main",
+=======
+        "spinconv-plot=spinconv_train.commands.plot:main",
+>>>>>>> plot
     ]},
 )

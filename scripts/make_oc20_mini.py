@@ -13,7 +13,8 @@ Output layout::
     OUT/s2ef/{train,val_id,val_ood}/*.lmdb + metadata.npz   (every K-th frame; K=1: all)
     OUT/is2re/{train,val_id,val_ood}/data.lmdb + metadata.npz (y_init, y_relaxed, pos_relaxed: IS2RE and IS2RS)
 
-Deterministic for a seed (single-threaded numpy; one process per system).
+Deterministic for a seed (single-threaded numpy; one process per system). For larger data
+(more metals, facets and adsorbates, OC20's four validation splits) see ``make_oc20_emt.py``.
 EMT is a fitted potential that is reasonable for these metals and crude for H/C/N/O.
 """
 from __future__ import annotations

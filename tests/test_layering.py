@@ -17,12 +17,12 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 LAYERS: dict[str, int] = {
     "": 0, "config": 0, "config_ocp": 0, "registry": 0, "atomic_files": 0, "distributed": 0, "tables": 0,
     "graph": 1,
-    "models": 2, "datasets": 2, "loggers": 2, "rundir": 2,
+    "models": 2, "datasets": 2, "loggers": 2, "rundir": 2, "plots": 2,
     "tasks": 3,
     "checkpoints": 4,
     "calculators": 5, "relaxation": 5, "md": 5, "ocp": 5,
     "training": 6,
-    "launch": 7, "commands": 7, "benchmarks": 7,
+    "launch": 7, "commands": 7, "benchmarks": 7, "results": 7,
 }
 TRAINING = "training"
 # Inference paths: none of them may reach the training loop, directly or through others.

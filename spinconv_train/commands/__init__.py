@@ -11,6 +11,7 @@ commands here prepare data and use trained models:
 - ``spinconv-export``: a checkpoint reduced to config, weights and normaliser (``export_model``)
 - ``spinconv-inspect``: what a checkpoint or exported model holds (``inspect_checkpoint``)
 - ``spinconv-import-ocp``: an OCP trainer checkpoint (file, released name or URL) as an exported model (``import_ocp``)
+- ``spinconv-plot``: learning curves and parity plots of run folders (``plot``)
 
 Each module has ``parse_args(argv)`` and ``main(argv) -> exit code``; ``scripts/<module>.py``
 runs the same from a checkout.

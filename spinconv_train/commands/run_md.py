@@ -5,12 +5,13 @@
 
 ``--structure`` is any file ASE reads (its last frame), or ``--molecule NAME`` one of ASE's
 g2 molecules. Writes ``md.traj`` (every ``--interval``-th frame), ``md.csv`` (energies,
-temperature, volume, conserved energy) and ``summary.json`` (steps, ms per step, energy
-errors) into ``--output-dir``, and prints a progress line (step, time, temperature,
-energies) to stderr every ``--print-every`` steps (``--quiet``: none). Several
-``--checkpoint`` files form a committee: the dynamics follow their mean and ``md.csv``
-logs their spread (``max_forces_std_ev_a``). Energy-centric models conserve energy in
-NVE; see ``spinconv_train/md/dynamics.py`` for the grid projection's caveat.
+temperature, volume, conserved energy), ``md.png`` (energy drift and temperature against
+step) and ``summary.json`` (steps, ms per step, energy errors) into ``--output-dir``, and
+prints a progress line (step, time, temperature, energies) to stderr every ``--print-every``
+steps (``--quiet``: none). Several ``--checkpoint`` files form a committee: the dynamics
+follow their mean and ``md.csv`` logs their spread (``max_forces_std_ev_a``).
+Energy-centric models conserve energy in NVE; see ``spinconv_train/md/dynamics.py`` for
+the grid projection's caveat.
 
 ``spinconv-md`` is installed with the package; from a checkout ``python scripts/run_md.py`` is the same.
 """
@@ -121,6 +122,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     log.write_csv(os.path.join(args.output_dir, "md.csv"))
+    from spinconv_train.plots.md import write_md_plot
+
+    write_md_plot(args.output_dir)
     if log.stopped_at is not None:
         from ase.io import write
 

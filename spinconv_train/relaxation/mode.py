@@ -2,6 +2,7 @@
 checkpoint's force model and write ``relaxations.npz`` (+ ``relaxed_positions.npz`` in the
 reference's IS2RS submission layout, ``relaxation_metrics.json``,
 ``relaxed.extxyz`` with the relaxed structures unless ``task.write_relaxed_structures: false``,
+``relaxation_energies.png`` with each structure's energy against step,
 + ``trajectories/<sid>_<fid>.traj`` when
 ``task.write_trajectories``) in the run directory."""
 from __future__ import annotations
@@ -22,6 +23,7 @@ from spinconv_train.calculators.predict import predict_atoms
 from spinconv_train.checkpoints import CheckpointError, build_model, load
 from spinconv_train.config import Config, check_source_paths
 from spinconv_train.datasets import DatasetError
+from spinconv_train.plots.relaxation import write_relaxation_plot
 from spinconv_train.registry import DATASETS
 from spinconv_train.relaxation.metrics import relaxation_metrics
 from spinconv_train.relaxation.output import submission_arrays, write_relaxations, write_relaxed_structures
@@ -107,6 +109,7 @@ def run_relaxations(config: Config, options: RunOptions) -> dict[str, float]:
             if settings.write_relaxed_structures:  # off for very large sets (e.g. all of OC20's IS2RE val)
                 write_relaxed_structures(os.path.join(run_dir, STRUCTURES), dataset, results)
             write_text_atomic(os.path.join(run_dir, METRICS), json.dumps(metrics, indent=2))
+            write_relaxation_plot(run_dir, results)
             loggers.log(metrics, 0, "relax")
             print(f"relaxed {len(results)} structures ({settings.options.name}, fmax {settings.options.fmax}, "
                   f"at most {settings.options.steps} steps); written to {path}", flush=True)

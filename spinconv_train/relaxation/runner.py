@@ -43,6 +43,7 @@ class RelaxResult:
     pbc: np.ndarray  # (3,) bool
     y_relaxed: float | None = None
     pos_relaxed: np.ndarray | None = None
+    energies: list[float] | None = None  # model energy at the start and after each step, eV
 
 
 def make_optimizer(atoms: Atoms, options: RelaxOptions, trajectory: str | None = None) -> ase.optimize.optimize.Optimizer:
@@ -58,12 +59,16 @@ def make_optimizer(atoms: Atoms, options: RelaxOptions, trajectory: str | None =
     return cls(target, logfile=None, trajectory=trajectory, maxstep=options.maxstep, **options.extra)
 
 
-def relax_atoms(atoms: Atoms, options: RelaxOptions, trajectory: str | None = None) -> tuple:
+def relax_atoms(atoms: Atoms, options: RelaxOptions, trajectory: str | None = None,
+                energies: list[float] | None = None) -> tuple:
     """Relax ``atoms`` (its calculator attached) in place until the largest free-atom force
     norm is below ``options.fmax`` or ``options.steps`` steps were taken; returns
-    ``(steps, converged)``. ``trajectory`` is written via a temporary file and renamed."""
+    ``(steps, converged)``. ``trajectory`` is written via a temporary file and renamed;
+    ``energies``, if given, receives the energy of every visited structure (the start included)."""
     output = atomic_path(trajectory, suffix=".traj") if trajectory is not None else contextlib.nullcontext()
     with output as tmp, make_optimizer(atoms, options, tmp) as optimizer:
+        if energies is not None:
+            optimizer.attach(lambda: energies.append(float(atoms.get_potential_energy())))
         converged = bool(optimizer.run(fmax=options.fmax, steps=options.steps))
         steps = int(optimizer.nsteps)
     return steps, converged
@@ -96,7 +101,8 @@ def relax_record(dataset: Any, index: int, calculator: Calculator, options: Rela
     sid = _scalar(getattr(record, "sid", None))
     sid = int(index) if sid is None else sid
     trajectory = None if trajectory_dir is None else os.path.join(trajectory_dir, trajectory_name(record, sid))
-    steps, converged = relax_atoms(atoms, options, trajectory)
+    energies: list[float] = []
+    steps, converged = relax_atoms(atoms, options, trajectory, energies)
     free = free_atoms(atoms)
     forces = atoms.get_forces()  # constrained: fixed atoms at zero
     pos_relaxed = getattr(record, "pos_relaxed", None)
@@ -106,7 +112,8 @@ def relax_record(dataset: Any, index: int, calculator: Calculator, options: Rela
         fmax=float(np.linalg.norm(forces, axis=1).max()) if len(atoms) else 0.0,
         free=free, cell=np.asarray(atoms.get_cell(), dtype=np.float64), pbc=np.asarray(atoms.pbc, dtype=bool),
         y_relaxed=None if getattr(record, "y_relaxed", None) is None else float(_scalar(record.y_relaxed)),
-        pos_relaxed=None if pos_relaxed is None else np.asarray(pos_relaxed, dtype=np.float64).reshape(-1, 3))
+        pos_relaxed=None if pos_relaxed is None else np.asarray(pos_relaxed, dtype=np.float64).reshape(-1, 3),
+        energies=energies)
 
 
 def relax_indices(dataset: Any, indices: Sequence[int], calculator: Calculator | BatchEvaluator,

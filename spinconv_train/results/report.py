@@ -1,0 +1,200 @@
+"""Write ``results/<suite>.md``: what was run (commands, versions, hardware, budgets), a
+table of the reported metric per model, training size and split (mean and range over
+seeds), plots, and the rankings and crossings the numbers show."""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from spinconv_train.config import write_text_atomic
+from spinconv_train.plots.figure import new_figure, save_png
+from spinconv_train.plots.learning_curves import learning_curve_figure
+from spinconv_train.plots.metrics_io import read_metrics
+from spinconv_train.results.collect import RunResult
+from spinconv_train.results.suites import Suite
+
+Key = tuple[str, "int | None"]  # (group, training size)
+
+
+def environment(cwd: str) -> dict[str, str]:
+    """Versions, hardware and thread settings of this machine."""
+    info = {"python": platform.python_version(), "platform": platform.platform()}
+    for module in ("torch", "torch_geometric", "ase", "numpy", "matplotlib"):
+        try:
+            info[module] = __import__(module).__version__
+        except ImportError:
+            info[module] = "not installed"
+    try:
+        info["git commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True,
+                                            text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        info["git commit"] = "unknown"
+    cpu = "unknown"
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    info["CPU"] = f"{cpu}, {os.cpu_count()} logical cores"
+    info["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1 (set by reproduce.py)")
+    return info
+
+
+def aggregate(results: Sequence[RunResult], splits: Sequence[str]) -> dict[Key, dict[str, Any]]:
+    """Per (group, training size): ``{split: [values over seeds]}`` and ``"cpu_s": [...]``,
+    in the order the runs are listed."""
+    table: dict[Key, dict[str, Any]] = {}
+    for result in results:
+        entry = table.setdefault((result.spec.group, result.spec.train_size), {"cpu_s": [], "ended": []})
+        entry["cpu_s"].append(result.cpu_s)
+        entry["ended"].append(result.ended)
+        for split in splits:
+            entry.setdefault(split, []).append(result.metrics.get(split, math.nan))
+    return table
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _cell(values: Sequence[float]) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return "–"
+    if len(finite) == 1:
+        return f"{finite[0]:.4f}"
+    return f"{_mean(finite):.4f} ({min(finite):.4f}–{max(finite):.4f})"
+
+
+def metric_table(suite: Suite, table: dict[Key, dict[str, Any]]) -> str:
+    """The Markdown table: one row per (model, training size)."""
+    sized = any(size is not None for _, size in table)
+    head = ["model", *(["train frames"] if sized else []), *suite.splits, "CPU s (mean)", "ended"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (group, size), entry in table.items():
+        cpu = _mean(entry["cpu_s"])
+        ended = ", ".join(sorted(set(entry["ended"])))
+        cells = [group, *([str(size)] if sized else []), *(_cell(entry[s]) for s in suite.splits),
+                 "–" if math.isnan(cpu) else f"{cpu:.0f}", ended]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def size_figure(suite: Suite, table: dict[Key, dict[str, Any]]) -> Any:
+    """One axes per split: the metric (mean over seeds, bars: range) against training size, one line per model."""
+    fig = new_figure(1, len(suite.splits), width=4.2, height=3.6)
+    groups = list(dict.fromkeys(group for group, _ in table))
+    for ax, split in zip(fig.axes, suite.splits):
+        for group in groups:
+            xs, ys, low, high = [], [], [], []
+            for (g, size), entry in sorted(table.items(), key=lambda item: item[0][1] or 0):
+                finite = [v for v in entry[split] if math.isfinite(v)]
+                if g != group or not size or not finite:
+                    continue
+                mean = sum(finite) / len(finite)
+                xs.append(size)
+                ys.append(mean)
+                low.append(mean - min(finite))
+                high.append(max(finite) - mean)
+            if xs:
+                ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=group)
+        ax.set_xscale("log")
+        ax.set_xlabel("training frames")
+        ax.set_ylabel(f"{suite.metric} ({suite.unit})")
+        ax.set_title(split)
+        ax.grid(True, alpha=0.3)
+    fig.axes[0].legend(fontsize="small")
+    return fig
+
+
+def cpu_figure(suite: Suite, results: Sequence[RunResult]) -> Any:
+    """The metric on the first split against each run's CPU seconds, one marker series per model."""
+    fig = new_figure(1, 1, width=5.5, height=4.0)
+    ax = fig.axes[0]
+    split = suite.splits[0]
+    seconds = []
+    for group in dict.fromkeys(r.spec.group for r in results):
+        points = [(r.cpu_s, r.metrics[split]) for r in results
+                  if r.spec.group == group and split in r.metrics and math.isfinite(r.cpu_s)]
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o", label=group)
+            seconds += [p[0] for p in points]
+    if seconds and min(seconds) > 0 and max(seconds) > 10 * min(seconds):
+        ax.set_xscale("log")
+    ax.set_xlabel("training CPU seconds")
+    ax.set_ylabel(f"{split} {suite.metric} ({suite.unit})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def findings(suite: Suite, table: dict[Key, dict[str, Any]]) -> list[str]:
+    """Plain statements the numbers support: the ranking per split and size, and where two
+    models' mean curves cross as the training set grows."""
+    lines = []
+    sizes = sorted({size for _, size in table if size is not None}) or [None]
+    groups = list(dict.fromkeys(group for group, _ in table))
+    for split in suite.splits:
+        for size in sizes:
+            ranked = sorted(((_mean(table[(g, size)][split]), g) for g in groups if (g, size) in table),
+                            key=lambda item: item[0])
+            ranked = [(v, g) for v, g in ranked if math.isfinite(v)]
+            if ranked:
+                where = f" at {size} frames" if size is not None else ""
+                lines.append(f"{split}{where}: " + " < ".join(f"{g} {v:.4f}" for v, g in ranked))
+        if len(sizes) > 1:
+            for i, a in enumerate(groups):
+                for b in groups[i + 1:]:
+                    diffs = [(size, _mean(table[(a, size)][split]) - _mean(table[(b, size)][split]))
+                             for size in sizes if (a, size) in table and (b, size) in table]
+                    diffs = [(s, d) for s, d in diffs if math.isfinite(d)]
+                    for (s0, d0), (s1, d1) in zip(diffs, diffs[1:]):
+                        if d0 * d1 < 0:
+                            better = a if d1 < 0 else b
+                            lines.append(f"{split}: {a} and {b} cross between {s0} and {s1} frames "
+                                         f"({better} better at {s1})")
+    return lines
+
+
+def write_report(suite: Suite, results: Sequence[RunResult], root: str, out_dir: str, commands: Sequence[str],
+                 cwd: str, budget_note: str) -> str:
+    """Write ``out_dir/<suite>.md`` and its plots in ``out_dir/<suite>/``; return the Markdown path."""
+    figures = os.path.join(out_dir, suite.name)
+    table = aggregate(results, suite.splits)
+    parts = [f"# {suite.name}", "", suite.description, ""]
+    parts += ["## What the numbers show", "",
+              f"Metric: `{suite.metric}` ({suite.unit}, lower is better) of each run's best checkpoint "
+              "(lowest val), mean over seeds with the range in brackets.", ""]
+    parts += [f"- {line}" for line in findings(suite, table)] or ["- no finished runs yet"]
+    stopped = sum(r.ended == "budget" for r in results)
+    if stopped:
+        parts += ["", f"{stopped} of {len(results)} runs were stopped by their CPU budget before early stopping: "
+                  "their numbers are what that budget buys, not converged values."]
+    parts += ["", "## Results", "", metric_table(suite, table), ""]
+    if any(r.spec.train_size for r in results) and len({r.spec.train_size for r in results}) > 1:
+        parts += [f"![metric against training size]({suite.name}/size_curves.png)", ""]
+        save_png(size_figure(suite, table), os.path.join(figures, "size_curves.png"))
+    if any(math.isfinite(r.cpu_s) and suite.splits[0] in r.metrics for r in results):
+        parts += [f"![metric against CPU time]({suite.name}/cpu_time.png)", ""]
+        save_png(cpu_figure(suite, results), os.path.join(figures, "cpu_time.png"))
+    for size in dict.fromkeys(r.spec.train_size for r in results):
+        runs = {r.spec.name: read_metrics(os.path.join(root, r.spec.name)) for r in results
+                if r.spec.train_size == size and os.path.exists(os.path.join(root, r.spec.name, "metrics.jsonl"))}
+        runs = {name: rows for name, rows in runs.items() if rows}
+        if runs:
+            name = "learning_curves.png" if size is None else f"learning_curves_n{size}.png"
+            try:
+                save_png(learning_curve_figure(runs), os.path.join(figures, name))
+            except ValueError:
+                continue
+            parts += [f"![learning curves{'' if size is None else f', {size} frames'}]({suite.name}/{name})", ""]
+    if suite.notes:
+        parts += ["## Notes", "", *[f"- {note}" for note in suite.notes], ""]
+    parts += ["## How it was run", "", budget_note, "", "```", *commands, "```", "", "## Environment", ""]
+    parts += [f"- {key}: {value}" for key, value in environment(cwd).items()]
+    path = os.path.join(out_dir, f"{suite.name}.md")
+    write_text_atomic(path, "\n".join(parts) + "\n")
+    return path

@@ -1,0 +1,95 @@
+"""scripts/reproduce.py: the smoke suite end to end (2 tiny SchNet runs on the shipped
+OC20-mini), the CPU budget stop, and the report's table, crossings and plots."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+from trainers.trainer_testing import ROOT, load_script
+
+from spinconv_train.results.collect import RunResult
+from spinconv_train.results.execute import run_with_budget
+from spinconv_train.results.report import aggregate, findings, metric_table, size_figure
+from spinconv_train.results.suites import SUITES, RunSpec, Suite, get_suite
+
+
+def test_smoke_suite_runs_collects_and_reports(tmp_path, capsys):
+    script = load_script("reproduce")
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    assert script.main(["--suite", "smoke", "--run-root", str(runs), "--results-dir", str(results),
+                        "--jobs", "2"]) == 0
+    report = (results / "smoke.md").read_text()
+    values = {}
+    for seed in (0, 1):
+        status = json.loads((runs / "status" / f"schnet-seed{seed}.json").read_text())
+        assert status["train"]["returncode"] == 0 and not status["train"]["stopped_by_budget"]
+        assert status["train"]["cpu_s"] > 0 and [v["returncode"] for v in status["validate"]] == [0]
+        folder = runs / "validate" / f"schnet-seed{seed}-v0"
+        values[seed] = {split: json.loads((folder / name).read_text())["forces_mae"]
+                        for split, name in (("val", "validate_metrics.json"),
+                                            ("val_ood", "validate_metrics_val_ood.json"))}
+    for split in ("val", "val_ood"):  # the table shows the mean and range of the validation outputs
+        pair = sorted(v[split] for v in values.values())
+        assert f"{sum(pair) / 2:.4f} ({pair[0]:.4f}–{pair[1]:.4f})" in report
+    assert "python main.py --mode train --config-yml configs/s2ef/oc20_mini/schnet.yml" in report
+    assert "torch:" in report and "CPU:" in report and "Budgets: 120 CPU s per run" in report
+    assert (results / "smoke" / "learning_curves.png").stat().st_size > 1000
+    before = (runs / "status" / "schnet-seed0.json").read_text()
+    assert script.main(["--suite", "smoke", "--run-root", str(runs), "--results-dir", str(results),
+                        "--collect"]) == 0  # nothing is trained again
+    assert (runs / "status" / "schnet-seed0.json").read_text() == before
+
+
+def test_dry_run_prints_commands_and_missing_data_is_named(tmp_path, capsys):
+    script = load_script("reproduce")
+    assert script.main(["--suite", "md17_ethanol", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--mode train") == 4 and out.count("--split test") == 4
+    assert script.main(["--suite", "oc20_small_learning_curve", "--run-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "data/oc20_emt/s2ef/train_300" in err and "scripts/make_oc20_emt.py" in err
+    assert not os.listdir(tmp_path)
+    assert script.main(["--suite", "paper"]) == 0  # documented only: prints its commands
+    assert "configs/s2ef/2M/spinconv.yml" in capsys.readouterr().out
+
+
+def test_every_suite_names_existing_configs():
+    for name in SUITES:
+        suite = get_suite(name)
+        assert len({r.name for r in suite.runs}) == len(suite.runs), name
+        for run in suite.runs:
+            assert os.path.exists(os.path.join(ROOT, run.config)), (name, run.config)
+
+
+def test_budget_stops_a_run_by_cpu_time(tmp_path):
+    outcome = run_with_budget([sys.executable, "-c", "while True: pass"], 1.0, str(tmp_path / "log"), str(tmp_path))
+    assert outcome.stopped_by_budget and outcome.returncode != 0
+    assert 1.0 <= outcome.cpu_s < 10.0
+
+
+def _result(group, size, seed, val, ood, cpu=10.0):
+    spec = RunSpec(name=f"{group}-{size}-{seed}", group=group, config="x.yml", seed=seed, train_size=size)
+    return RunResult(spec, metrics={"val": val, "ood": ood}, cpu_s=cpu, ended="budget")
+
+
+def test_report_table_crossings_and_size_plot():
+    suite = Suite("t", "test", (), splits=("val", "ood"))
+    results = [_result("A", 100, 0, 0.30, 0.5), _result("A", 100, 1, 0.20, 0.5), _result("B", 100, 0, 0.40, 0.6),
+               _result("A", 1000, 0, 0.10, 0.4), _result("B", 1000, 0, 0.05, math.nan)]
+    table = aggregate(results, suite.splits)
+    assert table[("A", 100)]["val"] == [0.30, 0.20]
+    text = metric_table(suite, table)
+    assert "| A | 100 | 0.2500 (0.2000–0.3000) | 0.5000 (0.5000–0.5000) |" in text and "| B | 1000 | 0.0500 | – |" in text
+    lines = findings(suite, table)
+    assert "val at 100 frames: A 0.2500 < B 0.4000" in lines
+    assert "val: A and B cross between 100 and 1000 frames (B better at 1000)" in lines
+    assert not any(line.startswith("ood:") and "cross" in line for line in lines)  # B has no ood value at 1000
+    fig = size_figure(suite, table)
+    val_axes = fig.axes[0]
+    assert [c.get_label() for c in val_axes.containers] == ["A", "B"]
+    line_a = val_axes.containers[0].lines[0]
+    assert list(line_a.get_xdata()) == [100, 1000] and list(line_a.get_ydata()) == pytest.approx([0.25, 0.10])

@@ -41,10 +41,7 @@ setup(
         "spinconv-md=spinconv_train.commands.run_md:main",
         "spinconv-export=spinconv_train.commands.export_model:main",
         "spinconv-inspect=spinconv_train.commands.inspect_checkpoint:main",
-<<<<<<< HEAD
         "spinconv-import-ocp=spinconv_train.commands.import_ocp:main",
-=======
         "spinconv-plot=spinconv_train.commands.plot:main",
->>>>>>> plot
     ]},
 )

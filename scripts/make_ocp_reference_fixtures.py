@@ -23,7 +23,7 @@ import os
 import pickle
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import lmdb
 import torch
@@ -35,7 +35,7 @@ SOURCE = REPO / "data" / "oc20_mini" / "s2ef" / "val_id" / "data.lmdb"
 REFERENCE_COMMIT = "e7a8745eb307e8a681a1aa9d30c36e8c41e8a5c9"
 
 # Small, so that the fixture stays small; every other key takes the reference's default.
-MODEL_ATTRIBUTES: Dict[str, Any] = {
+MODEL_ATTRIBUTES: dict[str, Any] = {
     "hidden_channels": 8, "mid_hidden_channels": 16, "num_interactions": 2, "num_basis_functions": 16,
     "sphere_size_lat": 8, "sphere_size_long": 6, "max_num_neighbors": 40, "cutoff": 4.0,
     "sphere_message": "fullconv", "output_message": "fullconv", "force_estimator": "random",
@@ -79,7 +79,7 @@ def _load_reference(root: str) -> Any:
     return reference
 
 
-def _structures() -> List[Any]:
+def _structures() -> list[Any]:
     env = lmdb.open(str(SOURCE), subdir=False, readonly=True, lock=False)
     with env.begin() as txn:
         records = [pickle.loads(txn.get(str(i).encode())) for i in STRUCTURES]
@@ -90,7 +90,7 @@ def _structures() -> List[Any]:
     return records
 
 
-def _ocp_config() -> Dict[str, Any]:
+def _ocp_config() -> dict[str, Any]:
     """The config dict OCP's trainer stores in its checkpoints (its layout, small values)."""
     return {
         "task": {"dataset": "trajectory_lmdb", "description": "fixture", "type": "regression", "metric": "mae",
@@ -121,7 +121,7 @@ def _ocp_config() -> Dict[str, Any]:
 # Small SchNet / DimeNet++ in OCP's wrappers (SchNetWrap subclasses torch_geometric's
 # SchNet; DimeNetPlusPlusWrap is OCP's own copy). Cutoff 4 A keeps every neighbour (below
 # the wrappers' 50), so graph codes that order or break ties differently give one graph.
-BASELINES: Dict[str, Dict[str, Any]] = {
+BASELINES: dict[str, dict[str, Any]] = {
     "schnet": {"hidden_channels": 16, "num_filters": 16, "num_interactions": 2, "num_gaussians": 20,
                "cutoff": 4.0, "use_pbc": True, "regress_forces": True, "otf_graph": True},
     "dimenetplusplus": {"hidden_channels": 8, "out_emb_channels": 8, "num_blocks": 1, "int_emb_size": 4,
@@ -155,7 +155,7 @@ def _load_baseline_module(reference: Any, root: str, name: str) -> Any:
         return reference._load_by_path(f"ocpmodels.models.{name}", base / "models" / _BASELINE_FILES[name])
 
 
-def _baseline_checkpoint(reference: Any, root: str, name: str, records: List[Any]) -> Dict[str, Any]:
+def _baseline_checkpoint(reference: Any, root: str, name: str, records: list[Any]) -> dict[str, Any]:
     """An OCP-layout checkpoint of a small ``name`` model; SchNet also with its energies."""
     from torch_geometric.data import Batch
 
@@ -165,7 +165,7 @@ def _baseline_checkpoint(reference: Any, root: str, name: str, records: List[Any
     model = cls(None, None, 1, **BASELINES[name]).float()
     config = _ocp_config()
     config["model"], config["model_attributes"] = name, dict(BASELINES[name])
-    payload: Dict[str, Any] = {
+    payload: dict[str, Any] = {
         "epoch": 1.0, "step": 10,
         "state_dict": {f"module.{k}": v.detach().clone() for k, v in model.state_dict().items()},
         "normalizers": {key: {"mean": torch.tensor(v["mean"]), "std": torch.tensor(v["std"])}
@@ -182,7 +182,7 @@ def _baseline_checkpoint(reference: Any, root: str, name: str, records: List[Any
     return payload
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference-root", default=os.environ.get("REFERENCE_ROOT"),
                         help="OCP checkout at e7a8745e (default: $REFERENCE_ROOT)")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Dict, List, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any
 
 logger = logging.getLogger("spinconv_train.ocp")
 
@@ -53,10 +54,10 @@ def is_ocp_form(data: Mapping[str, Any]) -> bool:
 class _Edit:
     """Edits of the config mapping that keep each key's origin (file or command line)."""
 
-    def __init__(self, data: MutableMapping[str, Any], origins: Dict[str, str],
+    def __init__(self, data: MutableMapping[str, Any], origins: dict[str, str],
                  warn: Callable[[str], None]) -> None:
         self.data, self.origins, self._warn = data, origins, warn
-        self.warnings: List[str] = []
+        self.warnings: list[str] = []
 
     def origin(self, dotted: str) -> str:
         key = dotted
@@ -74,7 +75,7 @@ class _Edit:
     def fail(self, dotted: str, message: str) -> CompatError:
         return CompatError(f"{self.origin(dotted)}: key '{dotted}': {message}")
 
-    def section(self, name: str) -> Dict[str, Any]:
+    def section(self, name: str) -> dict[str, Any]:
         node = self.data.get(name)
         if node is None:
             node = self.data[name] = {}
@@ -95,8 +96,8 @@ class _Edit:
             self.origins[new + key[len(old):]] = self.origins[key]
 
 
-def translate(data: MutableMapping[str, Any], origins: Dict[str, str],
-              warn: Callable[[str], None] | None = None) -> List[str]:
+def translate(data: MutableMapping[str, Any], origins: dict[str, str],
+              warn: Callable[[str], None] | None = None) -> list[str]:
     """Rewrite ``data`` (merged config, includes and overrides applied) from OCP's form to
     the native one in place; ``origins`` (dotted key -> file) are kept up to date.
 
@@ -142,7 +143,7 @@ def _dataset(edit: _Edit, ocp_form: bool) -> None:
             _split_keys(edit, name, split, ocp_form)
 
 
-def _split_keys(edit: _Edit, name: str, split: Dict[str, Any], ocp_form: bool) -> None:
+def _split_keys(edit: _Edit, name: str, split: dict[str, Any], ocp_form: bool) -> None:
     where = f"dataset.{name}"
     for key, hint in (("train_on_oc20_total_energies", "write total energies as the LMDB's y instead"),
                       ("oc20_ref", "write total energies as the LMDB's y instead"),
@@ -244,7 +245,7 @@ def _task(edit: _Edit) -> None:
         task.pop("prediction_dtype")
 
 
-def _flag(edit: _Edit, section: Dict[str, Any], key: str, same: Any, message: str) -> None:
+def _flag(edit: _Edit, section: dict[str, Any], key: str, same: Any, message: str) -> None:
     """Pop OCP flag ``key``: its value ``same`` is this project's behaviour (mapped), any
     other value has no effect here (warned)."""
     if key in section:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ BOOKKEEPING_KEYS = ("amp", "gpus", "cmd", "slurm", "noddp", "hide_eval_progressb
 
 # Per OCP model name: (this project's model name, renames (pattern, replacement) applied in
 # order to the name without "module.", names of reference tensors with no counterpart here).
-_SPINCONV_RENAMES: Tuple[Tuple[str, str], ...] = (
+_SPINCONV_RENAMES: tuple[tuple[str, str], ...] = (
     (r"^energyembeddingblock\.", "energy_head.energyembeddingblock."),
     (r"^force_output_block\.", "force_head."),
     (r"\.spinconvblock\.GroupNorm\.", ".spinconvblock.group_norm."),
@@ -37,7 +38,7 @@ _SPINCONV_RENAMES: Tuple[Tuple[str, str], ...] = (
 )
 # The reference's Gaussian-basis offsets (buffers recomputed from the config here).
 _SPINCONV_DROPPED = re.compile(r"^(dist_block\.distance_expansion|distance_expansion_forces)\.offset$")
-MODELS: Dict[str, Tuple[str, Tuple[Tuple[str, str], ...], Any]] = {
+MODELS: dict[str, tuple[str, tuple[tuple[str, str], ...], Any]] = {
     "spinconv": ("spinconv", _SPINCONV_RENAMES, _SPINCONV_DROPPED),
     "schnet": ("schnet", ((r"^", "net."),), None),
     "dimenetplusplus": ("dimenetplusplus", ((r"^", "net."),), None),
@@ -48,7 +49,7 @@ class OcpImportError(ValueError):
     """An OCP checkpoint that cannot be imported; the message names the key or parameter."""
 
 
-def read_ocp_checkpoint(path: str) -> Dict[str, Any]:
+def read_ocp_checkpoint(path: str) -> dict[str, Any]:
     """Load an OCP trainer checkpoint on CPU and check its layout."""
     if not os.path.isfile(path):
         raise OcpImportError(f"OCP checkpoint {path!r} does not exist")
@@ -74,7 +75,7 @@ def model_name(config: Mapping[str, Any], source: str) -> str:
     return str(name)
 
 
-def native_config_dict(config: Mapping[str, Any], source: str) -> Dict[str, Any]:
+def native_config_dict(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     """The OCP trainer config of a checkpoint as a native config mapping (not yet
     validated; OCP-only task / optim keys are translated by the config loader)."""
     name = model_name(config, source)
@@ -83,7 +84,7 @@ def native_config_dict(config: Mapping[str, Any], source: str) -> Dict[str, Any]
     model["name"] = MODELS[name][0]
     if name == "spinconv":
         model["frame"] = "reference"
-    native: Dict[str, Any] = {"trainer": config.get("trainer", "forces"), "model": model,
+    native: dict[str, Any] = {"trainer": config.get("trainer", "forces"), "model": model,
                               "task": dict(config.get("task") or {}), "optim": dict(config.get("optim") or {})}
     if config.get("logger") is not None:
         native["logger"] = config["logger"]
@@ -118,7 +119,7 @@ def _strip(name: str) -> str:
 
 
 def mapped_state(payload: Mapping[str, Any], model: str, native: torch.nn.Module, source: str,
-                 weights: str) -> Tuple[Dict[str, torch.Tensor], str]:
+                 weights: str) -> tuple[dict[str, torch.Tensor], str]:
     """The weights for ``native`` from ``payload`` (EMA ones under ``auto`` when present);
     returns (state dict, which weights: "ema" or "model")."""
     if weights not in WEIGHT_CHOICES:
@@ -127,7 +128,7 @@ def mapped_state(payload: Mapping[str, Any], model: str, native: torch.nn.Module
     if weights == "ema" and not ema:
         raise OcpImportError(f"{source}: has no EMA weights (its run had no optim.ema_decay); use --weights model")
     ocp_state = payload["state_dict"]
-    names: List[Tuple[str, str | None]] = [(_strip(k), rename(_strip(k), model)) for k in ocp_state]
+    names: list[tuple[str, str | None]] = [(_strip(k), rename(_strip(k), model)) for k in ocp_state]
     state = {new: ocp_state[old_full] for (old, new), old_full in zip(names, ocp_state) if new is not None}
     chosen = "model"
     if ema and weights != "model":
@@ -141,8 +142,8 @@ def mapped_state(payload: Mapping[str, Any], model: str, native: torch.nn.Module
     return state, chosen
 
 
-def _apply_ema(state: Dict[str, torch.Tensor], names: List[Tuple[str, str | None]], ema: Mapping[str, Any],
-               native: torch.nn.Module, source: str) -> Dict[str, torch.Tensor]:
+def _apply_ema(state: dict[str, torch.Tensor], names: list[tuple[str, str | None]], ema: Mapping[str, Any],
+               native: torch.nn.Module, source: str) -> dict[str, torch.Tensor]:
     """Replace the parameters of ``state`` by OCP's EMA ``shadow_params`` (a list in the
     order of the model's parameters, i.e. of its state dict without buffers)."""
     shadow = ema.get("shadow_params")
@@ -163,8 +164,8 @@ def _apply_ema(state: Dict[str, torch.Tensor], names: List[Tuple[str, str | None
     return state
 
 
-def _spinconv_force_output(state: Dict[str, torch.Tensor], native: torch.nn.Module,
-                           source: str) -> Dict[str, torch.Tensor]:
+def _spinconv_force_output(state: dict[str, torch.Tensor], native: torch.nn.Module,
+                           source: str) -> dict[str, torch.Tensor]:
     """The reference's last force layer has two outputs of which it uses the first."""
     state = dict(state)
     target = native.state_dict()
@@ -175,7 +176,7 @@ def _spinconv_force_output(state: Dict[str, torch.Tensor], native: torch.nn.Modu
     return state
 
 
-def _fold_output_biases(state: Dict[str, torch.Tensor], source: str) -> Dict[str, torch.Tensor]:
+def _fold_output_biases(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """OCP's DimeNet++ output blocks have a bias on ``lin_up`` (torch_geometric's have none);
     ``lin_up`` feeds ``lins.0`` linearly, so the bias moves into ``lins.0``'s:
     W0 (U x + b) + c0 = W0 U x + (W0 b + c0)."""
@@ -210,7 +211,7 @@ def _check_fit(state: Mapping[str, torch.Tensor], native: torch.nn.Module, sourc
                                  f"and {tuple(target[name].shape)} in the model its config describes")
 
 
-def target_state_dict(payload: Mapping[str, Any], source: str) -> Dict[str, Any]:
+def target_state_dict(payload: Mapping[str, Any], source: str) -> dict[str, Any]:
     """The normaliser of OCP's ``normalizers`` as this project's target state."""
     from spinconv_train.tasks.normalizer import Normalizer
     from spinconv_train.tasks.targets import TargetState
@@ -237,11 +238,11 @@ def target_state_dict(payload: Mapping[str, Any], source: str) -> Dict[str, Any]
 
 
 def import_payload(payload: Mapping[str, Any], source: str, weights: str = "auto",
-                   build_model: Callable[[Any], torch.nn.Module] | None = None) -> Dict[str, Any]:
+                   build_model: Callable[[Any], torch.nn.Module] | None = None) -> dict[str, Any]:
     """The exported-model dict (``trainers/export.py`` layout) of OCP checkpoint ``payload``."""
     from spinconv_train import __version__
-    from spinconv_train.config import ConfigError, config_from_dict, plain
     from spinconv_train.checkpoints import store as ckpt
+    from spinconv_train.config import ConfigError, config_from_dict, plain
 
     if build_model is None:
         from spinconv_train.checkpoints.builder import build_model
@@ -270,7 +271,7 @@ def import_payload(payload: Mapping[str, Any], source: str, weights: str = "auto
 
 
 def import_ocp_checkpoint(source: str, destination: str, weights: str = "auto",
-                          overwrite: bool = False) -> Dict[str, Any]:
+                          overwrite: bool = False) -> dict[str, Any]:
     """Write the exported model of OCP checkpoint ``source`` to ``destination`` atomically;
     returns a summary (paths, weights taken, parameters, model, trainer, frame)."""
     from spinconv_train.checkpoints import store as ckpt

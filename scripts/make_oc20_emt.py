@@ -75,18 +75,9 @@ OOD_ADSORBATES = ("NO", "NH2")
 SPLITS = ("train", "val_id", "val_ood_ads", "val_ood_cat", "val_ood_both")
 VACUUM = 7.5  # Å on each side of the slab
 
-# Binding atom first, at the origin; the rest above it (Å).
+# OC20-mini's adsorbates (binding atom first, at the origin; the rest above it, Å) and two more.
 GEOMETRIES = {
-    "H": ("H", [(0, 0, 0)]),
-    "O": ("O", [(0, 0, 0)]),
-    "N": ("N", [(0, 0, 0)]),
-    "C": ("C", [(0, 0, 0)]),
-    "OH": ("OH", [(0, 0, 0), (0, 0, 0.97)]),
-    "CO": ("CO", [(0, 0, 0), (0, 0, 1.15)]),
-    "CH": ("CH", [(0, 0, 0), (0, 0, 1.09)]),
-    "NH": ("NH", [(0, 0, 0), (0, 0, 1.03)]),
-    "NO": ("NO", [(0, 0, 0), (0, 0, 1.16)]),
-    "CH2": ("CH2", [(0, 0, 0), (0.89, 0, 0.63), (-0.89, 0, 0.63)]),
+    **mini.ADSORBATE_GEOMETRIES,
     "NH2": ("NH2", [(0, 0, 0), (0.82, 0, 0.58), (-0.82, 0, 0.58)]),
     "CH3": ("CH3", [(0, 0, 0), (1.03, 0, 0.36), (-0.51, 0.89, 0.36), (-0.51, -0.89, 0.36)]),
 }

@@ -51,21 +51,24 @@ VAL_ID_FRACTION = 0.2
 VACUUM = 7.5  # Å on each side of the slab
 
 
+# Binding atom first, at the origin; the rest above it (Å).
+ADSORBATE_GEOMETRIES = {
+    "H": ("H", [(0, 0, 0)]),
+    "O": ("O", [(0, 0, 0)]),
+    "N": ("N", [(0, 0, 0)]),
+    "C": ("C", [(0, 0, 0)]),
+    "OH": ("OH", [(0, 0, 0), (0, 0, 0.97)]),
+    "CO": ("CO", [(0, 0, 0), (0, 0, 1.15)]),
+    "CH": ("CH", [(0, 0, 0), (0, 0, 1.09)]),
+    "NH": ("NH", [(0, 0, 0), (0, 0, 1.03)]),
+    "NO": ("NO", [(0, 0, 0), (0, 0, 1.16)]),
+    "CH2": ("CH2", [(0, 0, 0), (0.89, 0, 0.63), (-0.89, 0, 0.63)]),
+}
+
+
 def adsorbate_atoms(name: str) -> Atoms:
     """The adsorbate with its binding atom at the origin, pointing up (+z)."""
-    geometries = {
-        "H": ("H", [(0, 0, 0)]),
-        "O": ("O", [(0, 0, 0)]),
-        "N": ("N", [(0, 0, 0)]),
-        "C": ("C", [(0, 0, 0)]),
-        "OH": ("OH", [(0, 0, 0), (0, 0, 0.97)]),
-        "CO": ("CO", [(0, 0, 0), (0, 0, 1.15)]),
-        "CH": ("CH", [(0, 0, 0), (0, 0, 1.09)]),
-        "NH": ("NH", [(0, 0, 0), (0, 0, 1.03)]),
-        "NO": ("NO", [(0, 0, 0), (0, 0, 1.16)]),
-        "CH2": ("CH2", [(0, 0, 0), (0.89, 0, 0.63), (-0.89, 0, 0.63)]),
-    }
-    symbols, positions = geometries[name]
+    symbols, positions = ADSORBATE_GEOMETRIES[name]
     return Atoms(symbols, positions=positions)
 
 

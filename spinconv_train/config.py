@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from spinconv_train.atomic_files import write_text_atomic  # noqa: F401  (config.write_text_atomic)
-from spinconv_train.config_ocp import CompatError, translate
+from spinconv_train.config_ocp import CompatError, origin_of, translate
 
 CLI_ORIGIN = "command line"
 logger = logging.getLogger(__name__)
@@ -276,12 +276,7 @@ class Config(dict):
 
     def origin(self, dotted: str) -> str:
         """The file (or ``command line``) that set ``dotted``, or its nearest parent's."""
-        key = dotted
-        while key:
-            if key in self.origins:
-                return self.origins[key]
-            key = key.rpartition(".")[0]
-        return "defaults"
+        return origin_of(self.origins, dotted)
 
     def fail(self, dotted: str, message: str) -> "ConfigError":
         """Build a ConfigError naming ``dotted`` and where it was set; for a section, also the

@@ -51,6 +51,16 @@ def is_ocp_form(data: Mapping[str, Any]) -> bool:
         (isinstance(optim, dict) and bool(set(optim) & set(OPTIM_KEYS))) or bool(set(data) & set(TOP_KEYS))
 
 
+
+def origin_of(origins: Mapping[str, str], dotted: str) -> str:
+    """The file (or ``command line``) that set ``dotted``, or its nearest parent's; ``defaults``."""
+    key = dotted
+    while key:
+        if key in origins:
+            return origins[key]
+        key = key.rpartition(".")[0]
+    return "defaults"
+
 class _Edit:
     """Edits of the config mapping that keep each key's origin (file or command line)."""
 
@@ -60,12 +70,7 @@ class _Edit:
         self.warnings: list[str] = []
 
     def origin(self, dotted: str) -> str:
-        key = dotted
-        while key:
-            if key in self.origins:
-                return self.origins[key]
-            key = key.rpartition(".")[0]
-        return "defaults"
+        return origin_of(self.origins, dotted)
 
     def warn(self, dotted: str, message: str) -> None:
         line = f"{self.origin(dotted)}: OCP key '{dotted}': {message}"

@@ -243,7 +243,7 @@ class SpinConv(nn.Module):
         unit_src, unit_dst = unit.index_select(0, pair_src), unit.index_select(0, pair_dst)
         pair_cos = (unit_src * unit_dst).sum(-1)
         pair_weight = torch.where(is_reverse, torch.zeros_like(pair_cos), frame_weight.index_select(0, pair_src))
-        frames = edge_frames(unit, pair_src, pair_dst, pair_weight, pair_cos)
+        frames = edge_frames(unit, pair_src, pair_dst, pair_weight, pair_cos, self.sphere_size_long)
         coords = torch.bmm(frames.index_select(0, pair_dst), unit_src.unsqueeze(-1)).squeeze(-1)
         scale = None if env is None else env.index_select(0, pair_src)
         return make_splat_plans(

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .capping import (
+    CAP_TIE_RTOL,
     cap_half_list_np,
     cap_symmetric_np,
     edge_keys_np,
@@ -291,7 +292,8 @@ def radius_graph(
         pbc: (B,3) periodic flags, or None (periodic where the cell is non-zero).
         cutoff: radius in Å.
         max_neighbors: an edge is kept when it is among the ``max_neighbors`` nearest of
-            either of its endpoints (ties by neighbour index, then shift).
+            either of its endpoints, counting every neighbour tied with the last of them
+            (within ``capping.CAP_TIE_RTOL``): a shell of equal distances is kept whole.
         device: where the result goes (default: ``pos``'s device). The search runs on the
             host; ``"cpu"`` returns it there, e.g. to derive more indices before one transfer.
 
@@ -321,7 +323,8 @@ def radius_graph(
 def _cap_symmetric(
     src: Tensor, tgt: Tensor, shifts: Tensor, dist: Tensor, num_atoms: int, max_neighbors: int
 ) -> tuple[Tensor, Tensor]:
-    """Keep edges among the ``max_neighbors`` nearest of either endpoint; sort by (target, rank).
+    """Keep edges among the ``max_neighbors`` nearest of either endpoint (tied shells whole);
+    sort by (target, rank).
 
     Edges whose reverse is absent from the input (possible only for precomputed graphs)
     are dropped, so the result is always symmetric.
@@ -353,8 +356,11 @@ def _cap_symmetric_torch(
 
     counts = torch.bincount(tgt, minlength=num_atoms)
     first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(num_edges, device=src.device) - first[tgt]
-    near_target = rank < max_neighbors
+    # the cap keeps whole shells of tied distances (capping.CAP_TIE_RTOL)
+    last = (first + (max_neighbors - 1)).clamp_(max=max(num_edges - 1, 0))
+    threshold = torch.where(counts > max_neighbors, dist[last] * (1.0 + CAP_TIE_RTOL),
+                            torch.full_like(dist[last], float("inf")))
+    near_target = dist <= threshold[tgt]
     rev, found = _find_reverse_torch(src, tgt, shifts, num_atoms)
     keep = (near_target | near_target[rev]) & found
     return torch.stack([src[keep], tgt[keep]]), shifts[keep]

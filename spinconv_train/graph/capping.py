@@ -21,6 +21,8 @@ import numpy as np
 
 __all__ = [
     "CAP_TIE_RTOL",
+    "NO_CAP",
+    "cap_value",
     "cap_half_list_np",
     "cap_symmetric_np",
     "cap_symmetric_paired_np",
@@ -36,6 +38,20 @@ _KEY_LIMIT = 2**62
 # ~1e-6 Å per coordinate for coordinates below 32 Å, so ~1e-6 relative between two equal
 # distances near 5 Å) and far below any physical difference between shells.
 CAP_TIE_RTOL = 1e-5
+
+
+# The cap that never binds (``max_neighbors=None``): larger than any neighbour count,
+# small enough that offsets computed from it stay far from int64 overflow.
+NO_CAP = 2**31 - 1
+
+
+def cap_value(max_neighbors: int | None) -> int:
+    """``max_neighbors`` as the integer the kernels take: None (no cap) is ``NO_CAP``."""
+    if max_neighbors is None:
+        return NO_CAP
+    if isinstance(max_neighbors, bool) or int(max_neighbors) != max_neighbors or max_neighbors < 1:
+        raise ValueError(f"max_neighbors must be a positive integer or None (no cap), got {max_neighbors!r}")
+    return min(int(max_neighbors), NO_CAP)
 
 
 def shell_threshold_np(sorted_dist: np.ndarray, counts: np.ndarray, max_neighbors: int) -> np.ndarray:

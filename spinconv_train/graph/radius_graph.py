@@ -25,6 +25,7 @@ from torch import Tensor
 from .capping import (
     CAP_TIE_RTOL,
     cap_half_list_np,
+    cap_value,
     cap_symmetric_np,
     edge_keys_np,
     find_reverse_np,
@@ -132,7 +133,8 @@ def _pairs_one_structure(
 
 
 def structures_graph_np(
-    positions: Sequence[np.ndarray], cells: np.ndarray, periodic: np.ndarray, cutoff: float, max_neighbors: int
+    positions: Sequence[np.ndarray], cells: np.ndarray, periodic: np.ndarray, cutoff: float,
+    max_neighbors: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Capped symmetric radius graphs of several structures, numbered as one batch.
 
@@ -150,6 +152,7 @@ def structures_graph_np(
         atom indices counted over the concatenated structures, in ``radius_graph``'s
         order, structure b's edges at ``edge_starts[b]:edge_starts[b+1]``.
     """
+    max_neighbors = cap_value(max_neighbors)
     nl = _neighbor_list(float(cutoff))
     num_structures = len(positions)
     atom_starts = np.zeros(num_structures + 1, dtype=np.int64)
@@ -279,7 +282,7 @@ def radius_graph(
     cell: Tensor | None,
     pbc: Tensor | None,
     cutoff: float,
-    max_neighbors: int,
+    max_neighbors: int | None,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Symmetric radius graph of a batch.
@@ -294,6 +297,7 @@ def radius_graph(
         max_neighbors: an edge is kept when it is among the ``max_neighbors`` nearest of
             either of its endpoints, counting every neighbour tied with the last of them
             (within ``capping.CAP_TIE_RTOL``): a shell of equal distances is kept whole.
+            None: no cap, every neighbour within the cutoff.
         device: where the result goes (default: ``pos``'s device). The search runs on the
             host; ``"cpu"`` returns it there, e.g. to derive more indices before one transfer.
 
@@ -367,7 +371,7 @@ def _cap_symmetric_torch(
 
 
 def cap_neighbors(
-    edge_index: Tensor, cell_offsets: Tensor, dist: Tensor, num_atoms: int, max_neighbors: int
+    edge_index: Tensor, cell_offsets: Tensor, dist: Tensor, num_atoms: int, max_neighbors: int | None
 ) -> tuple[Tensor, Tensor]:
     """Apply the symmetric neighbour cap to a given (e.g. precomputed) graph.
 
@@ -381,7 +385,7 @@ def cap_neighbors(
         )
     shifts = torch.round(cell_offsets).long()
     ei, sh = _cap_symmetric(
-        edge_index[0].long(), edge_index[1].long(), shifts, dist.detach(), num_atoms, max_neighbors
+        edge_index[0].long(), edge_index[1].long(), shifts, dist.detach(), num_atoms, cap_value(max_neighbors)
     )
     return ei, sh.to(cell_offsets.dtype)
 

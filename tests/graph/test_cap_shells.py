@@ -103,3 +103,40 @@ def test_displacement_below_tolerance_keeps_the_graph():
 
 def _edge_set(ei, co):
     return {(int(j), int(i), tuple(int(x) for x in s)) for j, i, s in zip(ei[0], ei[1], co.round().long())}
+
+
+def test_no_cap_keeps_every_neighbour_and_reports_no_cut():
+    from spinconv_train.graph import atoms_cut_by_cap
+
+    atoms = _ideal_slabs()["fcc110+O"]
+    ei, _, vec = _graph(atoms, 6.0, None)
+    assert ei.shape[1] == _graph(atoms, 6.0, 10_000)[0].shape[1]
+    n = len(atoms)
+    args = (torch.tensor(atoms.positions), torch.tensor([n, n]), torch.tensor(atoms.cell.array)[None].repeat(2, 1, 1),
+            None, 6.0)
+    assert atoms_cut_by_cap(*args, None).tolist() == [0, 0]
+
+
+def test_atoms_cut_by_cap_counts_per_structure():
+    """Per structure, the atoms whose kept neighbour list is shorter than their full one;
+    the message names the structures and counts."""
+    from spinconv_train.graph import atoms_cut_by_cap, binding_cap_message
+
+    slab = _ideal_slabs()["fcc110+O"]
+    small = bulk("Cu", "fcc", a=3.6, cubic=True)
+    pos = torch.tensor(np.concatenate([slab.positions, small.positions]))
+    natoms = torch.tensor([len(slab), len(small)])
+    cell = torch.tensor(np.stack([slab.cell.array, small.cell.array]))
+    counts = atoms_cut_by_cap(pos, natoms, cell, None, 6.0, 40)
+    full, _, _ = _graph(slab, 6.0, None)
+    capped, _, _ = _graph(slab, 6.0, 40)
+    want = int((torch.bincount(full[1], minlength=len(slab)) > torch.bincount(capped[1], minlength=len(slab))).sum())
+    assert want > 0 and counts.tolist() == [want, 4]  # bulk fcc: 54 neighbours, 42 kept, every atom cut
+    message = binding_cap_message(counts, ["slab", "bulk"], natoms.numpy(), 6.0, 40)
+    assert f"slab ({want} of {len(slab)} atoms)" in message and "bulk (4 of 4 atoms)" in message
+    assert binding_cap_message(np.zeros(2), ["a", "b"], natoms.numpy(), 6.0, 40) is None
+
+
+def test_bad_cap_is_named():
+    with pytest.raises(ValueError, match="max_neighbors must be a positive integer or None"):
+        _graph(bulk("Cu"), 6.0, 0)

@@ -12,6 +12,8 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
+from ...graph.cap_report import atoms_cut_by_cap
+from ...graph.capping import cap_value
 from ...registry import MODELS
 from .activation import SiLU, activate
 from .distance import DistanceBlock, GaussianBasis, cosine_weight, polynomial_envelope
@@ -35,6 +37,8 @@ DIRECT_FORCE_HEADS = ("sphere", "edge")
 # which 3.6 ms spin convolutions), so a chunk only bounds memory: 2^27 values (512 MiB per
 # float32 grid) runs the benchmark batch (74 M values) in one chunk instead of two (~230
 # fewer launches), and still bounds 2000-atom systems (2^26 there: 2.2 GB peak).
+# The neighbour count whose energy normaliser (count / 2 + 1) an uncapped model uses.
+UNCAPPED_NORMALISER_NEIGHBORS = 40
 AUTO_CHUNK_ELEMENTS_CPU = 2**22
 AUTO_CHUNK_ELEMENTS_GPU = 2**27
 
@@ -67,6 +71,12 @@ class SpinConv(nn.Module):
     ``"smooth"``: same corners, C1 weights, so energies are C1 in the positions and forces
     have no jumps where a neighbour crosses a grid line; see ``projection.py``; use it with
     ``envelope: true`` for molecular dynamics).
+
+    ``max_num_neighbors``: an atom keeps its nearest neighbours up to this count, shells of
+    equal distances whole (``graph.capping``), so the graph is a function of the geometry;
+    a cap that binds still makes the energy jump when an atom moves past the last kept
+    shell. ``None`` (``max_num_neighbors: null``): no cap, every neighbour within the cutoff
+    (the energy head's constant normaliser is then that of a cap of 40).
     """
 
     def __init__(
@@ -83,7 +93,7 @@ class SpinConv(nn.Module):
         num_interactions: int = 1,
         num_basis_functions: int = 200,
         basis_width_scalar: float = 1.0,
-        max_num_neighbors: int = 20,
+        max_num_neighbors: int | None = 20,
         sphere_size_lat: int = 15,
         sphere_size_long: int = 9,
         cutoff: float = 10.0,
@@ -130,7 +140,9 @@ class SpinConv(nn.Module):
         self.regress_forces = regress_forces
         self.otf_graph = otf_graph
         self.cutoff = float(cutoff)
-        self.max_num_neighbors = int(max_num_neighbors)
+        # None: no cap (every neighbour within the cutoff); the energy head's constant
+        # normaliser is then that of the OC20 cap of 40.
+        self.max_num_neighbors = None if max_num_neighbors is None else cap_value(max_num_neighbors)
         self.max_num_elements = int(max_num_elements)
         self.sphere_size_lat = int(sphere_size_lat)
         self.sphere_size_long = int(sphere_size_long)
@@ -179,7 +191,8 @@ class SpinConv(nn.Module):
             for _ in range(num_interactions)
         )
         self.energy_head = EnergyHead(
-            hidden_channels, mid_hidden_channels, embedding_size, max_num_elements, max_num_neighbors, self.act
+            hidden_channels, mid_hidden_channels, embedding_size, max_num_elements,
+            UNCAPPED_NORMALISER_NEIGHBORS if max_num_neighbors is None else max_num_neighbors, self.act
         )
         self.force_head: ForceHead | EdgeForceHead | None = None
         if regress_forces and self.direct_forces and direct_force_head == "edge":
@@ -269,6 +282,15 @@ class SpinConv(nn.Module):
         check_atomic_numbers(data.atomic_numbers.long(), batch, self.max_num_elements)
         with torch.no_grad():
             return edge_indices(data, data.pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph)
+
+    def atoms_cut_by_cap(self, data):
+        """(B,) numpy int64: per structure of ``data``, the number of atoms whose neighbour
+        list this model's cap cuts (0 everywhere when it is uncapped). Relaxations and MD
+        with an energy-centric model should warn when any is non-zero
+        (``graph.cap_report.binding_cap_message``): its energy is then discontinuous."""
+        cell = lattice(data, data.pos, self.use_pbc)
+        pbc = getattr(data, "pbc", None) if self.use_pbc else None
+        return atoms_cut_by_cap(data.pos, data.natoms, cell, pbc, self.cutoff, self.max_num_neighbors)
 
     def _backbone(
         self, data, pos: Tensor, atomic_numbers: Tensor, cell: Tensor | None = None,

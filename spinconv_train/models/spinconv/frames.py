@@ -101,6 +101,8 @@ def _harmonic_roll(
     if not orders:
         return e1, found
     if select is not None and x.device.type == "cpu":
+        if not bool(select.any()):
+            return e1, found
         keep = select.index_select(0, group).nonzero().squeeze(-1)
         u_perp, weight, group = u_perp.index_select(0, keep), weight.index_select(0, keep), group.index_select(0, keep)
     px = (u_perp * e1.index_select(0, group)).sum(-1)

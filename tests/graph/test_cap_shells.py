@@ -109,7 +109,7 @@ def test_no_cap_keeps_every_neighbour_and_reports_no_cut():
     from spinconv_train.graph import atoms_cut_by_cap
 
     atoms = _ideal_slabs()["fcc110+O"]
-    ei, _, vec = _graph(atoms, 6.0, None)
+    ei, _, _ = _graph(atoms, 6.0, None)
     assert ei.shape[1] == _graph(atoms, 6.0, 10_000)[0].shape[1]
     n = len(atoms)
     args = (torch.tensor(atoms.positions), torch.tensor([n, n]), torch.tensor(atoms.cell.array)[None].repeat(2, 1, 1),

@@ -64,8 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=MODES + ("all",), nargs="+", default=["all"])
     p.add_argument("--config", choices=("oc20", "tiny"), default="oc20")
-    p.add_argument("--force-estimator", choices=("random", "direct", "grad"), default="random",
-                   help="random/direct: force-centric head; grad: energy-centric (-dE/dpos)")
+    p.add_argument("--force-estimator", choices=("direct", "random", "grad"), default="direct",
+                   help="direct (or the reference's name random): force-centric head; grad: energy-centric (-dE/dpos)")
     p.add_argument("--spin-conv-impl", choices=("fft", "conv"), default=None,
                    help="our spin convolution evaluation (default: the model's default)")
     p.add_argument("--compare", choices=("none", "reference", "schnet", "impl"), default="none")
@@ -152,7 +152,8 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
 
 def model_config(args: argparse.Namespace) -> dict[str, Any]:
     base = TINY_CONFIG if args.config == "tiny" else OC20_CONFIG
-    return dict(base, force_estimator=args.force_estimator)
+    estimator = "direct" if args.force_estimator == "random" else args.force_estimator
+    return dict(base, force_estimator=estimator)
 
 
 def our_config(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,12 +7,22 @@ microseconds, where the equivalent chain of torch ops costs a few hundred.
 An edge is (source j, target i, integer lattice shift S); its reverse is (i, j, -S).
 Edges are ordered by target, then distance, then the tie key (source, then S
 lexicographically), then input position, which is the order the torch path produces.
+
+The cap is a function of the geometry, not of the numbering: an atom keeps its
+``max_neighbors`` nearest neighbours and every neighbour as near as the last of them
+within ``CAP_TIE_RTOL`` (relative), so a shell of equal distances that the cap would cut
+(lattice sites of a crystal or of a slab's fixed layers) is kept whole. Rotating,
+translating or renumbering the atoms or choosing other periodic images then gives the same
+graph; without such ties the kept edges are exactly the ``max_neighbors`` nearest.
 """
 from __future__ import annotations
 
 import numpy as np
 
 __all__ = [
+    "CAP_TIE_RTOL",
+    "NO_CAP",
+    "cap_value",
     "cap_half_list_np",
     "cap_symmetric_np",
     "cap_symmetric_paired_np",
@@ -23,6 +33,45 @@ __all__ = [
 ]
 
 _KEY_LIMIT = 2**62
+# Neighbours whose distance exceeds that of the cap's last one by at most this fraction
+# count as tied with it. Far above the rounding of positions stored in float32 (up to
+# ~1e-6 Å per coordinate for coordinates below 32 Å, so ~1e-6 relative between two equal
+# distances near 5 Å) and far below any physical difference between shells.
+CAP_TIE_RTOL = 1e-5
+
+
+# The cap that never binds (``max_neighbors=None``): larger than any neighbour count,
+# small enough that offsets computed from it stay far from int64 overflow.
+NO_CAP = 2**31 - 1
+
+
+def cap_value(max_neighbors: int | None) -> int:
+    """``max_neighbors`` as the integer the kernels take: None (no cap) is ``NO_CAP``."""
+    if max_neighbors is None:
+        return NO_CAP
+    if isinstance(max_neighbors, bool) or int(max_neighbors) != max_neighbors or max_neighbors < 1:
+        raise ValueError(f"max_neighbors must be a positive integer or None (no cap), got {max_neighbors!r}")
+    return min(int(max_neighbors), NO_CAP)
+
+
+def shell_threshold_np(sorted_dist: np.ndarray, counts: np.ndarray, max_neighbors: int) -> np.ndarray:
+    """Per atom, the largest distance the cap keeps: the ``max_neighbors``-th smallest of
+    its edges' distances times (1 + CAP_TIE_RTOL), or +inf when it has no more edges.
+
+    ``sorted_dist`` holds the edges' distances grouped by target atom (``counts`` per atom,
+    in atom order), ascending within each atom.
+    """
+    threshold = np.full(counts.size, np.inf)
+    over = counts > max_neighbors
+    if over.any():
+        first = np.cumsum(counts) - counts
+        threshold[over] = sorted_dist[first[over] + (max_neighbors - 1)] * (1.0 + CAP_TIE_RTOL)
+    return threshold
+
+
+def _near_sorted(sorted_dist: np.ndarray, sorted_tgt: np.ndarray, counts: np.ndarray, max_neighbors: int) -> np.ndarray:
+    """Whether each edge (in target, distance order) is kept by its target's cap."""
+    return sorted_dist <= shell_threshold_np(sorted_dist, counts, max_neighbors)[sorted_tgt]
 
 
 def edge_keys_np(src: np.ndarray, dst: np.ndarray, shifts: np.ndarray, num_atoms: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +149,9 @@ def cap_symmetric_np(
 ) -> np.ndarray:
     """Indices (into the inputs) of the kept edges, in output order.
 
-    An edge is kept when it is among the ``max_neighbors`` nearest of its target or its
-    reverse is among those of its source, and its reverse is present at all. The result
+    An edge is kept when it is among the ``max_neighbors`` nearest of its target (ties with
+    the last of them included, ``CAP_TIE_RTOL``) or its reverse is among those of its
+    source, and its reverse is present at all. The result
     is ordered by target, then distance, then source and shift, then input position.
 
     Args:
@@ -126,9 +176,8 @@ def cap_symmetric_np(
     if int(counts.max()) <= max_neighbors:
         keep_sorted = found[order]  # every edge is among its target's nearest
     else:
-        first = np.cumsum(counts) - counts
         near = np.empty(num_edges, dtype=bool)
-        near[order] = (np.arange(num_edges) - first[tgt[order]]) < max_neighbors
+        near[order] = _near_sorted(dist[order], tgt[order], counts, max_neighbors)
         keep_sorted = ((near | near[rev]) & found)[order]
     return order[keep_sorted]
 
@@ -164,9 +213,8 @@ def cap_symmetric_paired_np(
     counts = np.bincount(tgt, minlength=num_atoms)
     if int(counts.max()) <= max_neighbors:
         return order  # every edge is among its target's nearest
-    first = np.cumsum(counts) - counts
     near = np.empty(num_edges, dtype=bool)
-    near[order] = (np.arange(num_edges) - first[tgt[order]]) < max_neighbors
+    near[order] = _near_sorted(dist[order], tgt[order], counts, max_neighbors)
     return order[(near | near[rev])[order]]
 
 
@@ -260,11 +308,10 @@ def cap_half_list_np(
     order &= (1 << position_bits) - 1
     counts = np.bincount(tgt, minlength=num_atoms)
     if int(counts.max()) > max_neighbors:
-        limit = np.cumsum(counts)
-        limit -= counts
-        limit += max_neighbors  # first position past each target's nearest
+        sorted_dist = dist[np.where(order < half, order, order - half)]
+        threshold = shell_threshold_np(sorted_dist, counts, max_neighbors)
         near = np.empty(num_edges, dtype=bool)
-        near[order] = np.arange(num_edges) < np.repeat(limit, counts)
+        near[order] = sorted_dist <= np.repeat(threshold, counts)
         keep_pair = near[:half] | near[half:]  # an edge is kept with its reverse
         order = order[np.concatenate((keep_pair, keep_pair))[order]]
     full_shifts = np.empty((num_edges, 3), dtype=np.int64)

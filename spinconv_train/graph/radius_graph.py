@@ -23,7 +23,9 @@ import torch
 from torch import Tensor
 
 from .capping import (
+    CAP_TIE_RTOL,
     cap_half_list_np,
+    cap_value,
     cap_symmetric_np,
     edge_keys_np,
     find_reverse_np,
@@ -131,7 +133,8 @@ def _pairs_one_structure(
 
 
 def structures_graph_np(
-    positions: Sequence[np.ndarray], cells: np.ndarray, periodic: np.ndarray, cutoff: float, max_neighbors: int
+    positions: Sequence[np.ndarray], cells: np.ndarray, periodic: np.ndarray, cutoff: float,
+    max_neighbors: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Capped symmetric radius graphs of several structures, numbered as one batch.
 
@@ -149,6 +152,7 @@ def structures_graph_np(
         atom indices counted over the concatenated structures, in ``radius_graph``'s
         order, structure b's edges at ``edge_starts[b]:edge_starts[b+1]``.
     """
+    max_neighbors = cap_value(max_neighbors)
     nl = _neighbor_list(float(cutoff))
     num_structures = len(positions)
     atom_starts = np.zeros(num_structures + 1, dtype=np.int64)
@@ -278,7 +282,7 @@ def radius_graph(
     cell: Tensor | None,
     pbc: Tensor | None,
     cutoff: float,
-    max_neighbors: int,
+    max_neighbors: int | None,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Symmetric radius graph of a batch.
@@ -291,7 +295,9 @@ def radius_graph(
         pbc: (B,3) periodic flags, or None (periodic where the cell is non-zero).
         cutoff: radius in Å.
         max_neighbors: an edge is kept when it is among the ``max_neighbors`` nearest of
-            either of its endpoints (ties by neighbour index, then shift).
+            either of its endpoints, counting every neighbour tied with the last of them
+            (within ``capping.CAP_TIE_RTOL``): a shell of equal distances is kept whole.
+            None: no cap, every neighbour within the cutoff.
         device: where the result goes (default: ``pos``'s device). The search runs on the
             host; ``"cpu"`` returns it there, e.g. to derive more indices before one transfer.
 
@@ -321,7 +327,8 @@ def radius_graph(
 def _cap_symmetric(
     src: Tensor, tgt: Tensor, shifts: Tensor, dist: Tensor, num_atoms: int, max_neighbors: int
 ) -> tuple[Tensor, Tensor]:
-    """Keep edges among the ``max_neighbors`` nearest of either endpoint; sort by (target, rank).
+    """Keep edges among the ``max_neighbors`` nearest of either endpoint (tied shells whole);
+    sort by (target, rank).
 
     Edges whose reverse is absent from the input (possible only for precomputed graphs)
     are dropped, so the result is always symmetric.
@@ -353,15 +360,18 @@ def _cap_symmetric_torch(
 
     counts = torch.bincount(tgt, minlength=num_atoms)
     first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(num_edges, device=src.device) - first[tgt]
-    near_target = rank < max_neighbors
+    # the cap keeps whole shells of tied distances (capping.CAP_TIE_RTOL)
+    last = (first + (max_neighbors - 1)).clamp_(max=max(num_edges - 1, 0))
+    threshold = torch.where(counts > max_neighbors, dist[last] * (1.0 + CAP_TIE_RTOL),
+                            torch.full_like(dist[last], float("inf")))
+    near_target = dist <= threshold[tgt]
     rev, found = _find_reverse_torch(src, tgt, shifts, num_atoms)
     keep = (near_target | near_target[rev]) & found
     return torch.stack([src[keep], tgt[keep]]), shifts[keep]
 
 
 def cap_neighbors(
-    edge_index: Tensor, cell_offsets: Tensor, dist: Tensor, num_atoms: int, max_neighbors: int
+    edge_index: Tensor, cell_offsets: Tensor, dist: Tensor, num_atoms: int, max_neighbors: int | None
 ) -> tuple[Tensor, Tensor]:
     """Apply the symmetric neighbour cap to a given (e.g. precomputed) graph.
 
@@ -375,7 +385,7 @@ def cap_neighbors(
         )
     shifts = torch.round(cell_offsets).long()
     ei, sh = _cap_symmetric(
-        edge_index[0].long(), edge_index[1].long(), shifts, dist.detach(), num_atoms, max_neighbors
+        edge_index[0].long(), edge_index[1].long(), shifts, dist.detach(), num_atoms, cap_value(max_neighbors)
     )
     return ei, sh.to(cell_offsets.dtype)
 

@@ -16,6 +16,8 @@ from torch_geometric.nn.models import DimeNetPlusPlus, SchNet
 from spinconv_train.graph import edge_vectors, radius_graph, reverse_edges
 from spinconv_train.registry import MODELS
 
+from .outputs import energy_derivatives, structure_energies
+
 
 def batch_graph(batch, pos: Tensor, cutoff: float, max_neighbors: int,
                 use_pbc: bool) -> Tuple[Tensor, Tensor, Tensor]:
@@ -39,12 +41,9 @@ def batch_graph(batch, pos: Tensor, cutoff: float, max_neighbors: int,
 
 
 def _energy_and_forces(per_atom: Tensor, batch, pos: Tensor, regress_forces: bool, training: bool) -> Dict[str, Tensor]:
-    energy = torch.zeros(int(batch.natoms.numel()), dtype=per_atom.dtype, device=per_atom.device)
-    energy = energy.index_add(0, batch.batch, per_atom.reshape(-1))
-    out = {"energy": energy}
+    out = {"energy": structure_energies(per_atom, batch.batch, int(batch.natoms.numel()))}
     if regress_forces:
-        (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=training)
-        out["forces"] = -grad
+        out.update(energy_derivatives(out["energy"], pos, create_graph=training))
     return out
 
 

@@ -3,7 +3,9 @@
 ``reference_radius_graph`` below is the implementation ``radius_graph`` had before it
 was moved to numpy: a fresh vesin search per structure, then capping, ordering and the
 reverse search in torch over the whole batch. The fast code must give the same edges in
-the same order, including ties on perfect crystals.
+the same order, including ties on perfect crystals. ``whole_shells=False`` is the cap of
+before shells of tied distances were kept whole (the ``max_neighbors`` nearest, ties by
+index): on structures without ties the fast code must still give exactly its edges.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from ase.build import bulk, fcc111, molecule
 
 from spinconv_train.graph import cap_neighbors, radius_graph, reverse_edges
 from spinconv_train.graph.capping import (
+    CAP_TIE_RTOL,
     cap_symmetric_np,
     cap_symmetric_paired_np,
     edge_keys_np,
@@ -43,7 +46,7 @@ def _ref_reverse(src, dst, shifts):
     return order[at], sorted_keys[at] == rev_keys
 
 
-def _ref_cap(src, tgt, shifts, dist, num_atoms, max_neighbors):
+def _ref_cap(src, tgt, shifts, dist, num_atoms, max_neighbors, whole_shells=True):
     if src.numel() == 0:
         return torch.zeros(2, 0, dtype=torch.long), shifts
     order = torch.argsort(_ref_keys(src, tgt, shifts, num_atoms), stable=True)
@@ -53,12 +56,19 @@ def _ref_cap(src, tgt, shifts, dist, num_atoms, max_neighbors):
     counts = torch.bincount(tgt, minlength=num_atoms)
     rank = torch.arange(src.numel()) - (torch.cumsum(counts, 0) - counts)[tgt]
     near = rank < max_neighbors
+    if whole_shells:  # plus every neighbour tied (CAP_TIE_RTOL) with the last one kept
+        dist = dist[order]
+        for atom in range(num_atoms):
+            mine = tgt == atom
+            if int(mine.sum()) > max_neighbors:
+                last = float(dist[mine].sort().values[max_neighbors - 1])
+                near |= mine & (dist <= last * (1 + CAP_TIE_RTOL))
     rev, found = _ref_reverse(src, tgt, shifts)
     keep = (near | near[rev]) & found
     return torch.stack([src[keep], tgt[keep]]), shifts[keep]
 
 
-def reference_radius_graph(pos, natoms, cell, pbc, cutoff, max_neighbors):
+def reference_radius_graph(pos, natoms, cell, pbc, cutoff, max_neighbors, whole_shells=True):
     """The previous implementation (cell and pbc given explicitly per structure)."""
     from vesin import NeighborList
 
@@ -77,7 +87,7 @@ def reference_radius_graph(pos, natoms, cell, pbc, cutoff, max_neighbors):
         dd.append(np.asarray(d, dtype=np.float64))
         start += n
     src, tgt, shifts, dist = (torch.from_numpy(np.concatenate(parts)) for parts in (jj, ii, ss, dd))
-    ei, sh = _ref_cap(src, tgt, shifts, dist, pos.shape[0], max_neighbors)
+    ei, sh = _ref_cap(src, tgt, shifts, dist, pos.shape[0], max_neighbors, whole_shells)
     return ei, sh.to(pos.dtype)
 
 
@@ -125,6 +135,8 @@ def test_random_batches_match_reference(seed, max_neighbors):
     cutoff = float(rng.uniform(3.0, 6.0))
     got = radius_graph(pos, batch, natoms, cell, pbc, cutoff, max_neighbors)
     assert_same(got, reference_radius_graph(pos, natoms, cell, pbc, cutoff, max_neighbors))
+    # no ties here: exactly the edges of the cap that ignored shells
+    assert_same(got, reference_radius_graph(pos, natoms, cell, pbc, cutoff, max_neighbors, whole_shells=False))
 
 
 @pytest.mark.parametrize("max_neighbors", [5, 12, 13, 40])

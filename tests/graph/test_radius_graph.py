@@ -10,6 +10,7 @@ from ase import Atoms
 from ase.build import add_adsorbate, bulk, fcc111, molecule
 
 from spinconv_train.graph import edge_vectors, radius_graph, reverse_edges
+from spinconv_train.graph.capping import CAP_TIE_RTOL
 
 
 def brute_force_pairs(atoms: Atoms, cutoff: float):
@@ -40,15 +41,18 @@ def brute_force_pairs(atoms: Atoms, cutoff: float):
 
 
 def capped_reference(pairs, max_neighbors: int):
-    """Python reference of the symmetric cap: sort each centre's pairs by (d, j, S)."""
+    """Python reference of the symmetric cap: each centre keeps its ``max_neighbors``
+    nearest and every pair tied with the last of them (within CAP_TIE_RTOL)."""
     by_centre = {}
     for i, j, s, d in pairs:
         by_centre.setdefault(i, []).append((d, j, s))
     near = set()
     for i, lst in by_centre.items():
         lst.sort()
-        for d, j, s in lst[:max_neighbors]:
-            near.add((i, j, s))
+        last = lst[min(max_neighbors, len(lst)) - 1][0]
+        for d, j, s in lst:
+            if d <= last * (1 + CAP_TIE_RTOL):
+                near.add((i, j, s))
     keep = set()
     for i, j, s, d in pairs:
         rev = (j, i, tuple(-x for x in s))

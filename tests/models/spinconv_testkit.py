@@ -85,7 +85,7 @@ def tiny_config(**overrides) -> dict:
         "otf_graph": True,
         "use_pbc": True,
         "regress_forces": True,
-        "force_estimator": "random",
+        "force_estimator": "direct",
         "sphere_message": "fullconv",
         "output_message": "fullconv",
         "lmax": 2,

@@ -106,7 +106,7 @@ def test_energy_centric_models_recompute_expert_activations_in_training():
     from spinconv_train.models.spinconv.embedding import EmbeddingBlock
 
     grad_model = make_model(force_estimator="grad")
-    direct_model = make_model(force_estimator="random")
+    direct_model = make_model(force_estimator="direct")
     assert all(m.recompute_for_second_order for m in grad_model.modules() if isinstance(m, EmbeddingBlock))
     assert not any(m.recompute_for_second_order for m in direct_model.modules() if isinstance(m, EmbeddingBlock))
     # Same loss gradient with and without the recomputation (second order through the forces).

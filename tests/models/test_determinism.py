@@ -28,9 +28,9 @@ class _AccumulatingIndexPut(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("overrides", [
-    {"force_estimator": "grad"}, {"force_estimator": "random"},
+    {"force_estimator": "grad"}, {"force_estimator": "direct"},
     {"force_estimator": "direct", "direct_force_head": "edge"},
-    {"force_estimator": "random", "spin_conv_chunk_elements": 2000},  # chunked force-head plan (gathers)
+    {"force_estimator": "direct", "spin_conv_chunk_elements": 2000},  # chunked force-head plan (gathers)
 ])
 def test_training_step_accumulates_no_gradient_with_index_put(overrides):
     model = make_model(torch.float64, envelope=True, **overrides).train()

@@ -37,8 +37,8 @@ def test_chunked_plans_cover_the_same_rows():
         assert torch.allclose(splat(values, a), splat(values, b), atol=1e-12)
 
 
-@pytest.mark.parametrize("estimator,interpolation", [("random", "bilinear"), ("grad", "bilinear"),
-                                                     ("random", "smooth"), ("grad", "smooth")])
+@pytest.mark.parametrize("estimator,interpolation", [("direct", "bilinear"), ("grad", "bilinear"),
+                                                     ("direct", "smooth"), ("grad", "smooth")])
 @pytest.mark.parametrize("kind", ["fullconv", "rotspharmwd"])
 def test_chunked_model_equals_whole(kind, estimator, interpolation):
     lmax = 2 if kind != "fullconv" else False

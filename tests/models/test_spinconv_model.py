@@ -21,7 +21,7 @@ from spinconv_train.registry import MODELS
 
 KINDS = ["fullconv", "rotspharmwd", "spharm", "rotspharmroll"]
 # energy-centric, force-centric (sphere head, edge head); "-smooth": C1 sphere interpolation
-VARIANTS = ["grad", "random", "edge", "grad-smooth", "random-smooth"]
+VARIANTS = ["grad", "direct", "edge", "grad-smooth", "direct-smooth"]
 
 
 def variant_kwargs(variant: str) -> dict:
@@ -216,7 +216,7 @@ def test_edge_force_head_gives_no_force_at_a_symmetric_site():
 
 
 def test_force_centric_inference_is_bit_identical():
-    model = make_model(force_estimator="random", dtype=torch.float32)
+    model = make_model(force_estimator="direct", dtype=torch.float32)
     model.eval()
     batch = to_batch([slab_with_adsorbate(seed=1), slab_with_adsorbate(seed=2)], torch.float32)
     with torch.no_grad():
@@ -227,7 +227,7 @@ def test_force_centric_inference_is_bit_identical():
 
 
 def test_direct_forces_build_no_position_graph():
-    model = make_model(force_estimator="random")
+    model = make_model(force_estimator="direct")
     batch = to_batch([slab_with_adsorbate(seed=1)])
     out = model(batch)
     assert not batch.pos.requires_grad
@@ -315,7 +315,10 @@ def test_precomputed_graph_matches_on_the_fly():
 
 
 def test_oc20_config_parameter_count():
-    model = SpinConv(num_atoms=None, bond_feat_dim=50, num_targets=1, **OC20_CONFIG)
+    # the reference's config as is: its force_estimator "random" is read as "direct"
+    with pytest.warns(FutureWarning, match="'random'.*read as 'direct'"):
+        model = SpinConv(num_atoms=None, bond_feat_dim=50, num_targets=1, **OC20_CONFIG)
+    assert model.force_estimator == "direct" and model.force_head is not None
     assert abs(model.num_params - 8.47e6) <= 0.01 * 8.47e6
     assert MODELS.get("spinconv") is SpinConv
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from ..outputs import structure_energies
 from .embedding import EmbeddingBlock
 from .precision import accumulation_dtype
 
@@ -44,7 +45,7 @@ class EnergyHead(nn.Module):
         the per-atom terms."""
         atom_energy = self.atom_energies(x, target, atomic_numbers, edge_scale)
         total = accumulation_dtype(atom_energy.dtype)
-        energy = atom_energy.new_zeros(num_structures, dtype=total).index_add_(0, batch, atom_energy.to(total))
+        energy = structure_energies(atom_energy, batch, num_structures, total)
         return energy, atom_energy
 
     def atom_energies(self, x: Tensor, target: Tensor, atomic_numbers: Tensor,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .embedding import EmbeddingBlock
-from .frames import atom_frames
+from .frames import atom_frames_and_rank
 from .message import SpinConvBlock
 from .precision import geometry_precision
 from .projection import make_splat_plans
@@ -67,7 +67,7 @@ class ForceHead(nn.Module):
         num_atoms = atomic_numbers.shape[0]
         num_edges = unit.shape[0]
         with geometry_precision(unit):
-            frames = atom_frames(unit, frame_weight, target, num_atoms)  # (N, 3, 3)
+            frames, rank = atom_frames_and_rank(unit, frame_weight, target, num_atoms, self.long)  # (N, 3, 3)
             spheres = frames[:, _cyclic_rows(frames.device)].reshape(3 * num_atoms, 3, 3)
             axis = torch.arange(3, device=unit.device)
             src = torch.arange(num_edges, device=unit.device).repeat_interleave(3)
@@ -81,7 +81,11 @@ class ForceHead(nn.Module):
         h = self.block1(h, element, element)
         f = self.block2(self.act(h), element, element).view(num_atoms, 3)
         with geometry_precision(frames):
-            return torch.einsum("na,nab->nb", f.to(frames.dtype), frames)
+            # Components along axes that are not equivariant are dropped: at a site symmetric
+            # about d1 the force has no part across d1, at one without an axis none at all.
+            defined = torch.stack([rank >= 1, rank >= 2, rank >= 2], dim=-1)  # (frames.atom_frames_and_rank)
+            f = torch.where(defined, f.to(frames.dtype), torch.zeros((), dtype=frames.dtype, device=f.device))
+            return torch.einsum("na,nab->nb", f, frames)
 
 
 class EdgeForceHead(nn.Module):

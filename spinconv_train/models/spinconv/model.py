@@ -1,21 +1,34 @@
 """SpinConv (Shuaibi et al. 2021): backbone of message blocks + energy head + force head.
 
 Energy-centric (``force_estimator="grad"``): forces are -dE/dpos by autograd through the
-whole model, angular path included. Force-centric (``"random"``, the reference's name, or
-``"direct"``): a deterministic, exactly equivariant force head; no gradient w.r.t.
-positions is built.
+whole model, angular path included. Force-centric (``"direct"``; the reference's
+``"random"`` is read as it, with a warning): a deterministic, exactly equivariant force
+head; no gradient w.r.t. positions is built.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
+from dataclasses import fields
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ...graph.cap_report import atoms_cut_by_cap
 from ...registry import MODELS
+from ..outputs import apply_strain, energy_derivatives
 from .activation import SiLU, activate
+from .config import DIRECT_FORCE_HEADS, FORCE_ESTIMATORS, SpinConvConfig  # noqa: F401  (re-exported)
 from .distance import DistanceBlock, GaussianBasis, cosine_weight, polynomial_envelope
-from .edges import EdgeGraph, EdgeIndices, check_atomic_numbers, edge_graph, edge_indices, lattice
+from .edges import (
+    EdgeGraph,
+    EdgeIndices,
+    check_atomic_numbers,
+    edge_graph,
+    edge_indices,
+    lattice,
+)
 from .embedding import EmbeddingBlock, he_init_
 from .energy_head import EnergyHead
 from .force_head import EdgeForceHead, ForceHead
@@ -23,12 +36,9 @@ from .frames import edge_frames
 from .reference_frame import reference_edge_frames, reference_sphere_coords
 from .message import MessageBlock
 from .precision import geometry_precision
-from .projection import SPHERE_INTERPOLATIONS, ChunkedSplatPlan, SplatPlan, make_splat_plans
-from .spin_conv import SPIN_CONV_IMPLS, SPIN_CONV_KINDS, frozen_weights
+from .projection import ChunkedSplatPlan, SplatPlan, make_splat_plans
+from .spin_conv import frozen_weights
 
-FORCE_ESTIMATORS = ("grad", "random", "direct")
-FRAMES = ("exact", "reference")
-DIRECT_FORCE_HEADS = ("sphere", "edge")
 # Grid values (spheres x lat x long x hidden) per chunk: a 16 MiB float32 grid keeps the
 # projection, the DFT, the spin-convolution matmuls and the per-edge embedding blocks in
 # cache on CPUs (OC20 configuration, benchmark batch, 1 thread, CPU time: forward 5.1 s vs
@@ -37,27 +47,20 @@ DIRECT_FORCE_HEADS = ("sphere", "edge")
 # which 3.6 ms spin convolutions), so a chunk only bounds memory: 2^27 values (512 MiB per
 # float32 grid) runs the benchmark batch (74 M values) in one chunk instead of two (~230
 # fewer launches), and still bounds 2000-atom systems (2^26 there: 2.2 GB peak).
+# The neighbour count whose energy normaliser (count / 2 + 1) an uncapped model uses.
+UNCAPPED_NORMALISER_NEIGHBORS = 40
 AUTO_CHUNK_ELEMENTS_CPU = 2**22
 AUTO_CHUNK_ELEMENTS_GPU = 2**27
-
-
-def apply_strain(pos: Tensor, cell: Tensor, strain: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
-    """Positions and cells deformed by the symmetric part of ``strain`` (B,3,3):
-    r -> r (1 + e), cell rows a -> a (1 + e). At strain 0 both are unchanged, and the
-    gradient of an energy with respect to ``strain`` is its strain derivative."""
-    sym = 0.5 * (strain + strain.transpose(1, 2))
-    pos = pos + torch.bmm(pos.unsqueeze(1), sym.index_select(0, batch)).squeeze(1)
-    return pos, cell + torch.bmm(cell, sym)
 
 
 @MODELS.register("spinconv")
 class SpinConv(nn.Module):
     """SpinConv with the reference implementation's keyword names (OC20 configs load as is).
 
-    Reference-only keywords kept for config compatibility and ignored: ``num_atoms``,
+    Settings are a ``SpinConvConfig``; the reference-only keywords (``num_atoms``,
     ``bond_feat_dim``, ``num_targets`` (must be 1), ``show_timing_info``,
-    ``model_ref_number``, ``readout`` ("add"), ``num_rand_rotations`` (the force head is
-    deterministic). Extras: ``envelope`` (smooth cutoff envelope, off reproduces the paper),
+    ``model_ref_number``, ``readout`` ("add"), ``num_rand_rotations``) are accepted by its
+    translation and ignored. Extras: ``envelope`` (smooth cutoff envelope, off reproduces the paper),
     ``envelope_exponent``, ``spin_conv_impl`` ("fft" or "conv"), ``spin_conv_chunk_elements``
     (spheres are projected and convolved, and edge messages computed, in chunks of about this many grid values,
     spheres x lat x long x hidden: a cache-sized chunk is faster on CPU and bounds the
@@ -71,98 +74,54 @@ class SpinConv(nn.Module):
     ``envelope: true`` for molecular dynamics), ``frame`` (``"exact"``, the invariant frames of
     ``frames.py``, or ``"reference"``, the reference's frames with their constant offset, for
     models imported from OCP checkpoints; see ``reference_frame.py``).
+
+    ``max_num_neighbors``: an atom keeps its nearest neighbours up to this count, shells of
+    equal distances whole (``graph.capping``), so the graph is a function of the geometry;
+    a cap that binds still makes the energy jump when an atom moves past the last kept
+    shell. ``None`` (``max_num_neighbors: null``): no cap, every neighbour within the cutoff
+    (the energy head's constant normaliser is then that of a cap of 40).
     """
 
-    def __init__(
-        self,
-        num_atoms: int | None = None,
-        bond_feat_dim: int | None = None,
-        num_targets: int = 1,
-        *,
-        use_pbc: bool = True,
-        regress_forces: bool = True,
-        otf_graph: bool = False,
-        hidden_channels: int = 32,
-        mid_hidden_channels: int = 200,
-        num_interactions: int = 1,
-        num_basis_functions: int = 200,
-        basis_width_scalar: float = 1.0,
-        max_num_neighbors: int = 20,
-        sphere_size_lat: int = 15,
-        sphere_size_long: int = 9,
-        cutoff: float = 10.0,
-        distance_block_scalar_max: float = 2.0,
-        max_num_elements: int = 90,
-        embedding_size: int = 32,
-        show_timing_info: bool = False,
-        sphere_message: str = "fullconv",
-        output_message: str = "fullconv",
-        lmax: int | None = None,
-        force_estimator: str = "random",
-        model_ref_number: int = 0,
-        readout: str = "add",
-        num_rand_rotations: int = 5,
-        scale_distances: bool = True,
-        envelope: bool = False,
-        envelope_exponent: int = 5,
-        spin_conv_impl: str = "fft",
-        spin_conv_chunk_elements: int | str | None = "auto",
-        direct_force_head: str = "sphere",
-        sphere_interpolation: str = "bilinear",
-        frame: str = "exact",
-    ) -> None:
+    def __init__(self, *reference_positional: Any, config: SpinConvConfig | None = None, **keywords: Any) -> None:
+        """``SpinConv(**keywords)`` with the reference's keywords (``SpinConvConfig.from_keywords``
+        translates and checks them), or ``SpinConv(config=SpinConvConfig(...))``."""
         super().__init__()
-        if num_targets != 1:
-            raise ValueError(f"SpinConv predicts one energy per structure; num_targets={num_targets} is not supported")
-        if readout != "add":
-            raise ValueError(f"readout must be 'add' (the only one the reference implements), got {readout!r}")
-        if force_estimator not in FORCE_ESTIMATORS:
-            raise ValueError(f"force_estimator must be one of {FORCE_ESTIMATORS}, got {force_estimator!r}")
-        for key, kind in (("sphere_message", sphere_message), ("output_message", output_message)):
-            if kind not in SPIN_CONV_KINDS:
-                raise ValueError(f"{key} must be one of {SPIN_CONV_KINDS}, got {kind!r}")
-        if direct_force_head not in DIRECT_FORCE_HEADS:
-            raise ValueError(f"direct_force_head must be one of {DIRECT_FORCE_HEADS}, got {direct_force_head!r}")
-        if spin_conv_impl not in SPIN_CONV_IMPLS:
-            raise ValueError(f"spin_conv_impl must be one of {SPIN_CONV_IMPLS}, got {spin_conv_impl!r}")
-        if sphere_interpolation not in SPHERE_INTERPOLATIONS:
-            raise ValueError(
-                f"sphere_interpolation must be one of {SPHERE_INTERPOLATIONS}, got {sphere_interpolation!r}"
-            )
-        if frame not in FRAMES:
-            raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
-        self.frame = frame
-        lmax_value = None if lmax is None or lmax is False else int(lmax)
+        if config is None:
+            config = SpinConvConfig.from_keywords(*reference_positional, **keywords)
+        elif reference_positional or keywords:
+            raise TypeError("SpinConv takes either config= or the keywords of a config, not both")
+        self.config = config
+        c = config
+        hidden_channels, mid_hidden_channels, embedding_size = c.hidden_channels, c.mid_hidden_channels, c.embedding_size
+        max_num_elements, num_basis_functions = c.max_num_elements, c.num_basis_functions
 
-        self.use_pbc = use_pbc
-        self.regress_forces = regress_forces
-        self.otf_graph = otf_graph
-        self.cutoff = float(cutoff)
-        self.max_num_neighbors = int(max_num_neighbors)
+        self.use_pbc = c.use_pbc
+        self.regress_forces = c.regress_forces
+        self.otf_graph = c.otf_graph
+        self.cutoff = float(c.cutoff)
+        # None: no cap (every neighbour within the cutoff); the energy head's constant
+        # normaliser is then that of the OC20 cap of 40.
+        self.max_num_neighbors = c.max_num_neighbors
         self.max_num_elements = int(max_num_elements)
-        self.sphere_size_lat = int(sphere_size_lat)
-        self.sphere_size_long = int(sphere_size_long)
-        self.force_estimator = force_estimator
-        self.direct_forces = force_estimator != "grad"
-        self.envelope = bool(envelope)
-        self.envelope_exponent = int(envelope_exponent)
-        self.sphere_interpolation = sphere_interpolation
+        self.sphere_size_lat = int(c.sphere_size_lat)
+        self.sphere_size_long = int(c.sphere_size_long)
+        self.force_estimator = c.force_estimator
+        self.direct_forces = c.direct_forces
+        self.envelope = bool(c.envelope)
+        self.envelope_exponent = int(c.envelope_exponent)
+        self.sphere_interpolation = c.sphere_interpolation
+        self.frame = c.frame
         self.act = SiLU()  # nn.SiLU with a memory-lean second derivative (activation.py)
-        if not (spin_conv_chunk_elements is None or spin_conv_chunk_elements == "auto"
-                or (isinstance(spin_conv_chunk_elements, int) and spin_conv_chunk_elements > 0)):
-            raise ValueError(
-                f"spin_conv_chunk_elements must be a positive integer, 'auto' or None, got {spin_conv_chunk_elements!r}"
-            )
-        self.spin_conv_chunk_elements = spin_conv_chunk_elements
+        self.spin_conv_chunk_elements = c.spin_conv_chunk_elements
         self._grid_values = self.sphere_size_lat * self.sphere_size_long * int(hidden_channels)
 
         self.dist_block = DistanceBlock(
             num_basis_functions,
             mid_hidden_channels,
             max_num_elements,
-            distance_block_scalar_max,
-            GaussianBasis(0.0, cutoff, num_basis_functions, basis_width_scalar),
-            scale_distances,
+            c.distance_block_scalar_max,
+            GaussianBasis(0.0, c.cutoff, num_basis_functions, c.basis_width_scalar),
+            c.scale_distances,
         )
         # He init: PyTorch's default would shrink the distance features ~10x (see embedding.py).
         self.distfc1 = he_init_(nn.Linear(mid_hidden_channels, mid_hidden_channels))
@@ -179,23 +138,24 @@ class SpinConv(nn.Module):
                 self.sphere_size_lat,
                 self.sphere_size_long,
                 max_num_elements,
-                sphere_message,
+                c.sphere_message,
                 self.act,
-                lmax_value,
-                spin_conv_impl,
+                c.lmax,
+                c.spin_conv_impl,
             )
-            for _ in range(num_interactions)
+            for _ in range(c.num_interactions)
         )
         for block in self.message_blocks:  # the reference keeps the pole rows as splatted
-            block.spinconvblock.uniform_poles = frame != "reference"
+            block.spinconvblock.uniform_poles = c.frame != "reference"
         self.energy_head = EnergyHead(
-            hidden_channels, mid_hidden_channels, embedding_size, max_num_elements, max_num_neighbors, self.act
+            hidden_channels, mid_hidden_channels, embedding_size, max_num_elements,
+            UNCAPPED_NORMALISER_NEIGHBORS if c.max_num_neighbors is None else c.max_num_neighbors, self.act
         )
         self.force_head: ForceHead | EdgeForceHead | None = None
-        if regress_forces and self.direct_forces and direct_force_head == "edge":
+        if c.regress_forces and self.direct_forces and c.direct_force_head == "edge":
             self.force_head = EdgeForceHead(hidden_channels, mid_hidden_channels, embedding_size, max_num_elements,
                                             self.act)
-        elif regress_forces and self.direct_forces:
+        elif c.regress_forces and self.direct_forces:
             self.force_head = ForceHead(
                 hidden_channels,
                 mid_hidden_channels,
@@ -203,14 +163,14 @@ class SpinConv(nn.Module):
                 self.sphere_size_lat,
                 self.sphere_size_long,
                 max_num_elements,
-                output_message,
+                c.output_message,
                 self.act,
-                lmax_value,
-                spin_conv_impl,
-                sphere_interpolation,
+                c.lmax,
+                c.spin_conv_impl,
+                c.sphere_interpolation,
             )
 
-        if regress_forces and not self.direct_forces:  # training differentiates forces = -dE/dx
+        if c.regress_forces and not self.direct_forces:  # training differentiates forces = -dE/dx
             for module in self.modules():
                 if isinstance(module, EmbeddingBlock):
                     module.recompute_for_second_order = True
@@ -258,7 +218,7 @@ class SpinConv(nn.Module):
             frames = reference_edge_frames(graph.vec, graph.dist, graph.edge_index[1], num_atoms, self.cutoff)
             coords, south = reference_sphere_coords(frames.index_select(0, pair_dst), unit_src), None
         else:
-            frames = edge_frames(unit, pair_src, pair_dst, pair_weight, pair_cos)
+            frames = edge_frames(unit, pair_src, pair_dst, pair_weight, pair_cos, self.sphere_size_long)
             coords = torch.bmm(frames.index_select(0, pair_dst), unit_src.unsqueeze(-1)).squeeze(-1)
         scale = None if env is None else env.index_select(0, pair_src)
         return make_splat_plans(
@@ -284,6 +244,15 @@ class SpinConv(nn.Module):
         check_atomic_numbers(data.atomic_numbers.long(), batch, self.max_num_elements)
         with torch.no_grad():
             return edge_indices(data, data.pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph)
+
+    def atoms_cut_by_cap(self, data):
+        """(B,) numpy int64: per structure of ``data``, the number of atoms whose neighbour
+        list this model's cap cuts (0 everywhere when it is uncapped). Relaxations and MD
+        with an energy-centric model should warn when any is non-zero
+        (``graph.cap_report.binding_cap_message``): its energy is then discontinuous."""
+        cell = lattice(data, data.pos, self.use_pbc)
+        pbc = getattr(data, "pbc", None) if self.use_pbc else None
+        return atoms_cut_by_cap(data.pos, data.natoms, cell, pbc, self.cutoff, self.max_num_neighbors)
 
     def _backbone(
         self, data, pos: Tensor, atomic_numbers: Tensor, cell: Tensor | None = None,
@@ -390,11 +359,8 @@ class SpinConv(nn.Module):
                 result["atom_energies"] = per_atom
             if self.regress_forces:
                 if grad_forces:
-                    inputs = (pos, strain) if stress else (pos,)
-                    grads = torch.autograd.grad(energy.sum(), inputs, create_graph=self.training and outer_grad)
-                    result["forces"] = -grads[0]
-                    if stress:
-                        result["stress"] = grads[1] / volume.view(-1, 1, 1)
+                    result.update(energy_derivatives(energy, pos, strain if stress else None,
+                                                     volume if stress else None, self.training and outer_grad))
                     if not outer_grad:  # called under no_grad: return plain tensors
                         result = {key: value.detach() for key, value in result.items()}
                 else:
@@ -408,3 +374,17 @@ class SpinConv(nn.Module):
                         )
         # Under autocast the heads may end in half precision: outputs take the positions' dtype.
         return {key: value.to(pos.dtype) for key, value in result.items()}
+
+
+def _keyword_signature() -> inspect.Signature:
+    """``SpinConv.__init__`` as callers see it: every ``SpinConvConfig`` field as a keyword,
+    plus the reference-only keywords (``**reference_keywords``). Config builders inspect it
+    (e.g. to pass ``regress_forces``)."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(f.name, keyword, default=f.default) for f in fields(SpinConvConfig)]
+    params.append(inspect.Parameter("reference_keywords", inspect.Parameter.VAR_KEYWORD))
+    return inspect.Signature(params)
+
+
+SpinConv.__init__.__signature__ = _keyword_signature()  # type: ignore[attr-defined]

@@ -22,6 +22,6 @@ OC20_S2EF_CONFIG: Dict[str, Any] = {
     "cutoff": 6.0,
     "sphere_message": "fullconv",
     "output_message": "fullconv",
-    "force_estimator": "random",
+    "force_estimator": "direct",
     "scale_distances": True,
 }

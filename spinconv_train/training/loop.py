@@ -276,6 +276,8 @@ def _steps(session: Session, train_loader: DataLoader, val_loader: DataLoader | 
     _stop_if_signalled(session, stop, window)
     session.stop_reason = None
     session.optimizer.zero_grad(set_to_none=True)
+    if session.batch_in_epoch >= batches_per_epoch:  # a position past this epoch's end (another global batch)
+        session.epoch, session.batch_in_epoch = session.epoch + 1, 0
     while session.step < total and not session.stop_reason:
         sampler.set_epoch(session.epoch)
         if session.batch_in_epoch:

@@ -45,6 +45,8 @@ _JOB_FLAGS: dict[str, bool] = {"--run-name": True, "--run-dir": True, "--resume"
 # submitit's cluster choice; "local" runs the job as a local subprocess (tests, debugging).
 CLUSTER_ENV = "SPINCONV_SUBMITIT_CLUSTER"
 SIGNAL_DELAY_S = 120
+# Seconds before the time limit at which SLURM sends the requeue signal (checks with short limits set it lower).
+SIGNAL_DELAY_ENV = "SPINCONV_SLURM_SIGNAL_DELAY_S"
 # Requeues after reaching the time limit (submitit's default of 3 ends a long training run
 # after three time limits; preemptions are not counted).
 MAX_TIMEOUT_REQUEUES = 50
@@ -77,7 +79,7 @@ def executor_parameters(args: argparse.Namespace, config: Any, job_name: str) ->
         "nodes": nodes,
         "tasks_per_node": max(gpus, 1),  # one process per GPU, as torchrun --nproc-per-node
         "cpus_per_task": int(config["optim"]["num_workers"]) + 1,
-        "slurm_signal_delay_s": SIGNAL_DELAY_S,
+        "slurm_signal_delay_s": int(os.environ.get(SIGNAL_DELAY_ENV) or SIGNAL_DELAY_S),
     }
     if gpus:
         params["gpus_per_node"] = gpus

@@ -198,12 +198,14 @@ def _add_training_state(session: Session, payload: Mapping[str, Any] | None) -> 
         raise config.fail("precision", "--amp trains in float16 autocast; it cannot be combined with precision: "
                           "float64 (leave out --amp, or use float32)")
     session.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
-    if optim["ema_decay"]:
-        session.ema = build_ema(model, float(optim["ema_decay"]))
     session.scaler = torch.amp.GradScaler("cuda") if session.amp else None
     if dist.get_world_size() > 1:
+        # DDP copies rank 0's weights to every rank here; before this each rank holds its own
+        # initialisation (seeded with seed + rank)
         ids = [session.device.index] if session.device.type == "cuda" else None
         session.ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if optim["ema_decay"]:  # after DDP: every rank's EMA starts from rank 0's weights
+        session.ema = build_ema(model, float(optim["ema_decay"]))
     if payload is not None:
         _restore_training_state(session, payload)
 

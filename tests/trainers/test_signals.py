@@ -2,10 +2,13 @@
 command continues the run in its folder with metrics identical to an uninterrupted run."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
+import subprocess
 
 import pytest
 import torch
@@ -120,3 +123,30 @@ def test_resume_under_another_global_batch_is_refused(s2ef_data, tmp_path, capsy
     assert "--allow-world-size-change" in err and "--optim.batch_size=4" in err
     assert main([*command, "--run-name", "r", "--optim.max_steps=3", "--resume", "--allow-world-size-change"]) == 0
     assert ckpt.read(checkpoint)["step"] == 3
+
+
+@pytest.mark.skipif(shutil.which("ps") is None, reason="needs ps to find the loader's worker")
+def test_signal_to_every_process_of_the_job_still_checkpoints(s2ef_data, tmp_path, monkeypatch):
+    """SLURM signals all processes of a job, the loader's workers too: they must not die of it."""
+    cfg = _cfg(s2ef_data)
+    cfg["optim"].update(num_workers=1, accumulate_grad_batches=2)  # the step's 2nd micro-batch comes after the signal
+    path = write_config(tmp_path, cfg)
+    original, calls = ForcesTask.loss, {"n": 0}
+
+    def loss(self, out, batch):
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 3:
+                children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(os.getpid())], capture_output=True,
+                                          text=True).stdout.split()
+                assert children, "no loader worker found"
+                for pid in map(int, children):
+                    with contextlib.suppress(ProcessLookupError):  # the `ps` process itself has ended
+                        os.kill(pid, signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, out, batch)
+
+    monkeypatch.setattr(ForcesTask, "loss", loss)
+    command = ["--mode", "train", "--config-yml", path, "--run-dir", str(tmp_path / "runs"), "--no-progress"]
+    assert main([*command, "--run-name", "r"]) == 128 + signal.SIGTERM
+    assert ckpt.read(str(tmp_path / "runs" / "r" / "checkpoint.pt"))["step"] == 2  # 3rd micro-batch: in step 2

@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as stopped:  # the loop logged the checkpoint line
         return stopped.exit_code
     except KeyboardInterrupt:
-        print("interrupted (Ctrl-C); no checkpoint was written by this step", file=sys.stderr)
+        print("interrupted (Ctrl-C) outside the training steps, or twice: nothing new was saved (one Ctrl-C "
+              "during training finishes the step and writes a checkpoint)", file=sys.stderr)
         return 130
     return 0

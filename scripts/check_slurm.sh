@@ -11,7 +11,7 @@
 # 2. A 1-process run is resumed by a 2-process job (torchrun in sbatch) at the same global
 #    batch and finished by 1 process again: values equal to the uninterrupted run (to float
 #    round-off); with the per-process batch unchanged the resume is refused.
-# 3. SIGTERM (scancel --signal=TERM) leaves a checkpoint at the step it arrived.
+# 3. SIGTERM (scancel) leaves a checkpoint at the step it arrived.
 # The daemons are stopped at the end, also on failure. Prints PASS/FAIL lines; exit code 0
 # only if every check passed.
 set -euo pipefail
@@ -105,14 +105,17 @@ def compare(run, reference, exact):
     a, b = rows(run), rows(reference)
     if [(r["step"], r["split"]) for r in a] != [(r["step"], r["split"]) for r in b]:
         return False, f"rows differ: {len(a)} vs {len(b)}"
-    worst = 0.0
+    worst, where = 0.0, ""
     for x, y in zip(a, b):
         for key, value in y.items():
             if isinstance(value, float):
-                worst = max(worst, abs(x[key] - value) / max(abs(value), 1e-12))
+                diff = abs(x[key] - value) / max(abs(value), 1e-12)
+                if diff > worst:
+                    worst, where = diff, f" ({key} at step {y['step']})"
     count = sum(len([v for v in r.values() if isinstance(v, float)]) for r in a)
-    ok = worst == 0.0 if exact else worst < 2e-5
-    return ok, f"{count} logged values, largest relative difference {worst:.2e}"
+    # 2 processes sum in another order: float32 round-off, grown by 200 steps of training
+    ok = worst == 0.0 if exact else worst < 1e-4
+    return ok, f"{count} logged values, largest relative difference {worst:.2e}{where}"
 
 
 data = {"train": write_split(os.path.join(work, "train"), emt_slabs(8, seed=1)),
@@ -198,7 +201,7 @@ out = subprocess.run([*base, "--run-name", "termed", "--submit", "--logger.print
 job = out.stderr.split("submitted job ")[1].split(":")[0]
 term = os.path.join(runs, "termed")
 wait_for("training", lambda: last_step(term) >= 200, job)
-sh("scancel", "--signal=TERM", "--full", job)
+sh("scancel", job)  # SIGTERM to the job's processes, SIGKILL after KillWait (30 s)
 wait_for("the job's end", lambda: job_state(job) in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"})
 import torch  # noqa: E402
 

@@ -104,3 +104,16 @@ def build_payload(*, config: Mapping[str, Any], model: torch.nn.Module, optimize
         "early_stopping": {"evals_since_best": int(evals_since_best), "stop_reason": stop_reason},
         "metrics": dict(metrics),
     }
+
+
+def remove_temporaries(folder: str) -> list[str]:
+    """Delete the ``.tmp-*`` files an interrupted atomic write left in ``folder``; return their names.
+
+    Call only where no other process is writing into ``folder`` (the start of a run's attempt)."""
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        if name.startswith(".tmp-") and os.path.isfile(path):
+            os.unlink(path)
+            removed.append(name)
+    return removed

@@ -131,3 +131,41 @@ class BalancedBatchSampler(Sampler[List[int]]):
         self.epoch = int(state["epoch"])
         self._resume_from = int(state["batches_yielded"])
         self._yielded = self._resume_from
+
+
+class WorldSizeChangeError(ValueError):
+    """A resumed position cannot be continued exactly under the new global batch."""
+
+
+def resume_position(state: dict, world_size: int, batch_size: int, allow_change: bool,
+                    flag: str = "--allow-world-size-change") -> tuple[int, int]:
+    """Batches already done in the epoch of a saved sampler ``state``, for ``world_size``
+    processes of ``batch_size`` each; returns ``(batches, structures_replayed)``.
+
+    The position is the number of structures of the epoch's permutation consumed
+    (``structures``; older states: ``batches_yielded × batch_size × world_size`` when those
+    are recorded). The epoch's permutation does not depend on the process count, and each
+    global batch is the same run of ``world_size × batch_size`` structures however it is split
+    over the ranks, so the same global batch continues exactly. Another global batch is
+    refused with a :class:`WorldSizeChangeError` naming both, unless ``allow_change``: then the
+    run restarts at the last whole new batch at or before the position, and the structures
+    between it and the position are seen a second time this epoch (the count is returned).
+    """
+    batches = int(state["batches_yielded"])
+    saved_world, saved_batch = state.get("world_size"), state.get("batch_size")
+    if saved_world is None or saved_batch is None:  # an older checkpoint: the position is in batches
+        return batches, 0
+    old_global, new_global = int(saved_world) * int(saved_batch), int(world_size) * int(batch_size)
+    consumed = int(state.get("structures", batches * old_global))
+    if new_global == old_global:
+        return consumed // new_global, consumed % new_global
+    if not allow_change:
+        hint = (f"run with --optim.batch_size={old_global // world_size}" if old_global % world_size == 0
+                else f"no per-process batch_size gives {old_global} with {world_size} processes")
+        raise WorldSizeChangeError(
+            f"the checkpoint was written by {saved_world} process(es) x batch_size {saved_batch} = {old_global} "
+            f"structures per batch; this run has {world_size} process(es) x batch_size {batch_size} = {new_global}. "
+            f"An exact continuation needs processes x optim.batch_size = {old_global} ({hint}); pass {flag} to "
+            f"continue with {new_global} per batch instead (not the same run: steps per epoch, the learning-rate "
+            "schedule and the gradient noise change)")
+    return consumed // new_global, consumed % new_global

@@ -29,8 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", help="checkpoint.pt to resume (train) or to evaluate (validate, predict)")
     parser.add_argument("--identifier", default="", help="suffix of the run directory name")
     parser.add_argument("--run-dir", default="runs", help="parent folder of run directories (default runs/)")
-    parser.add_argument("--run-name", help="exact name of the new run directory under --run-dir "
-                        "(default: a timestamp, plus -IDENTIFIER)")
+    parser.add_argument("--run-name", help="exact name of the run directory under --run-dir (default: a "
+                        "timestamp, plus -IDENTIFIER); training in an existing one continues that run")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --mode train: continue the run in --run-name (or the newest run folder of "
+                             "--identifier) from its newest checkpoint, even if the config changed")
+    parser.add_argument("--allow-world-size-change", action="store_true",
+                        help="resume a checkpoint under another global batch (processes x batch_size); without "
+                             "it such a resume is refused")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config's `seed`)")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (CUDA only)")
     parser.add_argument("--debug", action="store_true", help="debug logging and autograd anomaly detection")

@@ -34,6 +34,7 @@ from spinconv_train.training import loop
 from spinconv_train.training.dry_run import dry_run
 from spinconv_train.training.loop import NonFiniteLossError
 from spinconv_train.training.session import open_session
+from spinconv_train.training.signals import TrainingInterrupted
 
 __all__ = ["MODE_RUNNERS", "UsageError", "build_parser", "main", "resolve_config", "run"]
 
@@ -44,7 +45,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     """The command-line choices of a run that are not part of its config."""
     return RunOptions(run_dir=args.run_dir, identifier=args.identifier, run_name=args.run_name,
                       checkpoint=args.checkpoint, amp=args.amp, cpu=args.cpu,
-                      progress=not args.no_progress and sys.stderr.isatty())
+                      progress=not args.no_progress and sys.stderr.isatty(), resume=args.resume,
+                      allow_world_size_change=args.allow_world_size_change)
 
 
 def _eval_loader(config: Config, split: str, model: torch.nn.Module) -> object:
@@ -192,4 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"error: training stopped: {err}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as stopped:  # the loop logged the checkpoint line
+        return stopped.exit_code
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C) outside the training steps, or twice: nothing new was saved (one Ctrl-C "
+              "during training finishes the step and writes a checkpoint)", file=sys.stderr)
+        return 130
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,15 @@ def dataset_natoms(dataset: Dataset) -> np.ndarray:
     return np.array([int(dataset[i].pos.shape[0]) for i in range(len(dataset))], dtype=np.int64)
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """In a loader worker: ignore SIGTERM, SIGINT, SIGUSR1 and SIGUSR2. SLURM and a terminal
+    signal every process of a job, and a worker that died of the signal would fail the
+    training process before it could write its checkpoint; the training process ends its
+    workers itself."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int) -> DataLoader:
     """A shuffled loader over this rank's share, balanced by atoms, with a resumable sampler."""
     sampler = BalancedBatchSampler(dataset, batch_size=batch_size, num_replicas=dist.get_world_size(),
@@ -60,7 +70,7 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int)
                                    natoms=dataset_natoms(dataset))
     # A private generator: creating loader iterators never draws from the global RNG.
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+                      worker_init_fn=ignore_stop_signals, generator=torch.Generator().manual_seed(seed), persistent_workers=False)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
@@ -68,7 +78,7 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoad
     so sums over ranks count every structure exactly once."""
     indices = list(range(dist.get_rank(), len(dataset), dist.get_world_size()))
     return DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-                      collate_fn=collate, num_workers=num_workers,
+                      collate_fn=collate, num_workers=num_workers, worker_init_fn=ignore_stop_signals,
                       generator=torch.Generator().manual_seed(0))
 
 

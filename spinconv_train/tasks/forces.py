@@ -8,12 +8,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from spinconv_train import distributed as dist
 from spinconv_train.registry import TRAINERS
 from spinconv_train.tasks import metrics as ev
 from spinconv_train.tasks.targets import TargetState, free_mask, scalar_loss, structure_ids
 
 # OC20 tags: 0 subsurface slab atoms, 1 surface slab atoms, 2 adsorbate atoms.
 TAG_GROUPS = {0: "subsurface", 1: "surface", 2: "adsorbate"}
+
+
+def rank_share(count: int, device: torch.device) -> float:
+    """``count × world size / (count summed over ranks)`` (a collective: all ranks call it).
+
+    DDP averages the ranks' gradients; a rank's mean force loss scaled by this factor makes
+    that average the gradient of the mean over every rank's free atoms, as one process with
+    the whole batch computes it (the ranks' free-atom counts differ; their structure counts
+    do not, so the energy term needs no factor)."""
+    counts = torch.tensor([float(count)], dtype=torch.float64, device=device)
+    dist.all_reduce_sum(counts)
+    total = float(counts.item())
+    return float(count) * dist.get_world_size() / total if total > 0 else 0.0
 
 
 @TRAINERS.register("forces", "s2ef")
@@ -79,8 +93,10 @@ class ForcesTask:
         mask = free_mask(batch, self.train_free)
         pred_f = out["forces"][mask]
         target_f = norm.norm_forces(batch.force[mask].to(pred_f.dtype))
-        loss = (self.energy_coef * scalar_loss(self.loss_energy, pred_e, target_e)
-                + self.force_coef * scalar_loss(self.loss_force, pred_f, target_f))
+        force_loss = scalar_loss(self.loss_force, pred_f, target_f)
+        if torch.is_grad_enabled() and dist.get_world_size() > 1:
+            force_loss = force_loss * rank_share(pred_f.shape[0], pred_f.device)
+        loss = self.energy_coef * scalar_loss(self.loss_energy, pred_e, target_e) + self.force_coef * force_loss
         if self.trains_stress:
             pred_s = out["stress"].reshape(-1, 9)
             target_s = norm.norm_stress(self.stress_target(batch)).reshape(-1, 9).to(pred_s.dtype)

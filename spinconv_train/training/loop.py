@@ -20,8 +20,10 @@ from spinconv_train.checkpoints import model_dtype
 from spinconv_train.tables import format_table
 from spinconv_train.tasks.metrics import MetricAccumulator
 from spinconv_train.tasks.targets import batch_sids, require_labels, structure_ids
+from spinconv_train.training.attempts import end_attempt
 from spinconv_train.training.hooks import Hook, default_hooks
 from spinconv_train.training.session import Session, attach_scheduler
+from spinconv_train.training.signals import StopSignals, TrainingInterrupted, signal_name
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +161,35 @@ def evaluate_extra_splits(session: Session, loaders: Mapping[str, DataLoader], l
         session.history[f"{label}/{split}"] = metrics
 
 
+def _new_window(session: Session) -> MetricAccumulator:
+    return MetricAccumulator([*session.task.metric_names(), "loss"])
+
+
+def window_state(window: MetricAccumulator, device: torch.device) -> dict[str, dict[str, float]]:
+    """The training-metric sums and counts not yet logged, summed over all ranks (a
+    collective: every rank calls it), so that a resumed run logs the same rows under any
+    process count."""
+    names = sorted(window.sums)
+    packed = torch.tensor([[window.sums[n], window.counts[n]] for n in names] or [[0.0, 0.0]],
+                          dtype=torch.float64, device=device)
+    dist.all_reduce_sum(packed)
+    return {"sums": {n: float(packed[i, 0]) for i, n in enumerate(names)},
+            "counts": {n: float(packed[i, 1]) for i, n in enumerate(names)}}
+
+
+def restored_window(session: Session) -> MetricAccumulator:
+    """A fresh window holding a checkpoint's unlogged sums (on rank 0, so each counts once)."""
+    window = _new_window(session)
+    if session.train_window is not None and dist.is_main():
+        window.sums.update(session.train_window["sums"])
+        window.counts.update(session.train_window["counts"])
+    session.train_window = None
+    return window
+
+
 def _validate_and_checkpoint(session: Session, val_loader: DataLoader | None,
-                             extra_val: Mapping[str, DataLoader], hooks: Sequence[Hook]) -> None:
+                             extra_val: Mapping[str, DataLoader], hooks: Sequence[Hook],
+                             window: MetricAccumulator) -> None:
     metrics: dict[str, float] = {}
     if val_loader is not None:
         metrics = evaluate(session, val_loader)
@@ -170,7 +199,7 @@ def _validate_and_checkpoint(session: Session, val_loader: DataLoader | None,
         evaluate_extra_splits(session, extra_val, "trained", session.epoch)
         for hook in hooks:
             hook.after_validation(session, metrics)
-    session.save(metrics=metrics)
+    session.save(metrics=metrics, window=window_state(window, session.device))
 
 
 def train(session: Session, train_loader: DataLoader, val_loader: DataLoader | None,
@@ -187,7 +216,7 @@ def train(session: Session, train_loader: DataLoader, val_loader: DataLoader | N
     """
     extra_val = dict(extra_val or {})
     hooks = default_hooks() if hooks is None else list(hooks)
-    optim, log_cfg = session.config["optim"], session.config["logger"]
+    optim = session.config["optim"]
     batches_per_epoch = len(train_loader)
     if batches_per_epoch == 0:
         raise ValueError("the training loader yields no batches (empty training split?)")
@@ -195,7 +224,6 @@ def train(session: Session, train_loader: DataLoader, val_loader: DataLoader | N
     steps_per_epoch = math.ceil(batches_per_epoch / accumulate)  # optimiser steps
     total = total_steps(optim, steps_per_epoch)
     attach_scheduler(session, total)
-    sampler = train_loader.batch_sampler
     if val_loader is None:
         if optim["early_stopping_patience"] is not None or optim["min_lr"] is not None:
             raise session.config.fail("optim.early_stopping_patience" if optim["early_stopping_patience"] is not None
@@ -208,13 +236,54 @@ def train(session: Session, train_loader: DataLoader, val_loader: DataLoader | N
         session.loggers.log(session.history[start], 0, "val", 0)
         _announce(session, f"{start} model, validation metrics:\n" + format_table({start: session.history[start]}))
         evaluate_extra_splits(session, extra_val, start, 0)
+    stop = StopSignals()
+    try:
+        with stop:
+            _train_steps(session, train_loader, val_loader, extra_val, hooks, total, stop)
+    except TrainingInterrupted as interrupted:
+        _end(session, interrupted.step, f"signal {signal_name(interrupted.signum)}: checkpoint written")
+        raise
+    except KeyboardInterrupt:
+        _end(session, session.step, "SIGINT twice: stopped without a checkpoint")
+        raise
+    except Exception as err:
+        _end(session, session.step, f"error: {type(err).__name__}: {err}")
+        raise
+    _end(session, session.step, f"early stopping: {session.stop_reason}" if session.stop_reason else "finished")
+    if dist.is_main() and "trained" in session.history:
+        labels = [k for k in ("untrained", "pretrained", "trained") if k in session.history]
+        print("validation metrics:\n" + format_table({k: session.history[k] for k in labels}), flush=True)
+        for split in extra_val:
+            rows = {k: session.history[f"{k}/{split}"] for k in labels if f"{k}/{split}" in session.history}
+            print(f"validation metrics, {split}:\n" + format_table(rows), flush=True)
+    return session.history
+
+
+def _train_steps(session: Session, train_loader: DataLoader, val_loader: DataLoader | None,
+                 extra_val: Mapping[str, DataLoader], hooks: Sequence[Hook], total: int, stop: StopSignals) -> None:
+    window = restored_window(session)
+    bar = tqdm(total=total, initial=session.step, desc="training", disable=not _progress(session))
+    try:
+        _steps(session, train_loader, val_loader, extra_val, hooks, total, stop, window, bar)
+    finally:
+        bar.close()
+
+
+def _steps(session: Session, train_loader: DataLoader, val_loader: DataLoader | None,
+           extra_val: Mapping[str, DataLoader], hooks: Sequence[Hook], total: int, stop: StopSignals,
+           window: MetricAccumulator, bar: Any) -> None:
+    optim, log_cfg = session.config["optim"], session.config["logger"]
+    batches_per_epoch = len(train_loader)
+    accumulate = int(optim["accumulate_grad_batches"])
     eval_every, ckpt_every = optim["eval_every"], optim["checkpoint_every"]
     print_every = max(1, int(log_cfg["print_every"]))
-    window = MetricAccumulator([*session.task.metric_names(), "loss"])
+    sampler = train_loader.batch_sampler
     tick = time.perf_counter()
-    bar = tqdm(total=total, initial=session.step, desc="training", disable=not _progress(session))
+    _stop_if_signalled(session, stop, window)
     session.stop_reason = None
     session.optimizer.zero_grad(set_to_none=True)
+    if session.batch_in_epoch >= batches_per_epoch:  # a position past this epoch's end (another global batch)
+        session.epoch, session.batch_in_epoch = session.epoch + 1, 0
     while session.step < total and not session.stop_reason:
         sampler.set_epoch(session.epoch)
         if session.batch_in_epoch:
@@ -245,24 +314,41 @@ def train(session: Session, train_loader: DataLoader, val_loader: DataLoader | N
                 session.loggers.log(train_metrics, session.step, "train", _epoch_float(session, batches_per_epoch))
                 rate = (time.perf_counter() - tick) / print_every
                 _announce(session, _train_line(session, total, batches_per_epoch, train_metrics, rate))
-                window, tick = MetricAccumulator([*session.task.metric_names(), "loss"]), time.perf_counter()
+                window, tick = _new_window(session), time.perf_counter()
             done = session.step >= total
             epoch_end = session.batch_in_epoch == 0
             if done or (eval_every and session.step % eval_every == 0) or (not eval_every and epoch_end):
-                _validate_and_checkpoint(session, val_loader, extra_val, hooks)
+                _validate_and_checkpoint(session, val_loader, extra_val, hooks, window)
                 tick = time.perf_counter()  # the step rate excludes evaluation
             elif ckpt_every and session.step % ckpt_every == 0:
-                session.save()
+                session.save(window=window_state(window, session.device))
+            if not done:
+                _stop_if_signalled(session, stop, window)
             if done or epoch_end or session.stop_reason:
                 break
-    bar.close()
-    if dist.is_main() and "trained" in session.history:
-        labels = [k for k in ("untrained", "pretrained", "trained") if k in session.history]
-        print("validation metrics:\n" + format_table({k: session.history[k] for k in labels}), flush=True)
-        for split in extra_val:
-            rows = {k: session.history[f"{k}/{split}"] for k in labels if f"{k}/{split}" in session.history}
-            print(f"validation metrics, {split}:\n" + format_table(rows), flush=True)
-    return session.history
+
+
+def _stop_if_signalled(session: Session, stop: StopSignals, window: MetricAccumulator) -> None:
+    """At a step boundary: when any rank got a stop signal, write the checkpoint of this step,
+    say so in one line, hand the signal to the handler installed before ours (submitit's
+    requeue) and raise :class:`TrainingInterrupted`."""
+    signum = stop.agreed(session.device)
+    if signum is None:
+        return
+    session.save(window=window_state(window, session.device))
+    path = session.checkpoint_path()
+    if dist.is_main():
+        logger.warning("%s received: stopped after step %d, checkpoint written to %s; rerun the same command "
+                       "(or let the job requeue) to continue from it", signal_name(signum), session.step, path)
+    _end(session, session.step, f"signal {signal_name(signum)}: checkpoint written")
+    stop.chain(signum)
+    raise TrainingInterrupted(signum, session.step, path)
+
+
+def _end(session: Session, step: int, reason: str) -> None:
+    """Record the attempt's end in ``attempts.jsonl`` (once; rank 0)."""
+    if dist.is_main() and os.path.isdir(session.run_dir):
+        end_attempt(session.run_dir, step, reason)
 
 
 def _epoch_float(session: Session, batches_per_epoch: int) -> float:

@@ -63,3 +63,59 @@ def test_two_process_gradient_accumulation_runs_to_the_expected_step(s2ef_data, 
     _run(["--mode", "train", "--config-yml", config, "--run-dir", str(tmp_path / "ddp"), "--distributed"], nproc=2)
     payload = ckpt.read(os.path.join(only_run_dir(tmp_path / "ddp"), "checkpoint.pt"))
     assert payload["step"] == 2 and payload["epoch"] == 1
+
+
+@pytest.fixture(scope="module")
+def uneven_data(tmp_path_factory):
+    """Slabs whose free-atom counts differ (9, or 5 with the second layer fixed too), so that
+    ranks of one global batch hold different numbers of free atoms."""
+    from trainers.trainer_testing import emt_slabs, write_split
+
+    records = emt_slabs(8, seed=1)
+    for k, record in enumerate(records):
+        if k % 3 == 0:
+            record.fixed[4:8] = 1
+    root = tmp_path_factory.mktemp("uneven")
+    return {"train": write_split(str(root / "train"), records),
+            "val": write_split(str(root / "val"), emt_slabs(4, seed=2))}
+
+
+def _rows(run, split):
+    from trainers.trainer_testing import read_jsonl
+
+    return [{k: v for k, v in r.items() if k not in ("time", "split")} for r in read_jsonl(run, split)]
+
+
+def _assert_same_metrics(got, expected, rel):
+    assert [r["step"] for r in got] == [r["step"] for r in expected]
+    for a, b in zip(got, expected):
+        for key, value in b.items():
+            assert a[key] == pytest.approx(value, rel=rel, abs=1e-6), (a["step"], key)
+
+
+@pytest.mark.slow  # five launches of torch (two of them two-process): about 3 minutes on 2 busy cores
+def test_ddp_matches_one_process_and_resumes_across_process_counts(uneven_data, tmp_path):
+    """2 processes x batch 2 train like 1 process x batch 4 (to float round-off), and a run
+    resumed 1 -> 2 -> 1 processes at the same global batch continues exactly."""
+    from spinconv_train.training import attempts
+
+    cfg = tiny_config(uneven_data, max_epochs=None, max_steps=6, batch_size=4, ema_decay=0.9, scheduler="step",
+                      warmup_steps=2, lr_milestones=[4], lr_gamma=0.5)
+    cfg["logger"]["print_every"] = 1
+    config = write_config(tmp_path, cfg)
+    runs = str(tmp_path / "runs")
+    base = ["--mode", "train", "--config-yml", config, "--run-dir", runs]
+    _run([*base, "--run-name", "one"])
+    _run([*base, "--run-name", "ddp", "--optim.batch_size=2"], nproc=2)
+    one, ddp = os.path.join(runs, "one"), os.path.join(runs, "ddp")
+    for split in ("train", "val"):
+        _assert_same_metrics(_rows(ddp, split), _rows(one, split), rel=2e-5)
+
+    _run([*base, "--run-name", "moved", "--optim.max_steps=2"])
+    _run([*base, "--run-name", "moved", "--optim.max_steps=4", "--optim.batch_size=2", "--resume"], nproc=2)
+    _run([*base, "--run-name", "moved", "--resume"])
+    moved = os.path.join(runs, "moved")
+    for split in ("train", "val"):
+        _assert_same_metrics(_rows(moved, split), _rows(one, split), rel=2e-5)
+    records = attempts.read_attempts(moved)
+    assert [(r["world_size"], r["start_step"], r["end_step"]) for r in records] == [(1, 0, 2), (2, 2, 4), (1, 4, 6)]

@@ -12,6 +12,7 @@ import pytest
 from trainers.trainer_testing import read_jsonl, tiny_config, write_config
 from spinconv_train.launch.cli import build_parser, main, resolve_config
 from spinconv_train.launch import slurm
+from spinconv_train.training import attempts
 
 
 def _args(*flags):
@@ -46,19 +47,55 @@ def test_distributed_environment_is_torchruns():
     assert slurm.distributed_environment(0, 0, 2, "n", "77_3")["MASTER_PORT"] == str(20000 + 773)
 
 
-def test_attempts_resume_from_the_newest_checkpoint(tmp_path):
+def test_every_attempt_continues_the_one_run_folder(tmp_path):
     pytest.importorskip("submitit")
     job = slurm.TrainingJob(["--mode", "train", "--config-yml", "/abs/c.yml"], str(tmp_path), "run", main)
-    assert job.command()[-4:] == ["--run-dir", str(tmp_path), "--run-name", "run"]
-    first = job.checkpoint().function  # preempted before any checkpoint: start again from scratch
-    assert (first.attempt, first.attempt_name, first.resume_from) == (1, "run-requeue1", None)
-    os.makedirs(tmp_path / "run-requeue1")
-    (tmp_path / "run-requeue1" / "checkpoint.pt").write_bytes(b"x")
-    second = first.checkpoint().function
-    assert second.attempt_name == "run-requeue2" and second.history == ["run", "run-requeue1"]
-    assert second.command()[-2:] == ["--checkpoint", str(tmp_path / "run-requeue1" / "checkpoint.pt")]
-    third = second.checkpoint().function  # nothing new written in requeue2: keep requeue1's
-    assert third.resume_from == second.resume_from
+    assert job.command()[-5:] == ["--run-dir", str(tmp_path), "--run-name", "run", "--resume"]
+    first = job.checkpoint().function  # preempted before any checkpoint
+    assert first.attempt == 1 and first.command() == job.command() and first.latest_checkpoint() is None
+    os.makedirs(tmp_path / "run")
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"x")
+    assert first.checkpoint().function.latest_checkpoint() == str(tmp_path / "run" / "checkpoint.pt")
+
+
+class _FakeExecutor:
+    """Records submissions instead of running them (or fails, as a full disk would)."""
+
+    submitted: list = []
+    fail = False
+
+    def __init__(self, folder, cluster=None, slurm_max_num_timeout=None):
+        self.folder = folder
+
+    def update_parameters(self, **params):
+        self.params = params
+
+    def submit(self, job):
+        if _FakeExecutor.fail:
+            raise OSError("No space left on device")
+        _FakeExecutor.submitted.append(job)
+        return type("Job", (), {"job_id": str(len(_FakeExecutor.submitted))})()
+
+
+def test_same_second_submissions_get_their_own_folders(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    monkeypatch.setattr(submitit, "AutoExecutor", _FakeExecutor)
+    monkeypatch.setattr(slurm, "default_run_name", lambda identifier, mode: f"2026-01-01-00-00-00-{identifier}")
+    _FakeExecutor.submitted = []
+    argv = ["--mode", "train", "--config-yml", "c.yml", "--run-dir", str(tmp_path), "--identifier", "x", "--submit"]
+    config = {"optim": {"num_workers": 0}}
+    for _ in range(2):
+        slurm.submit(_args("--run-dir", str(tmp_path), "--identifier", "x", "--submit"), argv, config, main)
+    names = [job.run_name for job in _FakeExecutor.submitted]
+    assert names == ["2026-01-01-00-00-00-x", "2026-01-01-00-00-00-x-2"]
+    assert sorted(os.listdir(tmp_path)) == names  # both folders claimed at submission
+    _FakeExecutor.fail = True
+    try:
+        with pytest.raises(OSError):
+            slurm.submit(_args("--run-dir", str(tmp_path), "--identifier", "x", "--submit"), argv, config, main)
+    finally:
+        _FakeExecutor.fail = False
+    assert sorted(os.listdir(tmp_path)) == names  # the failed submission left no folder
 
 
 def test_submit_flags_need_submit(capsys):
@@ -102,12 +139,15 @@ def test_local_submission_is_preempted_and_resumes(s2ef_data, tmp_path, monkeypa
         assert time.monotonic() < hang_guard + HANG_GUARD_S, job.stderr()
         time.sleep(0.5)
     assert job.result() == 0, job.stderr()
-    second = tmp_path / "runs" / "job-requeue1"
-    assert (second / "checkpoint.pt").exists(), job.stdout()
-    resumed = read_jsonl(str(second), "train")
-    before = read_jsonl(str(first), "train")
-    assert resumed[0]["step"] > 2 and resumed[0]["step"] > before[0]["step"]  # not from scratch
-    assert resumed[-1]["step"] == 150 * 4  # trained to the end (8 structures, batch 2)
+    assert sorted(os.listdir(tmp_path / "runs")) == ["job", "slurm"]  # one run folder for both attempts
+    rows = read_jsonl(str(first), "train")
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(set(steps)) and steps[-1] == 150 * 4  # continuous, no step twice, to the end
+    records = attempts.read_attempts(str(first))
+    assert len(records) == 2, records
+    assert records[0]["reason"] == "signal SIGUSR2: checkpoint written" and records[0]["start_step"] == 0
+    assert records[1]["start_step"] == records[0]["end_step"] > 0  # the second continued where the first stopped
+    assert records[1]["reason"] == "finished" and records[1]["end_step"] == 600
     assert "Requeued" in (job.stderr() or "") + (job.stdout() or "")
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -23,6 +26,7 @@ from spinconv_train.calculators.predict import predict_atoms
 from spinconv_train.checkpoints import CheckpointError, build_model, load
 from spinconv_train.config import Config, check_source_paths
 from spinconv_train.datasets import DatasetError
+from spinconv_train.graph import atoms_cut_by_cap, binding_cap_message
 from spinconv_train.plots.relaxation import write_relaxation_plot
 from spinconv_train.registry import DATASETS
 from spinconv_train.relaxation.metrics import relaxation_metrics
@@ -41,6 +45,29 @@ RELAXATIONS = "relaxations.npz"
 SUBMISSION = "relaxed_positions.npz"  # the reference's IS2RS submission file
 METRICS = "relaxation_metrics.json"
 STRUCTURES = "relaxed.extxyz"
+
+
+def warn_binding_cap(model: torch.nn.Module, dataset: Dataset, indices: Sequence[int]) -> str | None:
+    """An energy-centric model relaxes along -dE/dx, and a neighbour cap that binds makes that
+    energy jump: warn once, naming the structures whose neighbour lists it cuts (and how many
+    atoms), and return the message; None when no cap binds or the model is force-centric."""
+    cap, cutoff = getattr(model, "max_num_neighbors", None), getattr(model, "cutoff", None)
+    if cap is None or cutoff is None or getattr(model, "direct_forces", True):
+        return None
+    counts, names, natoms = [], [], []
+    for index in indices:
+        record = dataset[int(index)]
+        counts.append(atoms_cut_by_cap(record.pos, record.natoms.reshape(-1), getattr(record, "cell", None),
+                                       getattr(record, "pbc", None), float(cutoff), cap))
+        sid = getattr(record, "sid", None)
+        names.append(f"sid {sid}" if sid is not None else f"structure {index}")
+        natoms.append(int(record.natoms))
+    if not counts:
+        return None
+    message = binding_cap_message(np.concatenate(counts), names, np.array(natoms), float(cutoff), cap)
+    if message:
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return message
 
 
 def build_relax_dataset(config: Config, settings: RelaxSettings) -> Dataset:
@@ -98,6 +125,7 @@ def run_relaxations(config: Config, options: RunOptions) -> dict[str, float]:
         traj_dir = os.path.join(run_dir, "trajectories") if settings.write_trajectories else None
         progress = bool(options.progress and config["logger"]["progress_bar"] and dist.is_main())
         indices = range(dist.get_rank(), len(dataset), dist.get_world_size())
+        warn_binding_cap(built.eval_model, dataset, indices)
         mine = relax_indices(dataset, indices, calculator, settings.options, traj_dir, progress,
                              source=str(settings.dataset["src"]))
         results: list[RelaxResult] = sorted((r for part in dist.gather_objects(mine) for r in part),

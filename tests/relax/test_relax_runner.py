@@ -207,3 +207,20 @@ def test_relax_batch_size_is_checked():
     for bad in (0, 2.5, True):
         with pytest.raises(OptionError, match="key 'task.relax_opt.batch_size': must be an integer >= 1"):
             RelaxOptions.from_mapping({"batch_size": bad})
+
+
+def test_binding_cap_is_warned_for_energy_centric_relaxations():
+    from models.spinconv_testkit import make_model, slab_with_adsorbate
+
+    from spinconv_train.datasets.ase_convert import atoms_to_data
+    from spinconv_train.relaxation.mode import warn_binding_cap
+
+    records = [atoms_to_data(slab_with_adsorbate(seed=k), sid=10 + k) for k in range(2)]
+    capped = make_model(force_estimator="grad", cutoff=5.0, max_num_neighbors=6)
+    with pytest.warns(UserWarning, match=r"max_num_neighbors: 6\) cuts .* of 2 structure\(s\): sid 10 \(\d+ of 14 "
+                      r"atoms\), sid 11"):
+        assert warn_binding_cap(capped, records, range(2)) is not None
+    assert warn_binding_cap(make_model(force_estimator="grad", cutoff=5.0, max_num_neighbors=None), records,
+                            range(2)) is None
+    assert warn_binding_cap(make_model(force_estimator="direct", cutoff=5.0, max_num_neighbors=6), records,
+                            range(2)) is None  # force-centric: no energy to be smooth

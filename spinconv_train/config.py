@@ -11,8 +11,9 @@ import copy
 import logging
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import yaml
 
@@ -55,7 +56,7 @@ ANY_KEYS = "any-keys"
 EXTRA_VAL_PATTERN = r"val_[A-Za-z0-9_]+"
 NUM = (int, float)
 
-SCHEMA: Dict[str, Any] = {
+SCHEMA: dict[str, Any] = {
     "includes": ((list, str), []),
     "trainer": ((str,), "forces"),
     "seed": ((int,), 0),
@@ -155,7 +156,7 @@ SCHEMA: Dict[str, Any] = {
 
 
 # --------------------------------------------------------------------------- loading
-def _read_yaml(path: Path) -> Dict[str, Any]:
+def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
@@ -170,8 +171,8 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     return data
 
 
-def _merge(base: Dict[str, Any], extra: Mapping[str, Any], origins: Dict[str, str],
-           origin: Optional[str], prefix: str = "") -> None:
+def _merge(base: dict[str, Any], extra: Mapping[str, Any], origins: dict[str, str],
+           origin: str | None, prefix: str = "") -> None:
     """Deep-merge ``extra`` into ``base`` in place, recording each leaf's origin (unless
     ``origin`` is None: the origins were recorded when ``extra`` was read)."""
     for key, value in extra.items():
@@ -194,7 +195,7 @@ def _leaves(value: Any, dotted: str) -> Iterable[str]:
         yield dotted
 
 
-def _load_with_includes(path: Path, origins: Dict[str, str], stack: Tuple[Path, ...]) -> Dict[str, Any]:
+def _load_with_includes(path: Path, origins: dict[str, str], stack: tuple[Path, ...]) -> dict[str, Any]:
     path = path.resolve()
     if path in stack:
         chain = " -> ".join(str(p) for p in (*stack, path))
@@ -205,7 +206,7 @@ def _load_with_includes(path: Path, origins: Dict[str, str], stack: Tuple[Path, 
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise ConfigError(f"config file {str(path)!r}: key 'includes' must be a list of paths")
-    merged: Dict[str, Any] = {}
+    merged: dict[str, Any] = {}
     for include in includes:
         target = resolve_include(path, include)
         _merge(merged, _load_with_includes(target, origins, (*stack, path)), origins, None)
@@ -229,9 +230,9 @@ def resolve_include(including: Path, include: str) -> Path:
     return found[0]
 
 
-def parse_overrides(items: Sequence[str]) -> List[Tuple[str, Any]]:
+def parse_overrides(items: Sequence[str]) -> list[tuple[str, Any]]:
     """Turn ``["--optim.lr_initial=1e-4", "--model.x", "2"]`` into ``[(key, value), ...]``."""
-    pairs: List[Tuple[str, Any]] = []
+    pairs: list[tuple[str, Any]] = []
     i = 0
     while i < len(items):
         item = items[i]
@@ -252,8 +253,8 @@ def parse_overrides(items: Sequence[str]) -> List[Tuple[str, Any]]:
     return pairs
 
 
-def apply_overrides(config: Dict[str, Any], pairs: Sequence[Tuple[str, Any]],
-                    origins: Optional[Dict[str, str]] = None) -> None:
+def apply_overrides(config: dict[str, Any], pairs: Sequence[tuple[str, Any]],
+                    origins: dict[str, str] | None = None) -> None:
     """Set dotted keys in ``config`` (creating mappings on the way)."""
     for key, value in pairs:
         parts = key.split(".")
@@ -272,13 +273,13 @@ def apply_overrides(config: Dict[str, Any], pairs: Sequence[Tuple[str, Any]],
 class Config(dict):
     """A resolved configuration (a plain dict) that remembers where each key came from."""
 
-    origins: Dict[str, str]
+    origins: dict[str, str]
 
     def origin(self, dotted: str) -> str:
         """The file (or ``command line``) that set ``dotted``, or its nearest parent's."""
         return origin_of(self.origins, dotted)
 
-    def fail(self, dotted: str, message: str) -> "ConfigError":
+    def fail(self, dotted: str, message: str) -> ConfigError:
         """Build a ConfigError naming ``dotted`` and where it was set; for a section, also the
         keys under it that the command line set (any of them may be the culprit)."""
         where = self.origin(dotted)
@@ -289,10 +290,10 @@ class Config(dict):
         return ConfigError(f"{where}: key '{dotted}': {message}")
 
 
-def load_config(path: Optional[str], overrides: Sequence[str] = (), base: Optional[Mapping[str, Any]] = None) -> Config:
+def load_config(path: str | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> Config:
     """Load ``path`` (with includes) over ``base``, apply overrides, fill defaults, validate."""
-    origins: Dict[str, str] = {}
-    data: Dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    data: dict[str, Any] = {}
     if base is not None:
         _merge(data, base, origins, "checkpoint config")
     if path is not None:
@@ -303,13 +304,13 @@ def load_config(path: Optional[str], overrides: Sequence[str] = (), base: Option
 
 def config_from_dict(data: Mapping[str, Any], origin: str = "config") -> Config:
     """Validate an in-memory configuration (tests, checkpoints)."""
-    origins: Dict[str, str] = {}
-    merged: Dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    merged: dict[str, Any] = {}
     _merge(merged, data, origins, origin)
     return _validated(merged, origins)
 
 
-def _validated(data: Dict[str, Any], origins: Dict[str, str]) -> Config:
+def _validated(data: dict[str, Any], origins: dict[str, str]) -> Config:
     """Wrap merged data as a Config: normalise, validate against the schema, fill defaults."""
     try:
         translate(data, origins)
@@ -339,7 +340,7 @@ def _normalise_logger(config: Config) -> None:
         config["logger"] = logger
 
 
-def _type_name(types: Tuple[Any, ...]) -> str:
+def _type_name(types: tuple[Any, ...]) -> str:
     names = ["null" if t is None else t.__name__ for t in types]
     if "int" in names and "float" in names:
         names = ["number" if n in ("int", "float") else n for n in names]
@@ -379,7 +380,7 @@ def _validate(node: Mapping[str, Any], schema: Mapping[str, Any], config: Config
             raise config.fail(dotted, f"expected {_type_name(types)}, got {type(value).__name__} {value!r}")
 
 
-def _fill_defaults(node: Dict[str, Any], schema: Mapping[str, Any]) -> None:
+def _fill_defaults(node: dict[str, Any], schema: Mapping[str, Any]) -> None:
     for key, spec in schema.items():
         if key.startswith("__") or spec == ANY_KEYS:
             continue
@@ -444,7 +445,7 @@ def _check_values(config: Config) -> None:
 
 # optim keys and the range each must lie in: (lower, lower inclusive, upper, upper inclusive);
 # None bounds are open. A null value passes where the key may be null.
-_RANGES: Dict[str, Tuple[Optional[float], bool, Optional[float], bool]] = {
+_RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "lr_initial": (0, False, None, False),
     "weight_decay": (0, True, None, False),
     "lr_gamma": (0, False, None, False),
@@ -485,7 +486,7 @@ def _check_ranges(config: Config) -> None:
             raise config.fail(f"optim.{key}", f"must be {' and '.join(bounds)}, got {value}")
 
 
-def extra_val_splits(config: Mapping[str, Any]) -> List[str]:
+def extra_val_splits(config: Mapping[str, Any]) -> list[str]:
     """The ``dataset.val_<name>`` splits, in config order."""
     return [split for split in config.get("dataset", {}) if re.fullmatch(EXTRA_VAL_PATTERN, split)]
 
@@ -526,7 +527,7 @@ def check_source_paths(config: Config, key: str, src: Any) -> None:
             raise config.fail(key, f"path {path!r} does not exist")
 
 
-def plain(config: Mapping[str, Any]) -> Dict[str, Any]:
+def plain(config: Mapping[str, Any]) -> dict[str, Any]:
     """A plain-dict deep copy (no origins) suitable for YAML, checkpoints and comparisons."""
     return copy.deepcopy(dict(config))
 

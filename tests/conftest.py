@@ -2,16 +2,13 @@
 ``tests/trainers/trainer_testing.py``)."""
 from __future__ import annotations
 
-from typing import Dict
-
 import pytest
 import torch
-
 from trainers.trainer_testing import emt_slabs, write_split
 
 
 @pytest.fixture(scope="session")
-def s2ef_data(tmp_path_factory) -> Dict[str, str]:
+def s2ef_data(tmp_path_factory) -> dict[str, str]:
     """Tiny S2EF LMDB splits: train (8 structures), val (4), test (4, without labels)."""
     root = tmp_path_factory.mktemp("s2ef")
     return {"train": write_split(str(root / "train"), emt_slabs(8, seed=1)),
@@ -20,7 +17,7 @@ def s2ef_data(tmp_path_factory) -> Dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def is2re_data(tmp_path_factory) -> Dict[str, str]:
+def is2re_data(tmp_path_factory) -> dict[str, str]:
     """Tiny IS2RE LMDB splits with ``y_relaxed``."""
     root = tmp_path_factory.mktemp("is2re")
     return {"train": write_split(str(root / "train"), emt_slabs(8, seed=4, relaxed=True)),

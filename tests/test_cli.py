@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from trainers.trainer_testing import tiny_config, write_config
+
 from spinconv_train.launch.cli import build_parser, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

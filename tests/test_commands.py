@@ -7,7 +7,6 @@ import importlib
 import os
 
 import pytest
-
 from trainers.trainer_testing import ROOT, load_script
 
 
@@ -58,8 +57,8 @@ def test_inspect_writes_valid_json_with_nan_metrics(tmp_path, monkeypatch, capsy
 
     import torch
 
-    from spinconv_train.commands import inspect_checkpoint
     from spinconv_train.checkpoints import store
+    from spinconv_train.commands import inspect_checkpoint
 
     payload = {"config": {"trainer": "forces", "model": {"name": "schnet"}, "task": {"metric": "forces_mae"},
                           "dataset": {"train": {"src": "train.extxyz"}}},

@@ -138,8 +138,8 @@ def test_configs_are_shipped():
 def test_shipped_config_validates_and_builds(path, monkeypatch):
     import os
 
-    from spinconv_train.registry import DATASETS
     from spinconv_train.checkpoints import build_model
+    from spinconv_train.registry import DATASETS
     from spinconv_train.tasks.build import build_task, monitored_metric
     from spinconv_train.tasks.data import build_dataset
     from spinconv_train.tasks.targets import TargetState

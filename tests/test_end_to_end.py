@@ -6,11 +6,11 @@ import os
 
 import numpy as np
 import pytest
-
 from trainers.trainer_testing import TINY_SCHNET, only_run_dir, read_jsonl, write_config
+
+from spinconv_train.checkpoints import store as ckpt
 from spinconv_train.launch.cli import main
 from spinconv_train.registry import DATASETS
-from spinconv_train.checkpoints import store as ckpt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S2EF = os.path.join(ROOT, "data", "oc20_mini", "s2ef")

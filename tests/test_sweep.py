@@ -6,10 +6,10 @@ import os
 
 import pytest
 import yaml
-
 from trainers.trainer_testing import read_jsonl, tiny_config, write_config
-from spinconv_train.launch.cli import main
+
 from spinconv_train.config import ConfigError
+from spinconv_train.launch.cli import main
 from spinconv_train.launch.sweep import read_sweep, sweep_points
 
 

@@ -24,12 +24,13 @@ import json
 import math
 import sys
 import warnings
-from typing import Any, Callable, Dict, Mapping, Tuple, Type
+from collections.abc import Callable, Mapping
+from typing import Any
 
 NON_FINITE_KEY = "non_finite"
 
 
-def _finite(value: Any, where: str, replaced: Dict[str, str]) -> Any:
+def _finite(value: Any, where: str, replaced: dict[str, str]) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         replaced[where] = repr(value)
         return None
@@ -45,7 +46,7 @@ def json_line(summary: Mapping[str, Any]) -> str:
     hold, become ``null``, and ``non_finite`` maps each such key (as a dotted path) to why:
     the reason ``summary[non_finite]`` gives for that path, else the value it had."""
     reasons = dict(summary.get(NON_FINITE_KEY) or {})
-    replaced: Dict[str, str] = {}
+    replaced: dict[str, str] = {}
     clean = _finite({k: v for k, v in summary.items() if k != NON_FINITE_KEY}, "", replaced)
     if replaced:
         clean[NON_FINITE_KEY] = {key: reasons.get(key, f"{value} (not a JSON number)")
@@ -53,7 +54,7 @@ def json_line(summary: Mapping[str, Any]) -> str:
     return json.dumps(clean, allow_nan=False)
 
 
-def report(produce: Callable[[], Mapping[str, Any]], errors: Tuple[Type[BaseException], ...]) -> int:
+def report(produce: Callable[[], Mapping[str, Any]], errors: tuple[type[BaseException], ...]) -> int:
     """Print ``produce()``'s summary as one JSON line and return 0, or print an input error
     (one of ``errors``, or a full disk) as one ``error: ...`` line on stderr and return 2.
     Warnings raised meanwhile are printed as ``warning: ...`` lines on stderr."""

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
 
 from spinconv_train.commands import add_model_arguments, check_model_arguments, json_line
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, nargs="+",
                    help="checkpoint.pt of a `trainer: forces` run; several: a committee (mean and spread)")
@@ -56,19 +55,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import numpy as np
     import torch
     from ase.io import write
 
     from spinconv_train.atomic_files import atomic_path
-    from spinconv_train.datasets import DatasetError
-    from spinconv_train.datasets.ase_convert import read_frames
     from spinconv_train.calculators.calculator import load_force_model
     from spinconv_train.calculators.committee import committee_statistics
     from spinconv_train.calculators.predict import error_summary, predict_atoms
     from spinconv_train.checkpoints.store import CheckpointError
+    from spinconv_train.datasets import DatasetError
+    from spinconv_train.datasets.ase_convert import read_frames
 
     try:
         frames = [atoms for path in args.structures for atoms in read_frames(path)]

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
 
 from spinconv_train.commands import report
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt or best_checkpoint.pt of a run")
     p.add_argument("--out", required=True, help="exported file to write (refused if it exists, unless --overwrite)")
@@ -31,10 +30,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from spinconv_train.checkpoints.store import CheckpointError
     from spinconv_train.checkpoints.export import export_checkpoint
+    from spinconv_train.checkpoints.store import CheckpointError
 
     return report(lambda: export_checkpoint(args.checkpoint, args.out, weights=args.weights,
                                             overwrite=args.overwrite), (CheckpointError,))

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
 
 from spinconv_train.commands import report
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="OCP checkpoint file, released model name or URL")
     p.add_argument("--out", required=True, help="exported model to write (refused if it exists, unless --overwrite)")
@@ -36,7 +35,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from spinconv_train.ocp.checkpoint_import import OcpImportError, import_ocp_checkpoint
     from spinconv_train.ocp.released import DownloadError, resolve

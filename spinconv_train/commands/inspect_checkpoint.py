@@ -17,18 +17,19 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any, Dict, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from spinconv_train.commands import NON_FINITE_KEY, report
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="checkpoint.pt, best_checkpoint.pt or an exported model")
     return p.parse_args(argv)
 
 
-def describe(payload: Mapping[str, Any], path: str) -> Dict[str, Any]:
+def describe(payload: Mapping[str, Any], path: str) -> dict[str, Any]:
     """The summary of a loaded checkpoint ``payload`` (see the module docstring)."""
     from spinconv_train.checkpoints.store import EXPORT_KEY
 
@@ -68,7 +69,7 @@ def describe(payload: Mapping[str, Any], path: str) -> Dict[str, Any]:
     }
 
 
-def _nonzero_references(state: Mapping[str, Any]) -> Dict[str, float]:
+def _nonzero_references(state: Mapping[str, Any]) -> dict[str, float]:
     """{element symbol: reference energy} of the elements with a fitted (non-zero) reference."""
     from ase.data import chemical_symbols
 
@@ -76,7 +77,7 @@ def _nonzero_references(state: Mapping[str, Any]) -> Dict[str, float]:
             if v and z < len(chemical_symbols)}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from spinconv_train.checkpoints.store import CheckpointError, read
 

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
 
 from spinconv_train.commands import report
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("inputs", nargs="+", help="ASE-readable files (.traj, .extxyz, .db, ...)")
     parser.add_argument("--out", required=True, help="output folder (new or empty; see --overwrite)")
@@ -60,7 +59,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from spinconv_train.datasets import DatasetError
     from spinconv_train.datasets.preprocess import preprocess_ef

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
 
 from spinconv_train.commands import report
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("trajectories", nargs="*", help="relaxation trajectories (first/last frames)")
     parser.add_argument("--out", required=True, help="output folder (new or empty; see --overwrite)")
@@ -32,7 +31,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from spinconv_train.datasets import DatasetError
     from spinconv_train.datasets.preprocess import preprocess_relaxed

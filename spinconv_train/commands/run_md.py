@@ -22,14 +22,15 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from spinconv_train.commands import add_model_arguments, check_model_arguments
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, nargs="+",
                    help="checkpoint.pt of a `trainer: forces` run; several: a committee (their mean drives the "
@@ -81,15 +82,15 @@ def progress_printer(steps: int, timestep_fs: float, stream=None) -> Callable[[i
     return show
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ase.build import molecule
     from ase.io import read
 
     from spinconv_train.calculators import ModelCalculator
     from spinconv_train.calculators.committee import CommitteeCalculator
-    from spinconv_train.md.dynamics import md_caveats, run_md
     from spinconv_train.checkpoints.store import CheckpointError
+    from spinconv_train.md.dynamics import md_caveats, run_md
 
     try:
         atoms = read(args.structure, index=-1) if args.structure else molecule(args.molecule)

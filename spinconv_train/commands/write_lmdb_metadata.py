@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
 
 from spinconv_train.commands import report
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", nargs="+", help="folder of *.lmdb shards, or one .lmdb file")
     p.add_argument("--workers", type=int, default=1, help="processes reading shards in parallel")
@@ -30,7 +29,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from spinconv_train.datasets import DatasetError
     from spinconv_train.datasets.lmdb_metadata import write_lmdb_metadata

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from typing import Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
+from collections.abc import Iterator, Mapping
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from torch_geometric.data import Data
 
 from .errors import DatasetError
 
-RefTable = Union[Mapping[int, float], np.ndarray]
+RefTable = Mapping[int, float] | np.ndarray
 
 
 def fixed_mask(atoms: Atoms) -> np.ndarray:
@@ -38,14 +39,14 @@ def reference_energy(numbers: np.ndarray, refs: RefTable, source: str = "") -> f
 
 def atoms_to_data(
     atoms: Atoms,
-    energy: Optional[float] = None,
-    forces: Optional[np.ndarray] = None,
-    sid: Union[int, str, None] = None,
+    energy: float | None = None,
+    forces: np.ndarray | None = None,
+    sid: int | str | None = None,
     fid: int = 0,
-    refs: Optional[RefTable] = None,
+    refs: RefTable | None = None,
     source: str = "",
-    index: Optional[int] = None,
-    stress: Optional[np.ndarray] = None,
+    index: int | None = None,
+    stress: np.ndarray | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Data:
     """A ``Data`` record from ``atoms`` with OC20 dtypes.
@@ -91,7 +92,7 @@ def atoms_to_data(
     return data
 
 
-def stress_matrix(stress: np.ndarray, source: str = "", index: Optional[int] = None) -> np.ndarray:
+def stress_matrix(stress: np.ndarray, source: str = "", index: int | None = None) -> np.ndarray:
     """A (3,3) stress from ASE's Voigt order (xx, yy, zz, yz, xz, xy) or a (3,3) array."""
     from ase.stress import voigt_6_to_full_3x3_stress
 
@@ -105,7 +106,7 @@ def stress_matrix(stress: np.ndarray, source: str = "", index: Optional[int] = N
     return stress
 
 
-def frame_stress(atoms: Atoms) -> Optional[np.ndarray]:
+def frame_stress(atoms: Atoms) -> np.ndarray | None:
     """The stress stored with a periodic frame (its calculator's results), or None."""
     results = getattr(atoms.calc, "results", None) or {}
     stress = results.get("stress")
@@ -146,7 +147,7 @@ def frame_results(atoms: Atoms, path: str, index: int, need_forces: bool = True)
     return energy, forces
 
 
-def load_refs(spec) -> Optional[dict]:
+def load_refs(spec) -> dict | None:
     """Element reference energies from a dict or a JSON file: keys symbols or atomic numbers."""
     import json
 
@@ -174,9 +175,9 @@ def load_refs(spec) -> Optional[dict]:
     return refs
 
 
-def frame_record(atoms: Atoms, path: str, file_index: int, fid: int, refs: Optional[RefTable] = None,
+def frame_record(atoms: Atoms, path: str, file_index: int, fid: int, refs: RefTable | None = None,
                  energy: bool = True, forces: bool = True, stress: bool = False,
-                 sidecar: Optional["SidecarRow"] = None, subtract_reference: bool = False) -> Data:
+                 sidecar: SidecarRow | None = None, subtract_reference: bool = False) -> Data:
     """The record of frame ``fid`` of file ``path`` (the ``file_index``-th input), as
     ``preprocess_ef.py`` stores it: ``sid`` from ``atoms.info["sid"]`` (else ``file_index``),
     the stored energy (minus ``refs``), forces and, with ``stress``, the stored stress;
@@ -199,9 +200,9 @@ def frame_record(atoms: Atoms, path: str, file_index: int, fid: int, refs: Optio
                          stress=frame_stress_value)
 
 
-def file_records(path: str, file_index: int, refs: Optional[RefTable] = None, energy: bool = True,
+def file_records(path: str, file_index: int, refs: RefTable | None = None, energy: bool = True,
                  forces: bool = True, stress: bool = False, sidecars: bool = False,
-                 subtract_reference: bool = False) -> Iterator[Tuple[int, Data]]:
+                 subtract_reference: bool = False) -> Iterator[tuple[int, Data]]:
     """``(index in the file, record)`` for every frame of ``path`` (see ``frame_record``);
     with ``sidecars`` the OC20 ``.txt`` rows beside the file give sid / fid (and, with
     ``subtract_reference``, the reference energies)."""
@@ -235,7 +236,7 @@ def sidecar_path(path: str) -> str:
     raise DatasetError(f"no OC20 sidecar file {stem}.txt or {stem}.txt.xz for it", path)
 
 
-def read_sidecar(path: str, frames: int, structures: str) -> List[SidecarRow]:
+def read_sidecar(path: str, frames: int, structures: str) -> list[SidecarRow]:
     """The rows of an OC20 S2EF ``.txt`` (or ``.txt.xz``) file, one per frame of ``structures``."""
     import lzma
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from typing import List, Optional
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -23,7 +22,7 @@ from .splits import SPLIT_NAMES, split_by_size
 DEFAULT_PATTERNS = ("*.xyz", "*.extxyz", "*.extxyz.xz", "*.traj", "*.db")
 
 
-def ase_input_files(src: str, pattern: Optional[str] = None) -> List[str]:
+def ase_input_files(src: str, pattern: str | None = None) -> list[str]:
     """``src`` itself when it is a file, else the files in folder ``src`` matching ``pattern``
     (comma-separated globs; default extxyz (also xz-compressed), trajectories and databases),
     sorted by name."""
@@ -82,8 +81,8 @@ class AseDataset(Dataset):
             raise DatasetError("oc20_ref_energy needs oc20_txt: true (the references are in the .txt files)",
                                field="oc20_ref_energy")
         self.files = [f for source in sources for f in ase_input_files(source, config.get("pattern"))]
-        records: List[Data] = []
-        origins: List[tuple] = []
+        records: list[Data] = []
+        origins: list[tuple] = []
         for file_index, path in enumerate(self.files):
             for fid, data in file_records(path, file_index, refs, energy=energy, forces=forces,
                                           stress=bool(config.get("stress", False)), sidecars=sidecars,

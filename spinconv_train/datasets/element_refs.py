@@ -1,7 +1,7 @@
 """Energies and element counts over a split, and element reference energies fitted on them."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,8 +19,8 @@ def scalar(value) -> float:
 
 
 def energies_and_counts(
-    dataset, field: str = "y", indices: Optional[Sequence[int]] = None, max_z: int = MAX_Z
-) -> Tuple[np.ndarray, np.ndarray]:
+    dataset, field: str = "y", indices: Sequence[int] | None = None, max_z: int = MAX_Z
+) -> tuple[np.ndarray, np.ndarray]:
     """``(energies (n,), element counts (n, max_z+1))`` for ``indices`` of ``dataset``.
 
     Uses the dataset's own light pass (``dataset.energies_and_counts``: no graphs, no
@@ -42,7 +42,7 @@ def energies_and_counts(
 
 
 def fit_element_references(
-    dataset, field: str = "y", indices: Optional[Sequence[int]] = None, max_z: int = MAX_Z
+    dataset, field: str = "y", indices: Sequence[int] | None = None, max_z: int = MAX_Z
 ) -> torch.Tensor:
     """Per-element energies (max_z+1,) from a least-squares fit of energy on element counts.
 

@@ -1,8 +1,6 @@
 """The error raised for unreadable or invalid dataset input."""
 from __future__ import annotations
 
-from typing import Optional
-
 
 class DatasetError(ValueError):
     """Bad dataset input; the message names the file, the record index and the field."""
@@ -10,9 +8,9 @@ class DatasetError(ValueError):
     def __init__(
         self,
         message: str,
-        path: Optional[str] = None,
-        index: Optional[int] = None,
-        field: Optional[str] = None,
+        path: str | None = None,
+        index: int | None = None,
+        field: str | None = None,
     ) -> None:
         self.path = None if path is None else str(path)
         self.index = index

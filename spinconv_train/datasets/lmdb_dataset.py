@@ -8,7 +8,7 @@ import logging
 import os
 import warnings
 import zipfile
-from typing import Callable, List, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ METADATA_NAME = "metadata.npz"
 SLOW_SCAN_RECORDS = 100_000
 
 
-def find_shards(src: str) -> List[str]:
+def find_shards(src: str) -> list[str]:
     """The ``.lmdb`` files of ``src``: the file itself, or a folder's ``*.lmdb`` sorted."""
     if os.path.isdir(src):
         shards = sorted(glob.glob(os.path.join(src, "*.lmdb")))
@@ -100,7 +100,7 @@ class LmdbDataset(Dataset):
 
     CONFIG_KEYS = {"src", "required_fields", "elements", "validate"}
 
-    def __init__(self, config: dict, transform: Optional[Callable[[Data], Data]] = None) -> None:
+    def __init__(self, config: dict, transform: Callable[[Data], Data] | None = None) -> None:
         check_config_keys(config, self.CONFIG_KEYS, "lmdb dataset")
         if "src" not in config:
             raise DatasetError("lmdb dataset config needs a 'src' key (folder or .lmdb file)", field="src")
@@ -152,7 +152,7 @@ class LmdbDataset(Dataset):
         path = self.shards[shard]
         return decode_record(read_raw(self._env(shard), path, local), path, local)
 
-    def _read(self, index: int, envs: Optional[dict] = None) -> Data:
+    def _read(self, index: int, envs: dict | None = None) -> Data:
         """Record ``index`` normalised and (if configured) validated, before the transform.
         ``envs`` keeps the shard handles looked up during one ``__getitems__`` call."""
         shard, local = self.locate(int(index))
@@ -175,7 +175,7 @@ class LmdbDataset(Dataset):
             data = self.transform(data)
         return data
 
-    def __getitems__(self, indices: Sequence[int]) -> List[Data]:
+    def __getitems__(self, indices: Sequence[int]) -> list[Data]:
         """``[self[i] for i in indices]``, what a DataLoader asks for one batch (torch
         calls this when a dataset has it). A transform with ``apply_many`` (such as
         ``RadiusGraph``) treats the batch's records together: same results, less
@@ -261,7 +261,7 @@ class LmdbDataset(Dataset):
         return self.shards[shard], local
 
     def energies_and_counts(
-        self, field: str = "y", indices: Optional[Sequence[int]] = None, max_z: int = 118
+        self, field: str = "y", indices: Sequence[int] | None = None, max_z: int = 118
     ) -> tuple:
         """``(energies (n,), element counts (n, max_z+1))`` by a light pass over records."""
         indices = range(len(self)) if indices is None else indices

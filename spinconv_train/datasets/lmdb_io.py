@@ -16,7 +16,8 @@ import io
 import os
 import pickle
 import tempfile
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import lmdb
 import numpy as np
@@ -78,7 +79,7 @@ def ase_format(path: str) -> str | None:
 
 _SHARED: dict = {}  # real path -> handle
 _SHARED_BY_NAME: dict = {}  # path as given -> handle (skips realpath on the hot path)
-_SHARED_PID: Optional[int] = None
+_SHARED_PID: int | None = None
 
 
 def shared_readonly_env(path: str) -> lmdb.Environment:
@@ -105,7 +106,7 @@ def shared_readonly_env(path: str) -> lmdb.Environment:
     return env
 
 
-def close_shared(path: Optional[str] = None) -> None:
+def close_shared(path: str | None = None) -> None:
     """Close this process's shared handle of ``path`` (all handles if ``path`` is None)."""
     if _SHARED_PID != os.getpid():
         return
@@ -206,10 +207,10 @@ class LmdbWriter:
         self._batch = int(batch)
         self._count = 0
         self._pending: list = []
-        self._env: Optional[lmdb.Environment] = None
-        self._tmp: Optional[str] = None
+        self._env: lmdb.Environment | None = None
+        self._tmp: str | None = None
 
-    def __enter__(self) -> "LmdbWriter":
+    def __enter__(self) -> LmdbWriter:
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".lmdb", dir=folder)

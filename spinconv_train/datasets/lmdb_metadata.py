@@ -14,7 +14,7 @@ import glob
 import multiprocessing
 import os
 import time
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def check_own_folder(src: str) -> None:
                            f"describes all of them: pass the folder {folder} instead", src, field="src")
 
 
-def write_lmdb_metadata(src: str, workers: int = 1, overwrite: bool = False) -> Dict[str, Any]:
+def write_lmdb_metadata(src: str, workers: int = 1, overwrite: bool = False) -> dict[str, Any]:
     """Count the atoms of every record of ``src`` and write its ``metadata.npz``.
 
     Returns a summary: the metadata path, shards, records, total atoms and seconds taken.

@@ -10,7 +10,7 @@ Two file layouts are read, both in kcal/mol and kcal/mol/Å, converted to eV and
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ _LAYOUTS = {
 }
 
 
-def load_md17(path: str, elements: Optional[Sequence[int]] = None) -> Dict[str, np.ndarray]:
+def load_md17(path: str, elements: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Read an MD17 or rMD17 npz; returns ``z``, ``pos`` (Å), ``energy`` (eV), ``force`` (eV/Å)."""
     if not os.path.isfile(path):
         raise DatasetError("MD17 file not found", path, field="src")
@@ -67,7 +67,7 @@ def load_md17(path: str, elements: Optional[Sequence[int]] = None) -> Dict[str, 
     }
 
 
-def resolve_md17_path(src: str, molecule: Optional[str]) -> str:
+def resolve_md17_path(src: str, molecule: str | None) -> str:
     """``src`` itself if a file, else the molecule's file inside the folder ``src``."""
     if os.path.isfile(src):
         return src

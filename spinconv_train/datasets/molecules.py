@@ -1,7 +1,7 @@
 """Shared pieces of the in-memory molecule datasets (MD17, QM9)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ def check_array(value: np.ndarray, shape: tuple, path: str, field: str, what: st
     return arr
 
 
-def check_elements(z: np.ndarray, path: str, index: Optional[int] = None,
-                   elements: Optional[Sequence[int]] = None) -> None:
+def check_elements(z: np.ndarray, path: str, index: int | None = None,
+                   elements: Sequence[int] | None = None) -> None:
     """Atomic numbers must lie in 1..118 (and in ``elements`` when given)."""
     z = np.asarray(z)
     bad = z[(z < 1) | (z > MAX_Z)]

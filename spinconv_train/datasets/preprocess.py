@@ -12,9 +12,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -113,7 +112,7 @@ def _remove_empty(folder: str, top: str) -> None:
         folder = os.path.dirname(folder)
 
 
-def _write_shard(job: tuple) -> List[Tuple[int, int, int]]:
+def _write_shard(job: tuple) -> list[tuple[int, int, int]]:
     """Convert the files of one shard and write its LMDB; returns ``(natoms, z_min, z_max)``
     per record."""
     shard, files, path, refs, progress, graph, with_stress, sidecars, subtract_reference = job
@@ -136,12 +135,12 @@ def preprocess_ef(
     workers: int = 1,
     refs=None,
     progress: bool = True,
-    graph: Optional[Tuple[float, int]] = None,
+    graph: tuple[float, int] | None = None,
     stress: bool = False,
     oc20_sidecars: bool = False,
     subtract_reference: bool = False,
     overwrite: bool = False,
-) -> Dict[str, int]:
+) -> dict[str, int]:
     """Write S2EF shards ``out/data.XXXX.lmdb`` and ``out/metadata.npz`` from ASE files.
 
     ``out`` must be absent or empty; ``overwrite`` replaces the content of a folder of
@@ -198,7 +197,7 @@ def preprocess_ef(
     return summary
 
 
-def _relaxed_pairs(trajectories: Sequence[str], initial: Optional[str], relaxed: Optional[str]):
+def _relaxed_pairs(trajectories: Sequence[str], initial: str | None, relaxed: str | None):
     """Yield ``(source, index, initial Atoms, relaxed Atoms)``."""
     for name in trajectories:
         frames = read_frames(name)
@@ -216,11 +215,11 @@ def _relaxed_pairs(trajectories: Sequence[str], initial: Optional[str], relaxed:
 def preprocess_relaxed(
     out: str,
     trajectories: Sequence[str] = (),
-    initial: Optional[str] = None,
-    relaxed: Optional[str] = None,
+    initial: str | None = None,
+    relaxed: str | None = None,
     refs=None,
     overwrite: bool = False,
-) -> Dict[str, int]:
+) -> dict[str, int]:
     """Write an IS2RE/IS2RS ``data.lmdb`` + ``metadata.npz`` into the folder ``out``.
 
     Pairs come from relaxation trajectories (first frame initial, last frame relaxed)

@@ -25,7 +25,7 @@ U0/U/H/G unless ``subtract_atomref: false``.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -161,7 +161,7 @@ class QM9Dataset(Dataset):
         """``(file, molecule id)`` of structure ``index``, as this dataset's errors name it."""
         return self.src, int(self.table.ids[self.indices[index]])
 
-    def energies_and_counts(self, field: str = "y", indices: Optional[Sequence[int]] = None,
+    def energies_and_counts(self, field: str = "y", indices: Sequence[int] | None = None,
                             max_z: int = 118) -> tuple:
         """``(target values, element counts)``; ``field`` is ``y`` (first target) or a target name."""
         if field == "y":

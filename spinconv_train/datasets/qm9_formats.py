@@ -12,9 +12,9 @@ import importlib.util
 import os
 import re
 import tarfile
-from zlib import error as zlib_error
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Tuple
+from zlib import error as zlib_error
 
 import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
@@ -49,13 +49,13 @@ class QM9Table:
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.natoms)]).astype(np.int64)
 
-    def molecule(self, m: int) -> Tuple[np.ndarray, np.ndarray]:
+    def molecule(self, m: int) -> tuple[np.ndarray, np.ndarray]:
         """``(z, pos)`` of molecule ``m``."""
         a, b = self.offsets[m], self.offsets[m + 1]
         return self.z[a:b], self.pos[a:b]
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Tuple[int, np.ndarray, np.ndarray, np.ndarray]], source: str) -> "QM9Table":
+    def from_rows(cls, rows: Iterable[tuple[int, np.ndarray, np.ndarray, np.ndarray]], source: str) -> QM9Table:
         rows = list(rows)
         if not rows:
             raise DatasetError("no QM9 molecules found", source)
@@ -69,14 +69,14 @@ class QM9Table:
         )
 
 
-def _float(token: str, source: str, index: Optional[int], field: str) -> float:
+def _float(token: str, source: str, index: int | None, field: str) -> float:
     try:
         return float(token.replace("*^", "e"))
     except ValueError:
         raise DatasetError(f"not a number: {token!r}", source, index, field) from None
 
 
-def parse_qm9_xyz(text: str, source: str = "") -> Tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+def parse_qm9_xyz(text: str, source: str = "") -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """Parse one original QM9 xyz file: ``(gdb id, z, pos, 12 properties)``.
 
     Line 1 the atom count; line 2 ``gdb <id> A B C mu alpha homo lumo gap r2 zpve U0 U H G
@@ -135,7 +135,7 @@ def read_xyz_tar(path: str) -> QM9Table:
     return QM9Table.from_rows([row for _, row in named], path)
 
 
-def qm9pack_csv_files() -> List[str]:
+def qm9pack_csv_files() -> list[str]:
     """The ``qm9_part*.csv`` files of the installed ``qm9pack`` (found without importing it)."""
     spec = importlib.util.find_spec("qm9pack")
     if spec is None or not spec.submodule_search_locations:
@@ -148,8 +148,8 @@ def qm9pack_csv_files() -> List[str]:
 
 
 def iter_qm9pack_rows(
-    files: Iterable[str], ids: Optional[set] = None
-) -> Iterator[Tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    files: Iterable[str], ids: set | None = None
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Rows of qm9pack CSV files as ``(gdb id, z, pos, 12 properties)``; only ``ids`` if given."""
     csv.field_size_limit(1 << 30)
     for path in files:
@@ -174,7 +174,7 @@ def iter_qm9pack_rows(
                 yield gdb_id, z, pos.reshape(-1, 3), props
 
 
-def read_qm9pack(files: Optional[List[str]] = None, ids: Optional[set] = None) -> QM9Table:
+def read_qm9pack(files: list[str] | None = None, ids: set | None = None) -> QM9Table:
     """QM9 from qm9pack's CSV tables (all of the installed package unless ``files``)."""
     files = files or qm9pack_csv_files()
     return QM9Table.from_rows(iter_qm9pack_rows(files, ids), ",".join(files))

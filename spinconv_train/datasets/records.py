@@ -10,7 +10,7 @@ record for both steps.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ def _set(store, mapping: dict, field: str, value) -> None:
         store[field] = value
 
 
-def normalize_structure(data: Data, path: Optional[str] = None, index: Optional[int] = None) -> Data:
+def normalize_structure(data: Data, path: str | None = None, index: int | None = None) -> Data:
     """Fill in and reshape the structure fields of ``data`` (in place) and return it."""
     store = data._store
     mapping = store._mapping  # read the dict directly; writes go through the storage
@@ -109,10 +109,10 @@ def _bad_elements(z: np.ndarray) -> bool:
 
 def validate_structure(
     data: Data,
-    path: Optional[str] = None,
-    index: Optional[int] = None,
+    path: str | None = None,
+    index: int | None = None,
     required: Iterable[str] = (),
-    elements: Optional[Iterable[int]] = None,
+    elements: Iterable[int] | None = None,
 ) -> None:
     """Check a normalised structure: required fields, shapes, finite numbers, elements.
 

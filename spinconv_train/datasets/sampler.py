@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import Iterator, List, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ def _natoms_of(dataset) -> np.ndarray:
     raise TypeError(f"{type(dataset).__name__} has no get_natoms(); pass natoms= explicitly")
 
 
-def _partition(indices: Sequence[int], natoms: np.ndarray, parts: int, size: int) -> List[List[int]]:
+def _partition(indices: Sequence[int], natoms: np.ndarray, parts: int, size: int) -> list[list[int]]:
     """Split ``indices`` into ``parts`` groups of ``size`` with near-equal atom totals.
 
     Largest structures first, each to the group with the fewest atoms that still has room
@@ -24,7 +24,7 @@ def _partition(indices: Sequence[int], natoms: np.ndarray, parts: int, size: int
     """
     order = sorted(indices, key=lambda i: (-int(natoms[i]), int(i)))
     heap = [(0, g) for g in range(parts)]
-    groups: List[List[int]] = [[] for _ in range(parts)]
+    groups: list[list[int]] = [[] for _ in range(parts)]
     for i in order:
         load, g = heapq.heappop(heap)
         groups[g].append(int(i))
@@ -33,7 +33,7 @@ def _partition(indices: Sequence[int], natoms: np.ndarray, parts: int, size: int
     return groups
 
 
-class BalancedBatchSampler(Sampler[List[int]]):
+class BalancedBatchSampler(Sampler[list[int]]):
     """Yield batches of ``batch_size`` indices for one rank, balanced by atom count.
 
     Each epoch draws one seeded permutation of all indices (``seed + epoch``), pads it
@@ -58,7 +58,7 @@ class BalancedBatchSampler(Sampler[List[int]]):
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = False,
-        natoms: Optional[Sequence[int]] = None,
+        natoms: Sequence[int] | None = None,
     ) -> None:
         if natoms is None:
             if dataset is None:
@@ -103,7 +103,7 @@ class BalancedBatchSampler(Sampler[List[int]]):
             order = np.concatenate([order, np.resize(order, total - n)])
         return order[:total]
 
-    def __iter__(self) -> Iterator[List[int]]:
+    def __iter__(self) -> Iterator[list[int]]:
         order = self._order()
         step = self.batch_size * self.num_replicas
         start = self._resume_from
@@ -115,7 +115,7 @@ class BalancedBatchSampler(Sampler[List[int]]):
             self._yielded = b + 1
             yield groups[self.rank]
 
-    def state_dict(self, batches_consumed: Optional[int] = None) -> dict:
+    def state_dict(self, batches_consumed: int | None = None) -> dict:
         """Position for mid-epoch resume: epoch, batches yielded this epoch, seed.
 
         A DataLoader with workers prefetches, so the sampler may have yielded more batches

@@ -1,8 +1,6 @@
 """Seeded train/val/test splits by size."""
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 import numpy as np
 
 from .errors import DatasetError
@@ -14,10 +12,10 @@ def split_by_size(
     n: int,
     train_size: int,
     val_size: int,
-    test_size: Optional[int] = None,
+    test_size: int | None = None,
     seed: int = 0,
-    source: Optional[str] = None,
-) -> Dict[str, np.ndarray]:
+    source: str | None = None,
+) -> dict[str, np.ndarray]:
     """Disjoint index arrays ``train``/``val``/``test`` from one seeded permutation of ``n``.
 
     ``test_size=None`` takes every remaining index. The permutation depends only on

@@ -25,8 +25,8 @@ from torch import Tensor
 from .capping import (
     CAP_TIE_RTOL,
     cap_half_list_np,
-    cap_value,
     cap_symmetric_np,
+    cap_value,
     edge_keys_np,
     find_reverse_np,
     full_from_half_np,

@@ -1,7 +1,8 @@
 """Metrics loggers: the always-on CSV/JSONL files, tensorboard and wandb."""
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from spinconv_train.loggers import files, tensorboard, wandb_logger  # noqa: F401  (registers loggers)
 from spinconv_train.loggers.base import Logger
@@ -25,7 +26,7 @@ class MultiLogger(Logger):
 
 def build_loggers(run_dir: str, config: Mapping[str, Any]) -> MultiLogger:
     """The file logger plus each backend named in ``logger.backends``."""
-    names: List[str] = ["csv"]
+    names: list[str] = ["csv"]
     for name in config.get("logger", {}).get("backends", []):
         if LOGGERS.get(name) is not LOGGERS.get("csv") and name not in names:
             names.append(name)

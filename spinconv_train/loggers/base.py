@@ -1,13 +1,13 @@
 """The logger interface: ``log(metrics, step, split, epoch)`` and ``close()``."""
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 
 class Logger:
     """A metrics sink. Subclasses write to a file, tensorboard or wandb."""
 
-    def log(self, metrics: Mapping[str, float], step: int, split: str, epoch: Optional[float] = None) -> None:
+    def log(self, metrics: Mapping[str, float], step: int, split: str, epoch: float | None = None) -> None:
         raise NotImplementedError
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from spinconv_train.loggers.base import Logger
 from spinconv_train.registry import LOGGERS

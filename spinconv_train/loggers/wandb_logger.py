@@ -6,7 +6,8 @@ The mode comes from ``WANDB_MODE`` (``offline`` always works); files go to
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from spinconv_train.config import plain
 from spinconv_train.loggers.base import Logger

@@ -7,8 +7,6 @@ edges with periodic cell offsets. Both return the model contract of docs/design.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn.models import DimeNetPlusPlus, SchNet
@@ -20,7 +18,7 @@ from .outputs import energy_derivatives, structure_energies
 
 
 def batch_graph(batch, pos: Tensor, cutoff: float, max_neighbors: int,
-                use_pbc: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                use_pbc: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Edges (2, E), integer cell offsets (E, 3) and differentiable edge vectors (E, 3)."""
     num_graphs = int(batch.natoms.numel())
     cell = getattr(batch, "cell", None)
@@ -40,7 +38,7 @@ def batch_graph(batch, pos: Tensor, cutoff: float, max_neighbors: int,
     return edge_index, offsets, vec
 
 
-def _energy_and_forces(per_atom: Tensor, batch, pos: Tensor, regress_forces: bool, training: bool) -> Dict[str, Tensor]:
+def _energy_and_forces(per_atom: Tensor, batch, pos: Tensor, regress_forces: bool, training: bool) -> dict[str, Tensor]:
     out = {"energy": structure_energies(per_atom, batch.batch, int(batch.natoms.numel()))}
     if regress_forces:
         out.update(energy_derivatives(out["energy"], pos, create_graph=training))
@@ -61,7 +59,7 @@ class SchNetModel(nn.Module):
         self.cutoff, self.max_neighbors = float(cutoff), int(max_neighbors)
         self.regress_forces, self.use_pbc = bool(regress_forces), bool(use_pbc)
 
-    def forward(self, batch) -> Dict[str, Tensor]:
+    def forward(self, batch) -> dict[str, Tensor]:
         with torch.set_grad_enabled(self.regress_forces or torch.is_grad_enabled()):
             pos = batch.pos.detach().requires_grad_(self.regress_forces)
             edge_index, _, vec = batch_graph(batch, pos, self.cutoff, self.max_neighbors, self.use_pbc)
@@ -75,7 +73,7 @@ class SchNetModel(nn.Module):
             return _energy_and_forces(per_atom, batch, pos, self.regress_forces, self.training)
 
 
-def triplets(edge_index: Tensor, num_nodes: int, reverse: Tensor) -> Tuple[Tensor, Tensor]:
+def triplets(edge_index: Tensor, num_nodes: int, reverse: Tensor) -> tuple[Tensor, Tensor]:
     """Pairs of edges (k→j, j→i) sharing atom j, without the reverse edge (i→j).
 
     Returns ``(idx_kj, idx_ji)`` edge indices. Pure torch (no torch-sparse).
@@ -112,7 +110,7 @@ class DimeNetPlusPlusModel(nn.Module):
         self.cutoff, self.max_neighbors = float(cutoff), int(max_neighbors)
         self.regress_forces, self.use_pbc = bool(regress_forces), bool(use_pbc)
 
-    def forward(self, batch) -> Dict[str, Tensor]:
+    def forward(self, batch) -> dict[str, Tensor]:
         with torch.set_grad_enabled(self.regress_forces or torch.is_grad_enabled()):
             pos = batch.pos.detach().requires_grad_(self.regress_forces)
             num_nodes = pos.shape[0]

@@ -2,7 +2,8 @@
 concatenated), the IS2RS submission arrays and ``relaxed.extxyz`` (the relaxed structures)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -11,7 +12,7 @@ from spinconv_train.atomic_files import save_npz_atomic
 from spinconv_train.relaxation.runner import RelaxResult
 
 
-def result_arrays(results: Sequence[RelaxResult]) -> Dict[str, np.ndarray]:
+def result_arrays(results: Sequence[RelaxResult]) -> dict[str, np.ndarray]:
     """Arrays of ``relaxations.npz``: ``sid`` (int64, or str when any sid is not an
     integer), ``index`` (dataset index), ``energy`` (float64, eV), ``positions``
     (sum natoms × 3, float32, Å), ``natoms``, ``steps`` (int64), ``converged`` (bool),
@@ -34,7 +35,7 @@ def result_arrays(results: Sequence[RelaxResult]) -> Dict[str, np.ndarray]:
     }
 
 
-def submission_arrays(results: Sequence[RelaxResult]) -> Dict[str, np.ndarray]:
+def submission_arrays(results: Sequence[RelaxResult]) -> dict[str, np.ndarray]:
     """The OC20 IS2RS submission layout the reference writes as ``relaxed_positions.npz``:
     ``ids`` (sids as strings), ``pos`` (all atoms' relaxed positions, concatenated) and
     ``chunk_idx`` (where each system's rows end, without the last: ``np.split`` offsets)."""
@@ -53,7 +54,7 @@ def write_relaxations(path: str, results: Sequence[RelaxResult]) -> str:
     return path
 
 
-def relaxed_atoms(dataset: Any, results: Sequence[RelaxResult]) -> List[Atoms]:
+def relaxed_atoms(dataset: Any, results: Sequence[RelaxResult]) -> list[Atoms]:
     """The relaxed structures as ASE Atoms (elements, tags and fixed atoms from the dataset's
     records; final positions and cell), with ``sid``, ``energy`` (model, eV), ``steps``,
     ``converged`` and ``fmax`` in ``info``."""

@@ -13,7 +13,7 @@ distance of free atoms to the reference positions, success averaged over the thr
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, Optional, Tuple
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ HIGHER_IS_BETTER = frozenset({
     "average_distance_within_threshold",
 })
 
-SumCount = Tuple[float, float]
+SumCount = tuple[float, float]
 
 
 def higher_is_better(metric: str) -> bool:
@@ -116,15 +116,15 @@ class MetricAccumulator:
 
     def __init__(self, names: Iterable[str] = ()) -> None:
         # Declaring the names up front keeps the all-reduce aligned on a rank with no data.
-        self.sums: Dict[str, float] = {n: 0.0 for n in names}
-        self.counts: Dict[str, float] = {n: 0.0 for n in names}
+        self.sums: dict[str, float] = {n: 0.0 for n in names}
+        self.counts: dict[str, float] = {n: 0.0 for n in names}
 
     def add(self, name: str, value: SumCount) -> None:
         total, count = value
         self.sums[name] = self.sums.get(name, 0.0) + total
         self.counts[name] = self.counts.get(name, 0.0) + count
 
-    def compute(self, device: Optional[torch.device] = None) -> Dict[str, float]:
+    def compute(self, device: torch.device | None = None) -> dict[str, float]:
         """Metric values over every process (sum of sums / sum of counts)."""
         names = sorted(self.sums)
         packed = torch.tensor([[self.sums[n], self.counts[n]] for n in names] or [[0.0, 0.0]],

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from ase.io import write
-
 from trainers.trainer_testing import emt_frames, only_run_dir, read_jsonl, tiny_config, write_ase_inputs, write_config
-from spinconv_train.launch.cli import main
+
 from spinconv_train.datasets import AseDataset, DatasetError, LmdbDataset, energies_and_counts
 from spinconv_train.datasets.preprocess import preprocess_ef
+from spinconv_train.launch.cli import main
 
 FIELDS = ("pos", "cell", "atomic_numbers", "natoms", "tags", "fixed", "pbc", "force")
 

@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from spinconv_train.datasets.coverage import (ElementWatch, UnseenElementWarning, element_name, elements_from_counts,
-                                              elements_of, energy_scale_mismatch, referenced_energy_scale,
-                                              unseen_elements)
+from spinconv_train.datasets.coverage import (
+    ElementWatch,
+    UnseenElementWarning,
+    element_name,
+    elements_from_counts,
+    elements_of,
+    energy_scale_mismatch,
+    referenced_energy_scale,
+    unseen_elements,
+)
 
 
 def test_elements_and_names():

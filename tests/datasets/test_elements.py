@@ -8,14 +8,13 @@ import torch
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
+from datasets.conftest import make_record
 from torch.utils.data import Subset
 
 from spinconv_train.datasets import AseDataset, DatasetError, LmdbDataset, check_atomic_numbers
 from spinconv_train.datasets.lmdb_io import write_lmdb
 from spinconv_train.datasets.lmdb_metadata import write_lmdb_metadata
 from spinconv_train.datasets.preprocess import preprocess_ef
-
-from datasets.conftest import make_record
 
 MAX_Z = 89  # SpinConv's default max_num_elements 90 embeds 0..89
 

@@ -13,8 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch_geometric.data import Data
 
-from spinconv_train.datasets import DatasetError, LmdbDataset, collate
-from spinconv_train.datasets import lmdb_io
+from spinconv_train.datasets import DatasetError, LmdbDataset, collate, lmdb_io
 from spinconv_train.datasets.lmdb_io import LmdbWriter, write_lmdb
 from spinconv_train.registry import DATASETS
 

@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from datasets.test_lmdb_dataset import _OldPygRecord, _put_raw
 from trainers.trainer_testing import load_script
+
 from spinconv_train.datasets import DatasetError, LmdbDataset
 from spinconv_train.datasets.lmdb_metadata import write_lmdb_metadata
 

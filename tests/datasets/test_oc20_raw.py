@@ -11,8 +11,8 @@ from ase.build import add_adsorbate, fcc111
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.io import write
-
 from trainers.trainer_testing import load_script
+
 from spinconv_train.datasets import AseDataset, DatasetError, LmdbDataset
 from spinconv_train.datasets.preprocess import preprocess_ef
 

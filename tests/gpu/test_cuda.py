@@ -6,9 +6,9 @@ import os
 
 import pytest
 import torch
-
 from models.spinconv_testkit import make_model, random_rotation, slab_with_adsorbate, to_batch
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
+
 from spinconv_train.tasks.targets import TargetState
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -152,8 +152,8 @@ def test_cuda_batched_relaxation_and_atom_energies_match_cpu():
     import copy
 
     import numpy as np
-
     from models.spinconv_testkit import distorted_crystal, to_data
+
     from spinconv_train.relaxation.mode import relax_calculator
     from spinconv_train.relaxation.runner import relax_indices
     from spinconv_train.relaxation.settings import RelaxOptions

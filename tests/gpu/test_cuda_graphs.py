@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule, slab_with_adsorbate, to_batch
+
 from spinconv_train.models.spinconv.graphed import GraphedSpinConv
 from spinconv_train.tasks.targets import TargetState
 

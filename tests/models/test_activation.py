@@ -103,6 +103,7 @@ def test_silu_mixture_keeps_no_expert_sized_tensors():
 
 def test_energy_centric_models_recompute_expert_activations_in_training():
     from models.spinconv_testkit import make_model, slab_with_adsorbate, to_batch
+
     from spinconv_train.models.spinconv.embedding import EmbeddingBlock
 
     grad_model = make_model(force_estimator="grad")

@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from models.spinconv_testkit import distorted_crystal, make_model, random_rotation, rattled_molecule, to_batch
-from spinconv_train.config import SCHEMA
-from spinconv_train.tasks.element_references import ElementReferences
-from spinconv_train.tasks.normalizer import Normalizer
+
 from spinconv_train.calculators import ModelCalculator
 from spinconv_train.calculators.predict import predict_atoms
+from spinconv_train.config import SCHEMA
+from spinconv_train.tasks.element_references import ElementReferences
 from spinconv_train.tasks.forces import ForcesTask
+from spinconv_train.tasks.normalizer import Normalizer
 from spinconv_train.tasks.targets import TargetState
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from models.spinconv_testkit import make_model, slab_with_adsorbate, to_batch
+
 from spinconv_train.models.spinconv import projection
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ase.calculators.fd import calculate_numerical_stress
 from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.fd import calculate_numerical_stress
 from spinconv_testkit import distorted_crystal, make_model, random_rotation, rattled_molecule, to_batch, to_data
 from torch_geometric.data import Batch
 
-from spinconv_train.tasks.normalizer import Normalizer
 from spinconv_train.calculators import ModelCalculator
 from spinconv_train.tasks.forces import ForcesTask
+from spinconv_train.tasks.normalizer import Normalizer
 from spinconv_train.tasks.targets import TargetState
 
 FORCES_TASK = {"train_on_free_atoms": True, "eval_on_free_atoms": True}

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from spinconv_train.config import SCHEMA
 from spinconv_train.checkpoints.ema import build_ema
+from spinconv_train.config import SCHEMA
 from spinconv_train.training.optim import build_optimizer
 from spinconv_train.training.scheduler import LRScheduler
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
+from spinconv_train.checkpoints.builder import build_model
 from spinconv_train.config import config_from_dict
 from spinconv_train.ocp.checkpoint_import import OcpImportError, import_payload
-from spinconv_train.checkpoints.builder import build_model
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ocp" / "reference_baselines.pt"
 

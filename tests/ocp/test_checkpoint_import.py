@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from spinconv_train.ocp.checkpoint_import import OcpImportError, import_ocp_checkpoint, import_payload
 from spinconv_train.calculators.calculator import load_force_model
+from spinconv_train.ocp.checkpoint_import import OcpImportError, import_ocp_checkpoint, import_payload
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ocp" / "reference_spinconv.pt"
 

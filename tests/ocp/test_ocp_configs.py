@@ -7,8 +7,8 @@ import logging
 
 import pytest
 import yaml
-
 from ocp_workdir import FIXTURE_CONFIGS, make_ocp_workdir, ocp_config_paths
+
 from spinconv_train.launch.cli import main
 
 # Small models keep each dry run to seconds; the slow case runs OCP's own sizes.

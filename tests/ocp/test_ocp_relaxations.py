@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
 from ocp_workdir import make_ocp_workdir
+
 from spinconv_train.launch.cli import main
 from spinconv_train.models.baselines import DimeNetPlusPlusModel
 from spinconv_train.ocp.checkpoint_import import import_ocp_checkpoint

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from trainers.trainer_testing import only_run_dir
 
-from spinconv_train.launch.cli import main
 from spinconv_train.commands import plot as plot_command
 from spinconv_train.datasets import LmdbDataset
+from spinconv_train.launch.cli import main
 from spinconv_train.plots.parity import ParityError, parity_figure, prediction_pairs
 
 

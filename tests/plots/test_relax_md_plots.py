@@ -10,11 +10,11 @@ import pytest
 from ase.io import read, write
 from trainers.trainer_testing import load_script, only_run_dir, tiny_config, write_config
 
-from spinconv_train.launch.cli import main
+from spinconv_train.calculators.convert import record_to_atoms
 from spinconv_train.datasets import LmdbDataset
+from spinconv_train.launch.cli import main
 from spinconv_train.plots.md import md_figure, read_md_csv
 from spinconv_train.plots.relaxation import relaxation_figure, trajectory_energies
-from spinconv_train.calculators.convert import record_to_atoms
 
 
 def _relax(trained_runs, s2ef_data, is2re_data, tmp_path, monkeypatch, **task):

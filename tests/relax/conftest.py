@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from trainers.trainer_testing import only_run_dir, tiny_config, write_config
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from ase.io import read, write
-
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule
 from trainers.trainer_testing import load_script, only_run_dir, tiny_config, write_config
+
 from spinconv_train.calculators import CommitteeCalculator, ModelCalculator
 from spinconv_train.calculators.committee import committee_statistics
 from spinconv_train.md.dynamics import run_md

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from ase import units
-
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule
 from trainers.trainer_testing import load_script
+
 from spinconv_train.calculators import ModelCalculator
 from spinconv_train.md.dynamics import md_caveats, run_md
 from spinconv_train.tasks.targets import TargetState
@@ -172,8 +172,8 @@ def test_run_md_script_on_a_checkpoint(force_checkpoint, s2ef_data, tmp_path):
 
     from ase.io import read, write
 
-    from spinconv_train.datasets import LmdbDataset
     from spinconv_train.calculators import record_to_atoms
+    from spinconv_train.datasets import LmdbDataset
 
     script = load_script("run_md")
     structure = str(tmp_path / "slab.xyz")

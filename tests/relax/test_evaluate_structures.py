@@ -8,13 +8,13 @@ import pytest
 import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
-
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule, slab_with_adsorbate
 from trainers.trainer_testing import load_script
-from spinconv_train.datasets import DatasetError
+
 from spinconv_train.calculators import ModelCalculator
 from spinconv_train.calculators.calculator import load_force_model
 from spinconv_train.calculators.predict import error_summary, predict_atoms
+from spinconv_train.datasets import DatasetError
 from spinconv_train.tasks.targets import TargetState
 
 

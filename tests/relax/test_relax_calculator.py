@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from trainers.trainer_testing import only_run_dir
-from spinconv_train.launch.cli import main
-from spinconv_train.datasets import LmdbDataset, collate
+
 from spinconv_train.calculators import ModelCalculator, load_force_model, record_to_atoms
+from spinconv_train.datasets import LmdbDataset, collate
+from spinconv_train.launch.cli import main
 
 
 def test_calculator_matches_predict_mode(force_checkpoint, s2ef_data, tmp_path, torch_threads):

@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 from ase.io import read
-
 from trainers.trainer_testing import only_run_dir, tiny_config, write_config
-from spinconv_train.launch.cli import main
+
 from spinconv_train.datasets import LmdbDataset
+from spinconv_train.launch.cli import main
 
 
 def _relax_config(s2ef_data, is2re_src, **relax_opt):
@@ -92,7 +92,6 @@ def test_run_relaxations_from_checkpoint_config_with_overrides(force_checkpoint,
 def test_run_relaxations_on_ase_files(force_checkpoint, tmp_path):
     """Any checkpoint relaxes the structures of an extxyz file through the ase dataset."""
     from ase.io import write
-
     from trainers.trainer_testing import emt_frames
 
     frames = emt_frames(5, n=3, labelled=False)

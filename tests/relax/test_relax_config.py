@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 
+from spinconv_train.checkpoints.store import model_differences
 from spinconv_train.config import load_config
 from spinconv_train.relaxation.settings import relax_settings
-from spinconv_train.checkpoints.store import model_differences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

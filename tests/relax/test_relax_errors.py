@@ -6,10 +6,10 @@ import os
 
 import pytest
 import torch
-
 from trainers.trainer_testing import emt_slabs, tiny_config, write_config, write_split
-from spinconv_train.launch.cli import main
+
 from spinconv_train.calculators import NotAForceModelError, load_force_model
+from spinconv_train.launch.cli import main
 from spinconv_train.relaxation import RelaxOptions
 from spinconv_train.relaxation.settings import OptionError
 

@@ -10,14 +10,14 @@ import torch
 from ase import Atoms
 from ase.calculators.emt import EMT
 from ase.optimize import BFGS
-
 from trainers.trainer_testing import emt_slabs, tiny_config, write_split
+
+from spinconv_train.calculators import ModelCalculator, record_to_atoms
 from spinconv_train.config import config_from_dict
 from spinconv_train.datasets import LmdbDataset
-from spinconv_train.tasks.normalizer import Normalizer
-from spinconv_train.calculators import ModelCalculator, record_to_atoms
 from spinconv_train.relaxation import RelaxOptions, relax_indices, relaxation_metrics
 from spinconv_train.tasks.forces import ForcesTask
+from spinconv_train.tasks.normalizer import Normalizer
 from spinconv_train.tasks.targets import TargetState
 
 NORMALIZER = Normalizer(mean=-2.0, std=3.0)  # outputs are normalised, as a trained model's are
@@ -148,6 +148,7 @@ def test_batched_relaxation_of_spinconv_matches_its_calculator():
     """A real (untrained, float64, energy-centric) SpinConv: batched predictions through
     ``predict_atoms`` against the calculator one structure at a time, with the cell relaxed."""
     from models.spinconv_testkit import distorted_crystal, make_model, to_data
+
     from spinconv_train.relaxation.mode import relax_calculator
 
     class RawTask:

@@ -12,7 +12,6 @@ import pytest
 import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
-
 from trainers.trainer_testing import emt_frames, load_script, write_ase_inputs
 
 from spinconv_train.datasets import DatasetError, LmdbDataset

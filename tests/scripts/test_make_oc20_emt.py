@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-
 from trainers.trainer_testing import ROOT, load_script
 
 from spinconv_train.datasets import LmdbDataset

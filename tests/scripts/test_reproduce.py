@@ -8,7 +8,6 @@ import os
 import sys
 
 import pytest
-
 from trainers.trainer_testing import ROOT, load_script
 
 from spinconv_train.results.collect import RunResult

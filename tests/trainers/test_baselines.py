@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch
-
 from trainers.trainer_testing import emt_slabs
+
 from spinconv_train.graph import radius_graph, reverse_edges
 from spinconv_train.models.baselines import DimeNetPlusPlusModel, SchNetModel, triplets
 from spinconv_train.registry import MODELS
-
 
 _MODELS = {}
 

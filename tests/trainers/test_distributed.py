@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from trainers.trainer_testing import only_run_dir, tiny_config, write_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -6,8 +6,8 @@ import os
 
 import pytest
 import torch
+from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
 
-from trainers.trainer_testing import read_jsonl, only_run_dir, tiny_config, write_config
 from spinconv_train.launch.cli import main
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.launch.cli import main
+
 from spinconv_train.checkpoints import store as ckpt
+from spinconv_train.launch.cli import main
 from spinconv_train.training import loop
 
 

@@ -7,8 +7,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from trainers.trainer_testing import only_run_dir, tiny_config, write_config, write_split
+
 from spinconv_train.checkpoints import store as ckpt
 from spinconv_train.datasets.coverage import EnergyScaleWarning, UnseenElementWarning
 from spinconv_train.launch.cli import main

@@ -8,14 +8,14 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from models.spinconv_testkit import slab_with_adsorbate
 from trainers.trainer_testing import load_script, only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.launch.cli import main
+
 from spinconv_train.calculators import ModelCalculator
 from spinconv_train.checkpoints import store as ckpt
 from spinconv_train.checkpoints.export import export_checkpoint
 from spinconv_train.checkpoints.pretrained import pretrained_state
+from spinconv_train.launch.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
+
+from spinconv_train.checkpoints import store as ckpt
+from spinconv_train.config import ConfigError, config_from_dict
 from spinconv_train.launch.cli import main
 from spinconv_train.registry import DATASETS
-from spinconv_train.config import ConfigError, config_from_dict
-from spinconv_train.checkpoints import store as ckpt
 
 
 def _train(tmp_path, name, data):

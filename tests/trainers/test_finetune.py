@@ -5,10 +5,10 @@ import os
 
 import pytest
 import torch
-
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.launch.cli import main
+
 from spinconv_train.checkpoints import store as ckpt
+from spinconv_train.launch.cli import main
 
 
 def _train(config_path, run_dir, *extra):
@@ -127,9 +127,9 @@ def test_readme_pattern_run_config_plus_overrides(s2ef_data, pretrained, tmp_pat
 
 
 def test_readme_freeze_prefixes_exist_in_spinconv():
-    from spinconv_train.config import load_config
     from spinconv_train.checkpoints import build_model
     from spinconv_train.checkpoints.pretrained import freeze
+    from spinconv_train.config import load_config
 
     config = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "s2ef", "oc20_mini",
                                       "spinconv_energy.yml"))

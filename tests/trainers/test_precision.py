@@ -5,13 +5,13 @@ import os
 
 import pytest
 import torch
-
 from models.spinconv_testkit import slab_with_adsorbate
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.launch.cli import main
-from spinconv_train.config import ConfigError, config_from_dict
+
 from spinconv_train.calculators import ModelCalculator
 from spinconv_train.checkpoints import store as ckpt
+from spinconv_train.config import ConfigError, config_from_dict
+from spinconv_train.launch.cli import main
 
 SPINCONV = {"name": "spinconv", "hidden_channels": 8, "mid_hidden_channels": 16, "num_interactions": 1,
             "num_basis_functions": 16, "sphere_size_lat": 4, "sphere_size_long": 4, "max_num_neighbors": 12,

@@ -5,10 +5,10 @@ import os
 
 import pytest
 import torch
-
 from trainers.trainer_testing import only_run_dir, read_jsonl, tiny_config, write_config
-from spinconv_train.launch.cli import main
+
 from spinconv_train.checkpoints import store as ckpt
+from spinconv_train.launch.cli import main
 from spinconv_train.tasks.forces import ForcesTask
 
 

@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 import torch
-
 from trainers.trainer_testing import read_jsonl, tiny_config, write_config
+
 from spinconv_train.checkpoints import store as ckpt
 from spinconv_train.launch.cli import main
 from spinconv_train.tasks.forces import ForcesTask

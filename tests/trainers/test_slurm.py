@@ -8,10 +8,10 @@ import subprocess
 import time
 
 import pytest
-
 from trainers.trainer_testing import read_jsonl, tiny_config, write_config
-from spinconv_train.launch.cli import build_parser, main, resolve_config
+
 from spinconv_train.launch import slurm
+from spinconv_train.launch.cli import build_parser, main, resolve_config
 from spinconv_train.training import attempts
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 import pytest
+import torch
 from ase.build import bulk
 from ase.build import molecule as build_molecule
 from ase.calculators.emt import EMT
@@ -15,9 +15,9 @@ from ase.io import write
 from ase.stress import voigt_6_to_full_3x3_stress
 from trainers.trainer_testing import ROOT, load_script, only_run_dir, read_jsonl, write_config
 
-from spinconv_train.launch.cli import main
 from spinconv_train.datasets import DatasetError, LmdbDataset
 from spinconv_train.datasets.preprocess import preprocess_ef
+from spinconv_train.launch.cli import main
 
 TINY_SPINCONV = {"name": "spinconv", "hidden_channels": 8, "mid_hidden_channels": 16, "num_interactions": 1,
                  "num_basis_functions": 16, "sphere_size_lat": 5, "sphere_size_long": 6, "cutoff": 4.0,

@@ -8,9 +8,9 @@ from torch_geometric.data import Batch, Data
 
 from spinconv_train.config import SCHEMA
 from spinconv_train.tasks.element_references import ElementReferences
-from spinconv_train.tasks.normalizer import Normalizer
 from spinconv_train.tasks.energy import EnergyTask
 from spinconv_train.tasks.forces import ForcesTask
+from spinconv_train.tasks.normalizer import Normalizer
 from spinconv_train.tasks.targets import TargetState, scalar_loss, structure_ids
 
 
@@ -133,8 +133,9 @@ def test_energy_per_atom_loss_divides_each_error_by_its_atoms(kind):
 
 
 def test_energy_per_atom_belongs_to_the_forces_trainer(s2ef_data):
-    from spinconv_train.config import ConfigError, config_from_dict
     from trainers.trainer_testing import tiny_config
+
+    from spinconv_train.config import ConfigError, config_from_dict
 
     config = tiny_config(s2ef_data)
     config["optim"]["energy_per_atom"] = True

@@ -6,12 +6,12 @@ conftest), a name that no other test package uses.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
+from typing import Any
 
 import numpy as np
 
 
-def emt_slabs(count: int, seed: int, relaxed: bool = False, labelled: bool = True) -> List[Any]:
+def emt_slabs(count: int, seed: int, relaxed: bool = False, labelled: bool = True) -> list[Any]:
     """Rattled Cu(111) 2x2x3 slabs with an O or H adatom; EMT energy and forces.
 
     The bottom layer is fixed. ``relaxed`` adds IS2RE fields (``y_relaxed``, ``y_init``,
@@ -51,7 +51,7 @@ def emt_slabs(count: int, seed: int, relaxed: bool = False, labelled: bool = Tru
     return records
 
 
-def emt_frames(seed: int, n: int = 3, labelled: bool = True) -> List[Any]:
+def emt_frames(seed: int, n: int = 3, labelled: bool = True) -> list[Any]:
     """A Cu(111)+O slab (bottom layer fixed, OC20 tags) rattled ``n`` times as ASE Atoms,
     with EMT energy and forces stored as calculator results unless ``labelled`` is False."""
     from ase.build import add_adsorbate, fcc111
@@ -76,7 +76,7 @@ def emt_frames(seed: int, n: int = 3, labelled: bool = True) -> List[Any]:
     return frames
 
 
-def write_ase_inputs(folder, frames_per_file: int = 3) -> List[Any]:
+def write_ase_inputs(folder, frames_per_file: int = 3) -> list[Any]:
     """``in0.traj``, ``in1.extxyz`` and ``in2.db`` of ``emt_frames(k)`` in ``folder``;
     returns ``[(path, frames), ...]``."""
     from ase.io import write
@@ -94,7 +94,7 @@ def write_ase_inputs(folder, frames_per_file: int = 3) -> List[Any]:
     return files
 
 
-def write_split(folder: str, records: List[Any]) -> str:
+def write_split(folder: str, records: list[Any]) -> str:
     from spinconv_train.atomic_files import save_npz_atomic
     from spinconv_train.datasets.lmdb_io import write_lmdb
 
@@ -109,7 +109,7 @@ TINY_SCHNET = {"name": "schnet", "hidden_channels": 16, "num_filters": 16, "num_
                "num_gaussians": 16, "cutoff": 5.0, "max_neighbors": 20}
 
 
-def tiny_config(data: Dict[str, str], trainer: str = "forces", **optim: Any) -> Dict[str, Any]:
+def tiny_config(data: dict[str, str], trainer: str = "forces", **optim: Any) -> dict[str, Any]:
     """A small config dict for ``trainer`` on the fixture splits."""
     base_optim = {"batch_size": 2, "eval_batch_size": 4, "lr_initial": 1e-3, "max_epochs": 1,
                   "optimizer": "Adam", "optimizer_params": {"amsgrad": True}, "force_coefficient": 10}
@@ -125,7 +125,7 @@ def tiny_config(data: Dict[str, str], trainer: str = "forces", **optim: Any) -> 
     }
 
 
-def write_config(folder, config: Dict[str, Any], name: str = "config.yml") -> str:
+def write_config(folder, config: dict[str, Any], name: str = "config.yml") -> str:
     """Write ``config`` as YAML into ``folder``; return the path."""
     import yaml
 
@@ -135,7 +135,7 @@ def write_config(folder, config: Dict[str, Any], name: str = "config.yml") -> st
     return path
 
 
-def read_jsonl(run_dir: str, split: str) -> List[Dict[str, Any]]:
+def read_jsonl(run_dir: str, split: str) -> list[dict[str, Any]]:
     """The rows of ``run_dir/metrics.jsonl`` for ``split``."""
     import json
 

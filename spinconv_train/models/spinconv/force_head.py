@@ -21,6 +21,7 @@ from .message import SpinConvBlock
 from .precision import geometry_precision
 from .projection import make_splat_plans
 
+
 # Sphere a has frame rows (d_a, d_{a+1}, d_{a+2}): cyclic, so every frame is right-handed.
 @functools.lru_cache(maxsize=8)
 def _cyclic_rows(device: torch.device) -> Tensor:

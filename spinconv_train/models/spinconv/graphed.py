@@ -16,7 +16,7 @@ model (it runs the same kernels); tested against it in ``tests/gpu``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +32,7 @@ _INPUTS = ("pos", "atomic_numbers", "batch", "natoms", "cell")
 class _Captured:
     """One CUDA graph of ``model(data, edges=...)`` and its input / output buffers."""
 
-    def __init__(self, model: nn.Module, data: Any, edges: EdgeIndices, kwargs: Dict[str, bool],
+    def __init__(self, model: nn.Module, data: Any, edges: EdgeIndices, kwargs: dict[str, bool],
                  warmup: int) -> None:
         self.data = data.clone()  # fixed input buffers (the graph reads these addresses)
         self.edges = EdgeIndices(edges.edge_index.clone(), edges.cell_offsets.clone(), edges.rev.clone(),
@@ -50,7 +50,7 @@ class _Captured:
         with torch.cuda.graph(self.graph):
             self.outputs = model(self.data, edges=self.edges, **kwargs)
 
-    def run(self, data: Any, edges: EdgeIndices) -> Dict[str, Tensor]:
+    def run(self, data: Any, edges: EdgeIndices) -> dict[str, Tensor]:
         for name in _INPUTS:
             value = getattr(data, name, None)
             if isinstance(value, Tensor):
@@ -78,8 +78,8 @@ class GraphedSpinConv(nn.Module):
             raise ValueError(f"max_graphs must be >= 1, got {max_graphs}")
         self.model = model.eval()
         self.max_graphs, self.warmup = max_graphs, warmup
-        self._graphs: "OrderedDict[Tuple, _Captured]" = OrderedDict()
-        self._weights_seen: Tuple = ()
+        self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()
+        self._weights_seen: tuple = ()
         self.captures = 0  # graphs captured so far (a new shape or changed weights)
 
     def __getattr__(self, name: str) -> Any:
@@ -91,15 +91,15 @@ class GraphedSpinConv(nn.Module):
                 raise
             return getattr(model, name)  # the wrapped model's settings (supports_stress, cutoff, ...)
 
-    def train(self, mode: bool = True) -> "GraphedSpinConv":
+    def train(self, mode: bool = True) -> GraphedSpinConv:
         if mode:
             raise RuntimeError("GraphedSpinConv is for inference; train the wrapped model itself")
         return super().train(False)
 
-    def _weights_state(self) -> Tuple:
+    def _weights_state(self) -> tuple:
         return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
 
-    def forward(self, data: Any, stress: bool = False, atom_energies: bool = False) -> Dict[str, Tensor]:
+    def forward(self, data: Any, stress: bool = False, atom_energies: bool = False) -> dict[str, Tensor]:
         if data.pos.device.type != "cuda":
             raise RuntimeError("GraphedSpinConv runs on CUDA only; call the model itself on a CPU")
         if data.batch is None:

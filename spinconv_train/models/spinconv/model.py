@@ -33,10 +33,10 @@ from .embedding import EmbeddingBlock, he_init_
 from .energy_head import EnergyHead
 from .force_head import EdgeForceHead, ForceHead
 from .frames import edge_frames
-from .reference_frame import reference_edge_frames, reference_sphere_coords
 from .message import MessageBlock
 from .precision import geometry_precision
 from .projection import ChunkedSplatPlan, SplatPlan, make_splat_plans
+from .reference_frame import reference_edge_frames, reference_sphere_coords
 from .spin_conv import frozen_weights
 
 # Grid values (spheres x lat x long x hidden) per chunk: a 16 MiB float32 grid keeps the

@@ -5,9 +5,9 @@ One definition for the benchmarks and the reference harness (the shipped YAML co
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
-OC20_S2EF_CONFIG: Dict[str, Any] = {
+OC20_S2EF_CONFIG: dict[str, Any] = {
     "use_pbc": True,
     "regress_forces": True,
     "otf_graph": True,

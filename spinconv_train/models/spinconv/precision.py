@@ -8,7 +8,7 @@ sums of ~40 half-precision edge messages lose the energy's small differences.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor

@@ -17,8 +17,8 @@ angles with ``(lmax+1)`` small matmuls instead of one per angle.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, List, Tuple
 
 import torch
 from e3nn import o3
@@ -28,7 +28,7 @@ __all__ = ["order_slots", "pole_rotation_wigner", "rotation_fourier_blocks", "sl
 _F64 = torch.float64
 
 
-def slot_degree_order(lmax: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def slot_degree_order(lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Degree ``l`` and signed order ``m`` (about the pole) of every coefficient slot."""
     degrees = [l for l in range(lmax + 1) for _ in range(2 * l + 1)]
     orders = [m for l in range(lmax + 1) for m in range(-l, l + 1)]
@@ -70,7 +70,7 @@ def pole_rotation_wigner(lmax: int, angles: torch.Tensor) -> torch.Tensor:
     return torch.stack(mats).to(_F64)
 
 
-def rotation_fourier_blocks(lmax: int) -> List[torch.Tensor]:
+def rotation_fourier_blocks(lmax: int) -> list[torch.Tensor]:
     """Per order ``m = 0..lmax``, the Fourier blocks of ``D(theta)`` on ``order_slots(m)``.
 
     Entry ``m`` is ``(1, n, n)`` (``A_0``) for ``m = 0`` and ``(2, n, n)`` (``A_m``, ``B_m``)

@@ -211,7 +211,7 @@ class GridSpinConv(nn.Module):
         """Forget the kept Fourier-domain weights (rebuilt on the next inference call)."""
         self._kernel_cache = None
 
-    def train(self, mode: bool = True) -> "GridSpinConv":
+    def train(self, mode: bool = True) -> GridSpinConv:
         # A switch of mode brackets every optimisation phase; a repeated eval() (the ASE
         # calculator calls it before every structure) keeps the kernel.
         if bool(mode) != self.training:

@@ -62,7 +62,7 @@ built in float64.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -95,7 +95,7 @@ class _SphericalSpinConv(nn.Module):
 
     def __init__(
         self, in_channels: int, out_channels: int, lat: int, long: int, lmax: int,
-        act: Optional[Activation] = None,
+        act: Activation | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = _positive_int("in_channels", in_channels)
@@ -104,7 +104,7 @@ class _SphericalSpinConv(nn.Module):
         self.lat, self.long, self.lmax = lat, long, lmax
         self.num_coeffs = num_coefficients(lmax)
         self.act: Activation = silu if act is None else act  # lean second derivative
-        self._float64_constants: Dict[str, torch.Tensor] = {}
+        self._float64_constants: dict[str, torch.Tensor] = {}
         self._add_constant("projection", projection_matrix(lat, long, lmax))
 
     def _add_constant(self, name: str, value: torch.Tensor) -> None:
@@ -157,7 +157,7 @@ class RotSpharmWDSpinConv(_SphericalSpinConv):
 
     def __init__(
         self, in_channels: int, out_channels: int, lat: int, long: int, lmax: int,
-        act: Optional[Activation] = None,
+        act: Activation | None = None,
     ) -> None:
         super().__init__(in_channels, out_channels, lat, long, lmax, act)
         self.linear = nn.Linear(in_channels * self.num_coeffs, out_channels)
@@ -207,7 +207,7 @@ class RotSpharmRollSpinConv(RotSpharmWDSpinConv):
 
     def __init__(
         self, in_channels: int, out_channels: int, lat: int, long: int, lmax: int,
-        act: Optional[Activation] = None,
+        act: Activation | None = None,
     ) -> None:
         super().__init__(in_channels, out_channels, lat, long, lmax, act)
         bound = 1.0 / math.sqrt(long)
@@ -226,7 +226,7 @@ class RotSpharmRollSpinConv(RotSpharmWDSpinConv):
         return self.act(conv).mean(dim=1).T.contiguous()
 
 
-def _gram_pairs(lmax: int) -> Dict[str, List[float]]:
+def _gram_pairs(lmax: int) -> dict[str, list[float]]:
     """Slot indices and signs of the products ``z_l conj(z_l')`` used by ``spharm``.
 
     For each order ``m >= 1`` and ``m <= l <= l' <= lmax``: ``p_*``/``q_*`` are the slots
@@ -235,7 +235,7 @@ def _gram_pairs(lmax: int) -> Dict[str, List[float]]:
     ``strict`` lists the products with ``l < l'`` (whose imaginary part is not identically 0).
     """
     blocks = rotation_fourier_blocks(lmax)
-    out: Dict[str, List[float]] = {k: [] for k in ("p_a", "q_a", "sign_a", "p_b", "q_b",
+    out: dict[str, list[float]] = {k: [] for k in ("p_a", "q_a", "sign_a", "p_b", "q_b",
                                                    "sign_b", "strict")}
     for m in range(1, lmax + 1):
         slots = order_slots(lmax, m).tolist()  # (l, -m), (l, +m) for l = m..lmax
@@ -261,7 +261,7 @@ class SpharmSpinConv(_SphericalSpinConv):
 
     def __init__(
         self, in_channels: int, out_channels: int, lat: int, long: int, lmax: int,
-        act: Optional[Activation] = None,
+        act: Activation | None = None,
     ) -> None:
         super().__init__(in_channels, out_channels, lat, long, lmax, act)
         pairs = _gram_pairs(lmax)
@@ -304,7 +304,7 @@ _BUILDERS = {
 
 def build_spharm_spin_conv(
     kind: str, in_channels: int, out_channels: int, lat: int, long: int, lmax: int,
-    act: Optional[Activation] = None,
+    act: Activation | None = None,
 ) -> nn.Module:
     """Spherical-harmonic spin convolution ``(E, in_channels, lat, long) -> (E, out_channels)``.
 

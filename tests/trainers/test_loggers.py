@@ -35,12 +35,27 @@ def test_file_logger_appends_long_csv_and_jsonl(tmp_path):
         assert [json.loads(line)["step"] for line in handle] == [3, 6, 9]
 
 
-def _counting_writes(monkeypatch):
-    """Record every ``os.open`` path and the bytes of every ``os.write`` from now on."""
-    opened, written = [], []
+def _counting_writes(monkeypatch, folder):
+    """Record every ``os.open`` of a path under ``folder`` and the bytes of every ``os.write``
+    to such a file from now on (other threads of the process, e.g. an earlier test's
+    services, are not counted)."""
+    opened, written, ours = [], [], set()
     real_open, real_write = os.open, os.write
-    monkeypatch.setattr(os, "open", lambda path, flags, *a: opened.append(str(path)) or real_open(path, flags, *a))
-    monkeypatch.setattr(os, "write", lambda fd, data: written.append(len(data)) or real_write(fd, data))
+
+    def counting_open(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        if str(path).startswith(str(folder)):
+            opened.append(str(path))
+            ours.add(fd)
+        return fd
+
+    def counting_write(fd, data):
+        if fd in ours:
+            written.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(os, "write", counting_write)
     return opened, written
 
 
@@ -48,7 +63,7 @@ def test_each_log_call_appends_only_its_rows(tmp_path, monkeypatch):
     """O(1) work per call: the bytes written over a run are the files' final sizes, and
     the last call writes as much as the tenth (nothing is rewritten)."""
     logger = build_loggers(str(tmp_path), {"logger": {"backends": []}})
-    opened, written = _counting_writes(monkeypatch)
+    opened, written = _counting_writes(monkeypatch, tmp_path)
     per_call = []
     for step in range(300):
         before = sum(written)

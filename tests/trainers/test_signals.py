@@ -137,8 +137,11 @@ def test_signal_to_every_process_of_the_job_still_checkpoints(s2ef_data, tmp_pat
         if torch.is_grad_enabled():
             calls["n"] += 1
             if calls["n"] == 3:
-                children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(os.getpid())], capture_output=True,
-                                          text=True).stdout.split()
+                # the loader's workers, not services an earlier test left running (wandb's)
+                listing = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(os.getpid())], capture_output=True,
+                                         text=True).stdout.splitlines()
+                children = [line.split()[0] for line in listing
+                            if len(line.split()) == 2 and not line.split()[1].startswith(("wandb", "ps"))]
                 assert children, "no loader worker found"
                 for pid in map(int, children):
                     with contextlib.suppress(ProcessLookupError):  # the `ps` process itself has ended

@@ -23,7 +23,7 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.cpu() - b.cpu()).norm() / b.cpu().norm())
 
 
-@pytest.mark.parametrize("estimator", ["random", "grad"])
+@pytest.mark.parametrize("estimator", ["direct", "grad"])
 @pytest.mark.parametrize("kind", ["fullconv", "rotspharmwd"])
 def test_cuda_matches_cpu(estimator, kind):
     lmax = 2 if kind != "fullconv" else False
@@ -36,7 +36,7 @@ def test_cuda_matches_cpu(estimator, kind):
         assert _relative_error(on_gpu[key].detach(), on_cpu[key].detach()) < 1e-9, key
 
 
-@pytest.mark.parametrize("estimator", ["random", "grad"])
+@pytest.mark.parametrize("estimator", ["direct", "grad"])
 def test_cuda_rotation_invariance(estimator):
     model = make_model(torch.float32, force_estimator=estimator).to(CUDA).eval()
     batch = _batch().to(CUDA)
@@ -50,7 +50,7 @@ def test_cuda_rotation_invariance(estimator):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("estimator", ["random", "grad"])
+@pytest.mark.parametrize("estimator", ["direct", "grad"])
 def test_cuda_autocast(estimator, dtype):
     model = make_model(torch.float32, force_estimator=estimator).to(CUDA)
     batch = _batch().to(CUDA)
@@ -73,7 +73,7 @@ def test_amp_training_run(s2ef_data, tmp_path):
     config["model"] = {"name": "spinconv", "hidden_channels": 16, "mid_hidden_channels": 32,
                        "num_interactions": 2, "num_basis_functions": 32, "sphere_size_lat": 6,
                        "sphere_size_long": 6, "max_num_neighbors": 20, "cutoff": 5.0,
-                       "embedding_size": 16, "force_estimator": "random"}
+                       "embedding_size": 16, "force_estimator": "direct"}
     path = write_config(tmp_path, config)
     assert main(["--mode", "train", "--config-yml", path, "--run-dir", str(tmp_path / "runs"),
                  "--amp", "--no-progress"]) == 0
@@ -110,7 +110,7 @@ def test_benchmark_script_on_cuda(tmp_path):
     assert all(r["device"].startswith("cuda") and r["peak_memory_mib"] is not None for r in timings)
 
 
-@pytest.mark.parametrize("estimator", ["random", "grad"])
+@pytest.mark.parametrize("estimator", ["direct", "grad"])
 def test_cuda_forward_synchronises_only_for_the_graph(estimator):
     """The host waits for the GPU only where it must: copying positions, cells and atom
     counts to the host for the neighbour search, sending the graph's indices back in one

@@ -58,7 +58,7 @@ def test_smooth_interpolation_makes_verlet_second_order():
 def test_md_caveats_name_what_breaks_conservation():
     smooth = make_model(torch.float64, force_estimator="grad", envelope=True, sphere_interpolation="smooth")
     assert md_caveats(smooth) == []
-    paper = make_model(torch.float64, force_estimator="random", envelope=False)
+    paper = make_model(torch.float64, force_estimator="direct", envelope=False)
     caveats = md_caveats(paper)
     assert len(caveats) == 3 and "force-centric" in caveats[0] and "envelope" in caveats[1] and "bilinear" in caveats[2]
     from ase.build import bulk
@@ -131,13 +131,13 @@ def test_npt_needs_a_cell_and_a_stress():
     with pytest.raises(ValueError, match="periodic"):
         run_md(molecule, 1, 0.5, "npt")
     crystal = distorted_crystal()
-    crystal.calc = ModelCalculator(make_model(torch.float64, force_estimator="random"), _RawOutputs())
+    crystal.calc = ModelCalculator(make_model(torch.float64, force_estimator="direct"), _RawOutputs())
     with pytest.raises(ValueError, match="stress"):
         run_md(crystal, 1, 0.5, "npt")
 
 
 def test_force_centric_forces_are_not_conservative():
-    error, kinetic, _ = _nve_error("random", 0.2)
+    error, kinetic, _ = _nve_error("direct", 0.2)
     assert error > 0.1 * kinetic  # the same check fails for direct forces: energy is not conserved
 
 

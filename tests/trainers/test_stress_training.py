@@ -187,7 +187,7 @@ def test_stress_training_needs_records_with_stress(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("change,match", [
-    ({"model": {"force_estimator": "random"}}, "does not compute the stress"),
+    ({"model": {"force_estimator": "direct"}}, "does not compute the stress"),
     ({"trainer": "energy"}, "forces trainer"),
 ])
 def test_stress_training_needs_an_energy_centric_model(stress_data, tmp_path, capsys, change, match):

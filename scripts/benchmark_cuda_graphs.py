@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from spinconv_train.benchmarks.timing import time_interleaved
     from spinconv_train.models import SpinConv
-    from spinconv_train.models.spinconv.graphed import GraphedSpinConv
+    from spinconv_train.models.spinconv.speed.graphed import GraphedSpinConv
 
     device = torch.device("cuda")
     for name in args.cases:
@@ -98,7 +98,7 @@ def _time_predictions(num_frames: int, device) -> None:
 
     from spinconv_train.calculators.predict import predict_atoms
     from spinconv_train.models import SpinConv
-    from spinconv_train.models.spinconv.graphed import GraphedSpinConv
+    from spinconv_train.models.spinconv.speed.graphed import GraphedSpinConv
 
     class RawOutputs:
         def denormalize(self, out, batch):

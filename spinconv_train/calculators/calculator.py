@@ -92,7 +92,7 @@ def load_force_model(path: str, device: torch.device, use_ema: bool = True,
     model, task = built.eval_model, built.task
     model.to(device).eval()
     if cuda_graphs:
-        from spinconv_train.models.spinconv.graphed import GraphedSpinConv
+        from spinconv_train.models.spinconv.speed.graphed import GraphedSpinConv
 
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, got device {str(device)!r}")

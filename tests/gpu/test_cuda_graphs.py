@@ -6,7 +6,7 @@ import pytest
 import torch
 from models.spinconv_testkit import distorted_crystal, make_model, rattled_molecule, slab_with_adsorbate, to_batch
 
-from spinconv_train.models.spinconv.graphed import GraphedSpinConv
+from spinconv_train.models.spinconv.speed.graphed import GraphedSpinConv
 from spinconv_train.tasks.targets import TargetState
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

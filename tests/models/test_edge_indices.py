@@ -6,7 +6,7 @@ import pytest
 import torch
 from spinconv_testkit import distorted_crystal, make_model, rattled_molecule, slab_with_adsorbate, to_batch
 
-from spinconv_train.models.spinconv.graphed import GraphedSpinConv
+from spinconv_train.models.spinconv.speed.graphed import GraphedSpinConv
 
 
 @pytest.mark.parametrize("estimator", ["grad", "direct"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from spinconv_train.models.spinconv.projection import make_splat_plans
-from spinconv_train.models.spinconv.scratch import Scratch
+from spinconv_train.models.spinconv.speed import Scratch
 
 
 def test_take_reuses_one_buffer_per_name_and_grows_when_needed():

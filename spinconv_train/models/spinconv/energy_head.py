@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..outputs import structure_energies
 from .embedding import EmbeddingBlock
-from .precision import accumulation_dtype
+from .speed import accumulation_dtype
 
 
 class EnergyHead(nn.Module):

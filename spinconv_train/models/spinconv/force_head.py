@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from .embedding import EmbeddingBlock
 from .frames import atom_frames_and_rank
 from .message import SpinConvBlock
-from .precision import geometry_precision
 from .projection import make_splat_plans
+from .speed import geometry_precision
 
 
 # Sphere a has frame rows (d_a, d_{a+1}, d_{a+2}): cyclic, so every frame is right-handed.

@@ -34,23 +34,13 @@ from .energy_head import EnergyHead
 from .force_head import EdgeForceHead, ForceHead
 from .frames import edge_frames
 from .message import MessageBlock
-from .precision import geometry_precision
 from .projection import ChunkedSplatPlan, SplatPlan, make_splat_plans
 from .reference_frame import reference_edge_frames, reference_sphere_coords
+from .speed import chunk_spheres, geometry_precision
 from .spin_conv import frozen_weights
 
-# Grid values (spheres x lat x long x hidden) per chunk: a 16 MiB float32 grid keeps the
-# projection, the DFT, the spin-convolution matmuls and the per-edge embedding blocks in
-# cache on CPUs (OC20 configuration, benchmark batch, 1 thread, CPU time: forward 5.1 s vs
-# 9.6 s in one chunk, training step 13.3 s vs 20.6 s). On GPUs caches do not matter and a
-# small batch is bound by kernel launches (H100, OC20 benchmark batch: 31.7 ms forward, of
-# which 3.6 ms spin convolutions), so a chunk only bounds memory: 2^27 values (512 MiB per
-# float32 grid) runs the benchmark batch (74 M values) in one chunk instead of two (~230
-# fewer launches), and still bounds 2000-atom systems (2^26 there: 2.2 GB peak).
 # The neighbour count whose energy normaliser (count / 2 + 1) an uncapped model uses.
 UNCAPPED_NORMALISER_NEIGHBORS = 40
-AUTO_CHUNK_ELEMENTS_CPU = 2**22
-AUTO_CHUNK_ELEMENTS_GPU = 2**27
 
 
 @MODELS.register("spinconv")
@@ -196,10 +186,7 @@ class SpinConv(nn.Module):
 
     def chunk_spheres(self, device: torch.device) -> int | None:
         """Spheres per projection/spin-convolution chunk on ``device`` (None: no chunking)."""
-        elements = self.spin_conv_chunk_elements
-        if elements == "auto":
-            elements = AUTO_CHUNK_ELEMENTS_CPU if device.type == "cpu" else AUTO_CHUNK_ELEMENTS_GPU
-        return None if elements is None else max(1, int(elements) // self._grid_values)
+        return chunk_spheres(self.spin_conv_chunk_elements, self._grid_values, device)
 
     def _edge_plan(
         self, graph: EdgeGraph, num_atoms: int, frame_weight: Tensor, env: Tensor | None

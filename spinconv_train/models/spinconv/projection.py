@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from .frames import smoothstep
-from .scratch import Scratch
+from .speed import Scratch
 
 __all__ = [
     "ChunkedSplatPlan",

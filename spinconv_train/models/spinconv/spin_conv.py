@@ -27,8 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .activation import activate
-from .precision import autocast_state
-from .scratch import Scratch
+from .speed import Scratch, autocast_state
 
 __all__ = ["SPHARM_KINDS", "SPIN_CONV_KINDS", "GridSpinConv", "build_spin_conv", "frozen_weights"]
 

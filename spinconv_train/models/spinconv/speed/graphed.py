@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .edges import EdgeIndices
+from ..edges import EdgeIndices
 
 __all__ = ["GraphedSpinConv"]
 

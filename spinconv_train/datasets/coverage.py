@@ -12,13 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-SYMBOLS = (
-    "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
-    "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb "
-    "Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr Rf "
-    "Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og"
-).split()
+from ase.data import chemical_symbols
 
 
 class UnseenElementWarning(UserWarning):
@@ -29,9 +23,14 @@ class EnergyScaleWarning(UserWarning):
     """New training energies do not match the scale of a checkpoint's normaliser."""
 
 
+def symbol(z: int) -> str:
+    """``"Pt"``; numbers outside the periodic table as ``"Z=150"``."""
+    return chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}"
+
+
 def element_name(z: int) -> str:
     """``"Pt (78)"``; numbers outside the periodic table as ``"Z=150"``."""
-    return f"{SYMBOLS[z]} ({z})" if 0 < z < len(SYMBOLS) else f"Z={z}"
+    return f"{chemical_symbols[z]} ({z})" if 0 < z < len(chemical_symbols) else f"Z={z}"
 
 
 def elements_of(atomic_numbers: torch.Tensor | np.ndarray | Sequence[int]) -> set[int]:
@@ -55,40 +54,34 @@ def unseen_elements(seen: Iterable[int] | None, atomic_numbers: torch.Tensor | S
 
 
 class ElementWatch:
-    """Warns once per (elements, structure) that a model meets elements it was not trained on.
+    """Warns once per (elements, structure) that a model meets elements its training data
+    lacked; the caller passes what the model has seen and what it is at each check."""
 
-    ``seen``: the elements of its training data (None: unknown, never warns). ``source``:
-    what the model is (a checkpoint path) for the message.
-    """
-
-    def __init__(self, seen: Iterable[int] | None, source: str) -> None:
-        self.seen = None if seen is None else sorted(int(z) for z in seen)
-        self.source = source
+    def __init__(self) -> None:
         self._warned: set[tuple[tuple[int, ...], str]] = set()
 
-    def check(self, atomic_numbers: torch.Tensor | Sequence[int], structure: str) -> list[int]:
-        """Return the unseen elements of one structure, warning the first time they appear."""
-        missing = unseen_elements(self.seen, atomic_numbers)
+    def check(self, atomic_numbers: torch.Tensor | Sequence[int], structure: str, seen: Iterable[int] | None,
+              source: str) -> list[int]:
+        """Return the elements of one structure missing from ``seen`` (None: unknown, never
+        warns), warning the first time they appear; ``source`` names the model."""
+        missing = unseen_elements(seen, atomic_numbers)
         key = (tuple(missing), structure)
         if missing and key not in self._warned:
             self._warned.add(key)
-            names = ", ".join(element_name(z) for z in missing)
-            trained = ", ".join(SYMBOLS[z] if 0 < z < len(SYMBOLS) else str(z) for z in self.seen or [])
             warnings.warn(
-                f"{structure}: elements {names} never occurred in the training data of {self.source} "
-                f"(trained on {trained}); its predictions for them are not learned. Fine-tune on labelled "
-                "structures with these elements (finetune.checkpoint) before trusting them.",
-                UnseenElementWarning, stacklevel=2)
+                f"{structure}: elements {', '.join(element_name(z) for z in missing)} never occurred in the "
+                f"training data of {source} (trained on {describe_elements(seen)}); its predictions for them are "
+                "not learned. Fine-tune on labelled structures with these elements (finetune.checkpoint) before "
+                "trusting them.", UnseenElementWarning, stacklevel=2)
         return missing
 
-    def check_batch(self, atomic_numbers: torch.Tensor, batch: torch.Tensor, names: Sequence[str]) -> None:
+    def check_batch(self, atomic_numbers: torch.Tensor, batch: torch.Tensor, names: Sequence[str],
+                    seen: Iterable[int] | None, source: str) -> None:
         """:meth:`check` every structure of a batch (``batch``: the structure index per atom)."""
-        if self.seen is None:
-            return
-        if not unseen_elements(self.seen, atomic_numbers):
+        if not unseen_elements(seen, atomic_numbers):
             return
         for k, name in enumerate(names):
-            self.check(atomic_numbers[batch == k], name)
+            self.check(atomic_numbers[batch == k], name, seen, source)
 
 
 @dataclass
@@ -135,7 +128,7 @@ def energy_scale_mismatch(new: EnergyScale, mean: float, std: float, max_shift: 
 
 def describe_elements(elements: Iterable[int]) -> str:
     """``"C, H, O"`` for messages."""
-    return ", ".join(SYMBOLS[z] if 0 < z < len(SYMBOLS) else f"Z={z}" for z in sorted(elements))
+    return ", ".join(symbol(z) for z in sorted(elements))
 
 
 __all__ = [

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from spinconv_train.datasets.coverage import ElementWatch, elements_of, unseen_elements
+from spinconv_train.datasets.coverage import ElementWatch, elements_of
 from spinconv_train.datasets.errors import DatasetError
 from spinconv_train.tasks.element_references import ElementReferences
 from spinconv_train.tasks.normalizer import Normalizer
@@ -86,7 +86,7 @@ class TargetState:
         self.element_references = element_references
         self.elements: set[int] | None = None if elements is None else {int(z) for z in elements}
         self.source = "this model"
-        self._watch: ElementWatch | None = None
+        self._watch = ElementWatch()
 
     def record_elements(self, atomic_numbers: Tensor) -> None:
         """Add the elements of a training batch to those the model has seen."""
@@ -96,18 +96,11 @@ class TargetState:
     def check_elements(self, atomic_numbers: Tensor, structure: str) -> list[int]:
         """The elements of one structure that the training data lacked; the first time a
         structure shows them, an ``UnseenElementWarning`` names them and the structure."""
-        if self.elements is None:
-            return []
-        if self._watch is None or self._watch.seen != sorted(self.elements) or self._watch.source != self.source:
-            self._watch = ElementWatch(self.elements, self.source)
-        return self._watch.check(atomic_numbers, structure)
+        return self._watch.check(atomic_numbers, structure, self.elements, self.source)
 
     def check_batch_elements(self, batch: Any, names: list[str]) -> None:
         """:meth:`check_elements` for every structure of a collated batch."""
-        if self.elements is None or not unseen_elements(self.elements, batch.atomic_numbers):
-            return
-        for k, name in enumerate(names):
-            self.check_elements(batch.atomic_numbers[batch.batch == k], name)
+        self._watch.check_batch(batch.atomic_numbers, batch.batch, names, self.elements, self.source)
 
     def reference(self, batch: Any) -> Tensor | None:
         """Per-structure reference energy (B,) float64, or None."""

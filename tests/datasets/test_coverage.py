@@ -28,21 +28,23 @@ def test_elements_and_names():
 
 
 def test_element_watch_warns_once_per_structure_naming_elements():
-    watch = ElementWatch([1, 6, 8, 29], "model.pt")
-    with pytest.warns(UnseenElementWarning, match=r"slab-3: elements Al \(13\), Se \(34\) never occurred.*model\.pt"):
-        assert watch.check(torch.tensor([29, 29, 13, 34]), "slab-3") == [13, 34]
+    watch, seen = ElementWatch(), [1, 6, 8, 29]
+    with pytest.warns(UnseenElementWarning, match=r"slab-3: elements Al \(13\), Se \(34\) never occurred.*model\.pt"
+                      r" \(trained on H, C, O, Cu\)"):
+        assert watch.check(torch.tensor([29, 29, 13, 34]), "slab-3", seen, "model.pt") == [13, 34]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert watch.check(torch.tensor([29, 13, 34]), "slab-3") == [13, 34]  # same structure: said already
-        assert watch.check(torch.tensor([29, 1, 8]), "slab-4") == []
+        assert watch.check(torch.tensor([29, 13, 34]), "slab-3", seen, "model.pt") == [13, 34]  # said already
+        assert watch.check(torch.tensor([29, 1, 8]), "slab-4", seen, "model.pt") == []
     with pytest.warns(UnseenElementWarning, match="slab-5"):
-        watch.check_batch(torch.tensor([29, 1, 29, 13]), torch.tensor([0, 0, 1, 1]), ["slab-4", "slab-5"])
+        watch.check_batch(torch.tensor([29, 1, 29, 13]), torch.tensor([0, 0, 1, 1]), ["slab-4", "slab-5"], seen,
+                          "model.pt")
 
 
 def test_unknown_training_elements_never_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ElementWatch(None, "old.pt").check_batch(torch.tensor([110]), torch.tensor([0]), ["x"])
+        ElementWatch().check_batch(torch.tensor([110]), torch.tensor([0]), ["x"], None, "old.pt")
 
 
 def _counts(z_lists, max_z=40):

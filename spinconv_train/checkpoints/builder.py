@@ -121,10 +121,10 @@ def new_run_targets(config: Config, model: torch.nn.Module, train_dataset: Datas
     if previous is not None:
         field = task_class(config)(config["task"], config["optim"], TargetState()).energy_field
         pretrained.check_finetuning_data(config, previous, train_dataset, field, keep_targets=keep)
-    targets = previous if keep else data.fit_target_state(task_class(config), config, train_dataset, progress)
-    if previous is not None and keep:
-        targets.source = "this model"
-    elif previous is not None and previous.elements is not None and targets.elements is not None:
+    if keep:
+        return previous
+    targets = data.fit_target_state(task_class(config), config, train_dataset, progress)
+    if previous is not None and previous.elements is not None and targets.elements is not None:
         targets.elements |= previous.elements
     return targets
 

@@ -73,9 +73,7 @@ def load_pretrained(model: torch.nn.Module, config: Config) -> TargetState:
     logger.info("fine-tuning from %s (step %s of its run)", path, payload.get("step"))
     if section["targets"] == "checkpoint":
         _check_same_targets(config, saved, path)
-    targets = TargetState.from_state_dict(payload["targets"])
-    targets.source = path
-    return targets
+    return TargetState.from_state_dict(payload["targets"])
 
 
 FIX = "--finetune.targets=fit --task.element_references=true"
@@ -94,7 +92,7 @@ def check_finetuning_data(config: Config, pretrained: TargetState, dataset: Data
     except DatasetError:  # unlabelled data are refused later, naming the split and field
         return []
     messages = []
-    new = sorted(elements_from_counts(counts) - (pretrained.elements or elements_from_counts(counts)))
+    new = [] if pretrained.elements is None else sorted(elements_from_counts(counts) - pretrained.elements)
     if new:
         advice = (f"its element references and normaliser, kept by finetune.targets: checkpoint, do not cover "
                   f"them: use {FIX}") if keep_targets else "their embeddings start untrained"

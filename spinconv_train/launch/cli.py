@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from spinconv_train import distributed as dist
 from spinconv_train.atomic_files import write_text_atomic
@@ -49,11 +50,21 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                       allow_world_size_change=args.allow_world_size_change)
 
 
-def _eval_loader(config: Config, split: str, model: torch.nn.Module) -> object:
-    optim = config["optim"]
+def _eval_dataset(config: Config, split: str, model: torch.nn.Module) -> Dataset:
+    """``dataset.<split>``, checked against ``model``'s element embedding."""
     dataset = data.build_dataset(config, split)
     data.check_embedding_covers(model, dataset, split)
+    return dataset
+
+
+def _eval_loader(config: Config, dataset: Dataset) -> DataLoader:
+    optim = config["optim"]
     return data.eval_loader(dataset, optim["eval_batch_size"] or optim["batch_size"], optim["num_workers"])
+
+
+def _split_loader(config: Config, split: str, model: torch.nn.Module) -> DataLoader:
+    """The evaluation loader of ``dataset.<split>`` (checked against ``model``)."""
+    return _eval_loader(config, _eval_dataset(config, split, model))
 
 
 def train_mode(args: argparse.Namespace, config: Config) -> Metrics:
@@ -63,8 +74,8 @@ def train_mode(args: argparse.Namespace, config: Config) -> Metrics:
     session = open_session(config, run_options(args), "train", train_dataset=train_set)
     try:
         data.check_embedding_covers(session.model, train_set, "train")
-        val = _eval_loader(config, "val", session.model) if "val" in config["dataset"] else None
-        extra = {split: _eval_loader(config, split, session.model) for split in extra_val_splits(config)}
+        val = _split_loader(config, "val", session.model) if "val" in config["dataset"] else None
+        extra = {split: _split_loader(config, split, session.model) for split in extra_val_splits(config)}
         train = data.train_loader(train_set, optim["batch_size"], config["seed"], optim["num_workers"])
         return loop.train(session, train, val, extra)
     finally:
@@ -80,9 +91,8 @@ def validate_mode(args: argparse.Namespace, config: Config) -> Metrics:
     results = {}
     try:
         for split in splits:
-            results[split] = loop.evaluate(session, _eval_loader(config, split, session.model),
-                                           f"validating ({split})", split,
-                                           check_elements=True)
+            results[split] = loop.evaluate(session, _split_loader(config, split, session.model),
+                                           f"validating ({split})", split, check_elements=True)
             session.loggers.log(results[split], session.step, "validate" if split == "val" else f"validate_{split}")
     finally:
         session.close()
@@ -120,11 +130,12 @@ def predict_mode(args: argparse.Namespace, config: Config) -> Metrics:
     warn_if_split_from_another_source(config, split)
     session = open_session(config, run_options(args), "predict")
     session.close()
-    loader = _eval_loader(config, split, session.model)
-    count = len(loader.dataset.dataset) if hasattr(loader.dataset, "dataset") else len(loader.dataset)
+    dataset = _eval_dataset(config, split, session.model)
+    count = len(dataset)
     if dist.is_main():
         print(f"predicting dataset.{split}: {count} structures from {split_source(config, split)}", flush=True)
-    path = loop.predict(session, loader, os.path.join(session.run_dir, "predictions.npz"))
+    path = loop.predict(session, _eval_loader(config, dataset),
+                        os.path.join(session.run_dir, "predictions.npz"))
     if dist.is_main():
         print(f"predictions for {count} structures of dataset.{split} written to {path}", flush=True)
     return {}

@@ -25,6 +25,7 @@ import torch
 from ase import Atoms, units
 
 from spinconv_train.atomic_files import write_text_atomic
+from spinconv_train.datasets.ase_convert import atoms_to_data
 from spinconv_train.graph import atoms_cut_by_cap, binding_cap_message
 
 ENSEMBLES = ("nve", "langevin", "nvt", "npt")
@@ -92,9 +93,8 @@ def md_caveats(model: object, atoms: Atoms | None = None) -> list[str]:
                        "line, NVE energy error O(dt) (train with sphere_interpolation: smooth)")
     cap, cutoff = getattr(model, "max_num_neighbors", None), getattr(model, "cutoff", None)
     if atoms is not None and cap is not None and cutoff is not None and len(atoms) > 1:
-        cut = atoms_cut_by_cap(torch.as_tensor(atoms.positions, dtype=torch.float64), torch.tensor([len(atoms)]),
-                               torch.as_tensor(np.asarray(atoms.cell), dtype=torch.float64).reshape(1, 3, 3),
-                               torch.as_tensor(atoms.pbc).reshape(1, 3), float(cutoff), cap)
+        record = atoms_to_data(atoms, dtype=torch.float64)
+        cut = atoms_cut_by_cap(record.pos, record.natoms, record.cell, record.pbc, float(cutoff), cap)
         message = binding_cap_message(cut, [atoms.get_chemical_formula()], np.array([len(atoms)]), float(cutoff), cap)
         if message:
             caveats.append(message)

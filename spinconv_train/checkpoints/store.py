@@ -41,15 +41,21 @@ def save_atomic(payload: Mapping[str, Any], path: str) -> None:
     torch_save_atomic(dict(payload), path)
 
 
+def load_torch_file(path: str, error: type[Exception], what: str) -> Any:
+    """``torch.load`` of ``path`` on the CPU; a missing or unreadable file raises ``error``
+    naming ``what`` (e.g. ``"checkpoint"``) and the path."""
+    if not os.path.isfile(path):
+        raise error(f"{what} {path!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise error(f"{what} {path!r} cannot be read: {type(err).__name__}: {err}") from None
+
+
 def read(path: str) -> dict[str, Any]:
     """The payload dict of a checkpoint written by :func:`save_atomic` (on CPU); the model
     and task are built from it by :func:`spinconv_train.checkpoints.load`."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CheckpointError(f"checkpoint {path!r} cannot be read: {err}") from None
+    payload = load_torch_file(path, CheckpointError, "checkpoint")
     for key in ("model", "config", "targets"):
         if key not in payload:
             raise CheckpointError(f"checkpoint {path!r} has no {key!r} entry; not a spinconv_train checkpoint")

@@ -51,12 +51,9 @@ class OcpImportError(ValueError):
 
 def read_ocp_checkpoint(path: str) -> dict[str, Any]:
     """Load an OCP trainer checkpoint on CPU and check its layout."""
-    if not os.path.isfile(path):
-        raise OcpImportError(f"OCP checkpoint {path!r} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise OcpImportError(f"OCP checkpoint {path!r} cannot be read: {type(err).__name__}: {err}") from None
+    from spinconv_train.checkpoints.store import load_torch_file
+
+    payload = load_torch_file(path, OcpImportError, "OCP checkpoint")
     if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
         keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise OcpImportError(f"{path!r} is not a checkpoint of OCP's trainer (needs 'state_dict' and 'config'; "

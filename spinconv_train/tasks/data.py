@@ -15,6 +15,7 @@ from spinconv_train import distributed as dist
 from spinconv_train.config import Config, ConfigError, check_dataset_paths
 from spinconv_train.datasets import BalancedBatchSampler, check_atomic_numbers, collate
 from spinconv_train.datasets.coverage import dataset_elements
+from spinconv_train.datasets.strided import EveryKth
 from spinconv_train.models.element_capacity import max_atomic_number
 from spinconv_train.registry import DATASETS
 from spinconv_train.tasks.element_references import ElementReferences
@@ -31,6 +32,7 @@ def build_dataset(config: Config, split: str) -> Dataset:
     check_dataset_paths(config, [split])
     section = dict(config["dataset"][split])
     name = section.pop("name", None) or config["task"]["dataset"]
+    every = section.pop("every", None)
     try:
         cls = DATASETS.get(name)
     except KeyError as err:
@@ -39,6 +41,11 @@ def build_dataset(config: Config, split: str) -> Dataset:
         dataset = cls(section)
     except (ValueError, KeyError, TypeError) as err:
         raise config.fail(f"dataset.{split}", f"{type(err).__name__}: {err}") from None
+    if every is not None:
+        try:
+            dataset = EveryKth(dataset, every)
+        except ValueError as err:
+            raise config.fail(f"dataset.{split}.every", str(err)) from None
     if split != "test" and config["optim"]["stress_coefficient"] > 0 and len(dataset) > 0 \
             and getattr(dataset[0], "stress", None) is None:
         raise config.fail(f"dataset.{split}", f"optim.stress_coefficient > 0 needs records with a 'stress' "

@@ -43,11 +43,16 @@ def test_smoke_suite_runs_collects_and_reports(tmp_path, capsys):
     assert (runs / "status" / "schnet-seed0.json").read_text() == before
 
 
-def test_dry_run_prints_commands_and_missing_data_is_named(tmp_path, capsys):
+def test_dry_run_prints_commands_and_missing_data_is_named(tmp_path, capsys, monkeypatch):
     script = load_script("reproduce")
     assert script.main(["--suite", "md17_ethanol", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count("--mode train") == 4 and out.count("--split test") == 4
+    empty_checkout = tmp_path / "checkout"  # a checkout where the generated data was never made
+    empty_checkout.mkdir()
+    monkeypatch.setattr(script, "ROOT", str(empty_checkout))
+    tmp_path = tmp_path / "runs"
+    tmp_path.mkdir()
     assert script.main(["--suite", "oc20_small_learning_curve", "--run-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "data/oc20_emt/s2ef/train_300" in err and "scripts/make_oc20_emt.py" in err

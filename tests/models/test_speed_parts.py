@@ -1,10 +1,11 @@
-"""The parts of ``models/spinconv/speed`` the blocks call: device constants, scratch ops
-and the kernel cache each give what the plain computation gives."""
+"""The parts of ``models/spinconv/speed`` the blocks call: device constants, scratch ops,
+sphere chunks and the kernel cache each give what the plain computation gives."""
 from __future__ import annotations
 
 import copy
 import pickle
 
+import pytest
 import torch
 from spinconv_testkit import make_model, rattled_molecule, to_batch
 
@@ -16,6 +17,7 @@ from spinconv_train.models.spinconv.speed import (
     permuted_copy,
     scratch_empty,
     scratch_matmul,
+    sphere_chunks,
 )
 from spinconv_train.models.spinconv.speed.kernel_cache import kept_kernels
 
@@ -57,6 +59,26 @@ def test_scratch_ops_equal_the_plain_ops_and_write_into_the_buffers():
     assert torch.equal(permuted_copy(x, (1, 2, 0)), x.permute(1, 2, 0))
     fresh = scratch_empty(None, "fresh", (2, 2), b)
     assert fresh.shape == (2, 2) and fresh.dtype == b.dtype and len(scratch) == 2
+
+
+def test_sphere_chunks_group_the_points_of_each_sphere_range():
+    gen = torch.Generator().manual_seed(1)
+    dst = torch.randint(0, 11, (60,), generator=gen)
+    chunks = sphere_chunks(dst, 11, 4)
+    assert [(c.first, c.size) for c in chunks] == [(0, 4), (4, 4), (8, 3)]
+    for c in chunks:
+        picked = c.select(dst)
+        assert ((picked >= c.first) & (picked < c.first + c.size)).all()
+        assert int(picked.numel()) == int(((dst >= c.first) & (dst < c.first + c.size)).sum())
+        positions = c.select(torch.arange(60))
+        assert bool((positions[1:] > positions[:-1]).all())  # the points keep their order
+    ordered = torch.sort(dst, stable=True).values
+    sliced = sphere_chunks(ordered, 11, 4, dst_sorted=True)
+    assert all(isinstance(c.points, slice) for c in sliced)
+    for c, s in zip(chunks, sliced):
+        assert torch.equal(torch.sort(c.select(dst)).values, s.select(ordered))  # the same points
+    with pytest.raises(ValueError, match="max_dst_per_chunk"):
+        sphere_chunks(dst, 11, 0)
 
 
 def test_kernel_cache_keeps_only_when_no_gradient_reaches_the_weight():

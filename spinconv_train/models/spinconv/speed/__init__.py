@@ -5,8 +5,10 @@ it never imports a block. Chunks, scratch buffers, kept kernels and device const
 only speed and memory, never the outputs; the precision rules only act under
 ``torch.autocast`` (in full precision they are no-ops):
 
-- ``chunk_spheres`` (``chunking.py``): how many spheres one projection / spin-convolution
-  chunk holds on a device, which bounds inference memory and keeps chunks in cache.
+- ``chunk_spheres``, ``sphere_chunks``, ``SphereChunk``, ``ChunkedSplatPlan``
+  (``chunking.py``): how many spheres one projection / spin-convolution chunk holds on a
+  device (bounding inference memory, keeping chunks in cache), which points land in each
+  chunk, and the chunked splat plan with the scratch buffers its chunks share.
 - ``Scratch``, ``scratch_empty``, ``scratch_matmul``, ``permuted_copy`` (``scratch.py``):
   reusable output buffers for the chunk loop without autograd, and the ops that write
   into them (or into fresh tensors when no buffers are given).
@@ -24,15 +26,17 @@ from outside and is imported from ``speed.graphed`` by its users, not by the blo
 """
 from __future__ import annotations
 
-from .chunking import chunk_spheres
+from .chunking import ChunkedSplatPlan, SphereChunk, chunk_spheres, sphere_chunks
 from .constants import device_constant
 from .kernel_cache import KernelCache, frozen_weights
 from .precision import accumulation_dtype, autocast_state, geometry_precision
 from .scratch import Scratch, permuted_copy, scratch_empty, scratch_matmul
 
 __all__ = [
+    "ChunkedSplatPlan",
     "KernelCache",
     "Scratch",
+    "SphereChunk",
     "accumulation_dtype",
     "autocast_state",
     "chunk_spheres",
@@ -42,4 +46,5 @@ __all__ = [
     "permuted_copy",
     "scratch_empty",
     "scratch_matmul",
+    "sphere_chunks",
 ]

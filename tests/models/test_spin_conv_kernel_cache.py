@@ -109,7 +109,7 @@ def test_model_outputs_track_weight_updates():
         fresh = copy.deepcopy(model)
         for module in fresh.modules():
             if isinstance(module, GridSpinConv):
-                module.clear_kernel_cache()
+                module.kernel_cache.clear()
         rebuilt = fresh(batch.clone())
     for key in ("energy", "forces"):
         assert torch.equal(cached[key], rebuilt[key])
@@ -119,8 +119,8 @@ def test_not_pickled_with_the_module():
     module = _module()
     with torch.no_grad():
         module.flat_kernel(torch.float32, torch.device("cpu"))
-    assert module._kernel_cache is not None
-    assert pickle.loads(pickle.dumps(module))._kernel_cache is None
+    assert module.kernel_cache.kernel is not None
+    assert pickle.loads(pickle.dumps(module)).kernel_cache.kernel is None
 
 
 def test_energy_centric_inference_reuses_the_kernel_with_the_same_forces():
@@ -132,9 +132,9 @@ def test_energy_centric_inference_reuses_the_kernel_with_the_same_forces():
     convs = [m for m in model.modules() if isinstance(m, GridSpinConv)]
     with torch.no_grad():
         first = model(batch.clone())
-        kept = [m._kernel_cache[2] for m in convs]
+        kept = [m.kernel_cache.kernel for m in convs]
         second = model(batch.clone())
-    assert all(m._kernel_cache[2] is k for m, k in zip(convs, kept))  # reused, not rebuilt
+    assert all(m.kernel_cache.kernel is k for m, k in zip(convs, kept))  # reused, not rebuilt
     recorded = model(batch.clone())  # autograd on: kernels built with their graph
     assert recorded["forces"].requires_grad or recorded["energy"].requires_grad
     for key in ("energy", "forces"):
@@ -157,9 +157,9 @@ def test_calculator_calls_reuse_the_kernel_and_a_mode_switch_drops_it():
     atoms = rattled_molecule()
     atoms.calc = ModelCalculator(model, RawOutputs())
     atoms.get_forces()
-    kept = [m._kernel_cache[2] for m in convs]
+    kept = [m.kernel_cache.kernel for m in convs]
     atoms.positions[0, 0] += 0.01
     atoms.get_forces()  # a second structure: eval() again, same weights
-    assert all(m._kernel_cache[2] is k for m, k in zip(convs, kept))
+    assert all(m.kernel_cache.kernel is k for m, k in zip(convs, kept))
     model.train()
-    assert all(m._kernel_cache is None for m in convs)
+    assert all(m.kernel_cache.kernel is None for m in convs)

@@ -5,12 +5,8 @@ import pytest
 import torch
 from models.spinconv_testkit import make_model, slab_with_adsorbate, to_batch
 
-from spinconv_train.models.spinconv.projection import (
-    ChunkedSplatPlan,
-    make_splat_plan,
-    make_splat_plans,
-    splat,
-)
+from spinconv_train.models.spinconv.projection import make_splat_plan, make_splat_plans, splat
+from spinconv_train.models.spinconv.speed import ChunkedSplatPlan
 
 
 def test_chunked_plans_cover_the_same_rows():

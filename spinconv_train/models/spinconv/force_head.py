@@ -9,7 +9,6 @@ rotations, so its forces were random at inference and equivariant only on averag
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
@@ -19,15 +18,12 @@ from .embedding import EmbeddingBlock
 from .frames import atom_frames_and_rank
 from .message import SpinConvBlock
 from .projection import make_splat_plans
-from .speed import geometry_precision
+from .speed import device_constant, geometry_precision
 
 
-# Sphere a has frame rows (d_a, d_{a+1}, d_{a+2}): cyclic, so every frame is right-handed.
-@functools.lru_cache(maxsize=8)
-def _cyclic_rows(device: torch.device) -> Tensor:
-    """Row orders [[0,1,2],[1,2,0],[2,0,1]] on ``device``, made once (a host-to-device copy
-    per call would synchronise and cannot be captured in a CUDA graph)."""
-    return torch.tensor([[0, 1, 2], [1, 2, 0], [2, 0, 1]], device=device)
+def _cyclic_row_orders() -> Tensor:
+    """Sphere a has frame rows (d_a, d_{a+1}, d_{a+2}): cyclic, so every frame is right-handed."""
+    return torch.tensor([[0, 1, 2], [1, 2, 0], [2, 0, 1]])
 
 
 class ForceHead(nn.Module):
@@ -69,7 +65,7 @@ class ForceHead(nn.Module):
         num_edges = unit.shape[0]
         with geometry_precision(unit):
             frames, rank = atom_frames_and_rank(unit, frame_weight, target, num_atoms, self.long)  # (N, 3, 3)
-            spheres = frames[:, _cyclic_rows(frames.device)].reshape(3 * num_atoms, 3, 3)
+            spheres = frames[:, device_constant(_cyclic_row_orders, device=frames.device)].reshape(3 * num_atoms, 3, 3)
             axis = torch.arange(3, device=unit.device)
             src = torch.arange(num_edges, device=unit.device).repeat_interleave(3)
             dst = (3 * target).repeat_interleave(3) + axis.repeat(num_edges)

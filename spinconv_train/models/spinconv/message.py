@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from .activation import activate
 from .embedding import EmbeddingBlock, he_init_
-from .projection import ChunkedSplatPlan, SplatPlan, grid_from_flat, splat, splat_dtype
-from .speed import Scratch
+from .projection import SplatPlan, grid_from_flat, splat, splat_dtype
+from .speed import ChunkedSplatPlan, Scratch
 from .spin_conv import GridSpinConv, build_spin_conv
 
 

@@ -34,10 +34,9 @@ from .energy_head import EnergyHead
 from .force_head import EdgeForceHead, ForceHead
 from .frames import edge_frames
 from .message import MessageBlock
-from .projection import ChunkedSplatPlan, SplatPlan, make_splat_plans
+from .projection import SplatPlan, make_splat_plans
 from .reference_frame import reference_edge_frames, reference_sphere_coords
-from .speed import chunk_spheres, geometry_precision
-from .spin_conv import frozen_weights
+from .speed import ChunkedSplatPlan, chunk_spheres, frozen_weights, geometry_precision
 
 # The neighbour count whose energy normaliser (count / 2 + 1) an uncapped model uses.
 UNCAPPED_NORMALISER_NEIGHBORS = 40

@@ -29,7 +29,9 @@ accelerators by one stable sort of the 4 P entries (fewer kernel launches); both
 same matrix with its entries in the same order; the structure of S^T is added the
 first time a backward pass needs it. Gradients flow to the values and to the weights (the
 angular path of the energy-centric model), and the backward pass is itself differentiable
-(training on forces).
+(training on forces). ``make_splat_plans`` splits the plan into chunks of spheres for
+speed and memory (``speed.sphere_chunks``, ``speed.ChunkedSplatPlan``): each chunk's plan is
+the same splat restricted to its spheres.
 
 Flat grid layout: row ``(k * num_dst + d) * lat + r`` holds column k, sphere d, latitude
 row r, so the longitude DFT of all spheres is one small matrix product.
@@ -44,10 +46,9 @@ import torch
 from torch import Tensor
 
 from .frames import smoothstep
-from .speed import Scratch
+from .speed import ChunkedSplatPlan, sphere_chunks
 
 __all__ = [
-    "ChunkedSplatPlan",
     "SplatPlan",
     "SPHERE_INTERPOLATIONS",
     "grid_from_flat",
@@ -262,29 +263,6 @@ def _structure_by_counting(
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 
-@dataclass
-class ChunkedSplatPlan:
-    """Splat plans of consecutive ranges of destination spheres, in order.
-
-    Each chunk's grid and spectrum are small enough to stay in cache, and without autograd
-    they are freed before the next chunk is projected, so inference memory is bounded by
-    the chunk, not the system.
-    """
-
-    chunks: list[SplatPlan]
-    num_dst: int
-    _scratch: Scratch | None = None
-
-    def inference_scratch(self) -> Scratch | None:
-        """Buffers for the chunks' intermediates, kept with the plan so that every block
-        using it shares them; None while autograd records (see ``scratch.py``)."""
-        if torch.is_grad_enabled():
-            return None
-        if self._scratch is None:
-            self._scratch = Scratch()
-        return self._scratch
-
-
 def make_splat_plans(
     coords: Tensor,
     src: Tensor,
@@ -298,44 +276,23 @@ def make_splat_plans(
     max_dst_per_chunk: int | None = None,
     dst_sorted: bool = False,
     interpolation: str = "bilinear",
-) -> SplatPlan | ChunkedSplatPlan:
-    """``make_splat_plan``, split into chunks of at most ``max_dst_per_chunk`` spheres.
-
-    Chunk ``c`` holds spheres ``[c * max_dst_per_chunk, (c + 1) * max_dst_per_chunk)``
-    (renumbered from 0) and the points that land on them; ``None`` or a small system
-    gives one plain plan. ``dst_sorted``: the caller guarantees ``dst`` is non-decreasing,
-    so every chunk's points are a contiguous slice (no sort, no gathers).
+) -> SplatPlan | ChunkedSplatPlan[SplatPlan]:
+    """``make_splat_plan``, split into chunks of at most ``max_dst_per_chunk`` spheres
+    (``speed.sphere_chunks``: which points land on which chunk's spheres, renumbered from
+    0 in each chunk); ``None`` or a small system gives one plain plan. ``dst_sorted``: the
+    caller guarantees ``dst`` is non-decreasing (no sort, no gathers).
     """
     if max_dst_per_chunk is None or num_dst <= max_dst_per_chunk:
         return make_splat_plan(coords, src, dst, num_dst, num_src, lat, long, scale, at_south_pole, interpolation)
-    if max_dst_per_chunk < 1:
-        raise ValueError(f"max_dst_per_chunk must be >= 1, got {max_dst_per_chunk}")
-    num_chunks = -(-num_dst // max_dst_per_chunk)
-    if dst_sorted:
-        firsts = torch.arange(1, num_chunks + 1, device=dst.device) * max_dst_per_chunk
-        ends = torch.searchsorted(dst, firsts).tolist()
-        order = None
-    else:
-        chunk_of = torch.div(dst, max_dst_per_chunk, rounding_mode="floor")
-        order = torch.argsort(chunk_of, stable=True)
-        ends = torch.cumsum(torch.bincount(chunk_of, minlength=num_chunks), 0).tolist()
-    chunks, begin = [], 0
-    for c, end in enumerate(ends):
-        idx = slice(begin, end) if order is None else order[begin:end]
-        first = c * max_dst_per_chunk
-        chunks.append(make_splat_plan(
-            _rows(coords, idx), _rows(src, idx), _rows(dst, idx) - first, min(max_dst_per_chunk, num_dst - first),
-            num_src, lat, long, None if scale is None else _rows(scale, idx),
-            None if at_south_pole is None else _rows(at_south_pole, idx), interpolation,
-        ))
-        begin = end
-    return ChunkedSplatPlan(chunks, num_dst)
-
-
-def _rows(t: Tensor, idx: slice | Tensor) -> Tensor:
-    """``t[idx]``; an index tensor by index_select (a deterministic backward on CPU, see
-    model._edge_plan)."""
-    return t[idx] if isinstance(idx, slice) else t.index_select(0, idx)
+    plans = [
+        make_splat_plan(
+            chunk.select(coords), chunk.select(src), chunk.select(dst) - chunk.first, chunk.size, num_src, lat, long,
+            None if scale is None else chunk.select(scale),
+            None if at_south_pole is None else chunk.select(at_south_pole), interpolation,
+        )
+        for chunk in sphere_chunks(dst, num_dst, max_dst_per_chunk, dst_sorted)
+    ]
+    return ChunkedSplatPlan(plans, num_dst)
 
 
 def _csr(structure: CSRStructure, values: Tensor) -> Tensor:

@@ -9,7 +9,9 @@ cross-correlations at all ``long`` shifts, so the mean is invariant to rolls of 
 X = DFT(x) and W = DFT(w), the cross-correlation is irDFT(conj(W) X), i.e. for each of
 the long//2 + 1 frequencies and each group one complex (in/groups -> out/groups) matrix
 product instead of ``long`` real ones (about 5x fewer FLOPs for long = 12). The DFTs are
-small real matrices (built in float64, cached per dtype), so everything stays real-valued and works in any dtype.
+small real matrices (built in float64, kept per dtype and device), so everything stays real-valued and works in
+any dtype. Without autograd on the weights the Fourier-domain weights are kept between calls
+(``speed.KernelCache``; ``GridSpinConv.flat_kernel``).
 ``impl="conv"`` runs ``nn.Conv1d`` itself.
 
 The spherical-harmonic kinds (``rotspharmwd``, ``spharm``, ``rotspharmroll``) live in
@@ -17,44 +19,24 @@ The spherical-harmonic kinds (``rotspharmwd``, ``spharm``, ``rotspharmroll``) li
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from .activation import activate
-from .speed import Scratch, autocast_state
+from .speed import KernelCache, Scratch, device_constant, permuted_copy, scratch_matmul
 
-__all__ = ["SPHARM_KINDS", "SPIN_CONV_KINDS", "GridSpinConv", "build_spin_conv", "frozen_weights"]
+__all__ = ["SPHARM_KINDS", "SPIN_CONV_KINDS", "GridSpinConv", "build_spin_conv"]
 
 SPHARM_KINDS = ("rotspharmwd", "spharm", "rotspharmroll")
 SPIN_CONV_KINDS = ("fullconv",) + SPHARM_KINDS
 SPIN_CONV_IMPLS = ("fft", "conv")
 
-_WEIGHTS_FROZEN = contextvars.ContextVar("spin_conv_weights_frozen", default=False)
-
-
-@contextlib.contextmanager
-def frozen_weights() -> Iterator[None]:
-    """Within this context no gradient is wanted for the spin convolutions' weights, even
-    with autograd on (energy-centric forces = -dE/dpos at inference), so their kept
-    Fourier-domain kernels are used (see ``GridSpinConv.flat_kernel``)."""
-    token = _WEIGHTS_FROZEN.set(True)
-    try:
-        yield
-    finally:
-        _WEIGHTS_FROZEN.reset(token)
-
-
-@functools.lru_cache(maxsize=32)
-def _dft_matrices_cached(long: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+def _dft_matrices_on(long: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
     """The DFT matrices computed in float64, then cast once per (dtype, device)."""
-    forward, inverse = _dft_matrices(long)
-    return forward.to(device=device, dtype=dtype), inverse.to(device=device, dtype=dtype)
+    return device_constant(_dft_matrices, long, device=device, dtype=dtype)
 
 
 def _dft_matrices(long: int) -> tuple[Tensor, Tensor]:
@@ -94,30 +76,6 @@ def _unpacked_dft_matrices(long: int) -> tuple[Tensor, Tensor]:
     return forward, inverse
 
 
-def _new(scratch: Scratch | None, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """An uninitialised output: a scratch buffer in the inference chunk loop, else fresh."""
-    if scratch is None:
-        return torch.empty(shape, dtype=like.dtype, device=like.device)
-    return scratch.take(name, shape, like.dtype, like.device)
-
-
-def _matmul(a: Tensor, b: Tensor, scratch: Scratch | None, name: str) -> Tensor:
-    """``torch.matmul(a, b)``, into scratch buffer ``name`` when given (no autograd)."""
-    if scratch is None:
-        return torch.matmul(a, b)
-    shape = tuple(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])) + (a.shape[-2], b.shape[-1])
-    return torch.matmul(a, b, out=scratch.take(name, shape, a.dtype, a.device))
-
-
-def _permuted_copy(x: Tensor, dims: tuple[int, ...], scratch: Scratch | None = None, name: str = "") -> Tensor:
-    """``x.permute(dims)`` as a contiguous tensor (copying into a preallocated tensor
-    measured ~20-30% faster here than ``.reshape`` / ``.contiguous`` of the permuted view)."""
-    view = x.permute(dims)
-    out = _new(scratch, name, tuple(view.shape), x)
-    out.copy_(view)
-    return out
-
-
 class GridSpinConv(nn.Module):
     """The ``fullconv`` spin convolution (reference parameters), FFT or Conv1d evaluation."""
 
@@ -147,7 +105,7 @@ class GridSpinConv(nn.Module):
         self.conv1 = nn.Conv1d(
             in_channels * lat, out_channels, long, groups=groups, padding=long // 2, padding_mode="circular"
         )
-        self._kernel_cache: tuple | None = None  # (key, weight view, kernel); see flat_kernel
+        self.kernel_cache = KernelCache()  # the Fourier-domain weights between inference calls
 
     def forward(self, grid: Tensor) -> Tensor:
         """(E, C, lat, long) -> (E, out), invariant to ``torch.roll(grid, k, -1)``."""
@@ -174,56 +132,23 @@ class GridSpinConv(nn.Module):
         return self._fft(flat, num, uniform_poles=True, kernel=kernel, scratch=scratch)
 
     def flat_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
-        """The Fourier-domain weights ``forward_flat`` uses (None for ``impl="conv"``).
-
-        When no gradient can flow to the weight (no autograd, a frozen weight, or inside
-        ``frozen_weights()``) the matrix is kept and reused until the weight changes:
-        rebuilding it took ~40% of a small molecule's forward pass. A change is noticed through the weight's version
-        counter (optimizer steps, ``load_state_dict``, EMA updates and any in-place edit
-        of the parameter bump it) or its storage (``.to()``, ``.data = ...``); edits made
-        through ``weight.data`` bypass the counter, so call ``clear_kernel_cache`` after them.
-        """
+        """The Fourier-domain weights ``forward_flat`` uses (None for ``impl="conv"``),
+        kept by ``kernel_cache`` while no gradient can flow to the weight (see
+        ``speed.KernelCache``; after edits through ``conv1.weight.data`` call
+        ``kernel_cache.clear()``)."""
         if self.impl == "conv":
             return None
-        weight = self.conv1.weight
-        if torch.is_grad_enabled() and weight.requires_grad and not _WEIGHTS_FROZEN.get():
-            return self._build_flat_kernel(dtype, device)  # recorded: gradients reach the weight
-        key = (
-            dtype,
-            device,
-            weight._version,
-            weight.data_ptr(),
-            torch.is_inference_mode_enabled(),
-            autocast_state(device.type),
-        )
-        cached = self._kernel_cache
-        if cached is not None and cached[0] == key:
-            return cached[2]
-        with torch.no_grad():
-            kernel = self._build_flat_kernel(dtype, device)
-        # The kept detached view shares the weight's storage, so that storage cannot be
-        # freed and its address (part of the key) reused by another tensor meanwhile.
-        self._kernel_cache = (key, weight.detach(), kernel)
-        return kernel
-
-    def clear_kernel_cache(self) -> None:
-        """Forget the kept Fourier-domain weights (rebuilt on the next inference call)."""
-        self._kernel_cache = None
+        return self.kernel_cache.get(self.conv1.weight, dtype, device, self._build_flat_kernel)
 
     def train(self, mode: bool = True) -> GridSpinConv:
         # A switch of mode brackets every optimisation phase; a repeated eval() (the ASE
         # calculator calls it before every structure) keeps the kernel.
         if bool(mode) != self.training:
-            self.clear_kernel_cache()
+            self.kernel_cache.clear()
         return super().train(mode)
 
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["_kernel_cache"] = None  # derived data: never pickled with the module
-        return state
-
     def _build_flat_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor:
-        dft, _ = _dft_matrices_cached(self.long, dtype, device)
+        dft, _ = _dft_matrices_on(self.long, dtype, device)
         return self._kernel_matrix(dtype, dft, uniform_poles=True)
 
     def _conv(self, grid: Tensor) -> Tensor:
@@ -276,11 +201,11 @@ class GridSpinConv(nn.Module):
         groups, lat, long = self.groups, self.lat, self.long
         cg = self.in_channels // groups
         out_g = self.out_channels // groups
-        dft, idft = _dft_matrices_cached(long, flat.dtype, flat.device)
+        dft, idft = _dft_matrices_on(long, flat.dtype, flat.device)
         num_freq = dft.shape[1] // 2
         # Spectrum (2F, num, lat, C), rows [re f | im f]; then (F, G, num, [re/im, lat, cg]).
-        spec = _matmul(dft.T, flat.reshape(long, -1), scratch, "spectrum").view(2, num_freq, num, lat, groups, cg)
-        spec = _permuted_copy(spec, (1, 4, 2, 0, 3, 5), scratch, "spectrum_by_group")
+        spec = scratch_matmul(dft.T, flat.reshape(long, -1), scratch, "spectrum").view(2, num_freq, num, lat, groups, cg)
+        spec = permuted_copy(spec, (1, 4, 2, 0, 3, 5), scratch, "spectrum_by_group")
         spec = spec.view(num_freq, groups, num, 2 * lat * cg)
         if kernel is None:
             kernel = self._kernel_matrix(flat.dtype, dft, uniform_poles)
@@ -296,7 +221,7 @@ class GridSpinConv(nn.Module):
         # the zero frequency (the inverse DFT averages that coefficient over the rolls).
         out[0, 0] += (self.long * self.conv1.bias).to(out.dtype).view(groups, 1, out_g)
         # All rolls: (G num out_g, 2F) @ (2F, long), the transposed view costs no copy.
-        y = _matmul(out.view(2 * num_freq, -1).T, idft, scratch, "rolls")
+        y = scratch_matmul(out.view(2 * num_freq, -1).T, idft, scratch, "rolls")
         y = activate(self.act, y).view(groups, num, out_g, long).mean(dim=-1)  # (G, num, out_g); y is a temporary
         return y.permute(1, 0, 2).reshape(num, self.out_channels)
 

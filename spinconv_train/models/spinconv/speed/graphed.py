@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..edges import EdgeIndices
+from .kernel_cache import kept_kernels
 
 __all__ = ["GraphedSpinConv"]
 
@@ -45,7 +46,7 @@ class _Captured:
         torch.cuda.current_stream().wait_stream(stream)
         # The graph reads the spin convolutions' kept Fourier kernels by address: hold them,
         # so that a later eval()/train() switch of the model cannot free them.
-        self.kept = [m._kernel_cache for m in model.modules() if getattr(m, "_kernel_cache", None) is not None]
+        self.kept = kept_kernels(model)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.outputs = model(self.data, edges=self.edges, **kwargs)

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["Scratch"]
+__all__ = ["Scratch", "permuted_copy", "scratch_empty", "scratch_matmul"]
 
 
 class Scratch:
@@ -39,3 +39,29 @@ class Scratch:
 
     def __len__(self) -> int:
         return len(self._buffers)
+
+
+def scratch_empty(scratch: Scratch | None, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """An uninitialised tensor of ``shape`` with ``like``'s dtype and device: buffer ``name``
+    of ``scratch`` in the inference chunk loop, else a fresh tensor."""
+    if scratch is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    return scratch.take(name, shape, like.dtype, like.device)
+
+
+def scratch_matmul(a: Tensor, b: Tensor, scratch: Scratch | None, name: str) -> Tensor:
+    """``torch.matmul(a, b)``, written into buffer ``name`` of ``scratch`` when given."""
+    if scratch is None:
+        return torch.matmul(a, b)
+    shape = tuple(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])) + (a.shape[-2], b.shape[-1])
+    return torch.matmul(a, b, out=scratch.take(name, shape, a.dtype, a.device))
+
+
+def permuted_copy(x: Tensor, dims: tuple[int, ...], scratch: Scratch | None = None, name: str = "") -> Tensor:
+    """``x.permute(dims)`` as a contiguous tensor, copied into a preallocated one (a fresh
+    tensor, or buffer ``name`` of ``scratch``): faster than ``.reshape`` / ``.contiguous``
+    of the permuted view (~20-30% measured)."""
+    view = x.permute(dims)
+    out = scratch_empty(scratch, name, tuple(view.shape), x)
+    out.copy_(view)
+    return out

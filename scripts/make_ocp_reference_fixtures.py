@@ -1,5 +1,6 @@
-"""Write tests/fixtures/ocp/reference_spinconv.pt: a small reference SpinConv in the layout
-of an OCP trainer checkpoint, with a few structures and the reference's own energies.
+"""Write tests/fixtures/ocp/reference_{spinconv,baselines}.pt: small reference SpinConv,
+SchNet and DimeNet++ models in the layout of an OCP trainer checkpoint, with a few
+structures and the reference's own energies (DimeNet++: and forces).
 
 Needs a checkout of the Open Catalyst Project repository at its last commit with
 ``ocpmodels/models/spinconv.py`` (e7a8745e): ``REFERENCE_ROOT=/path/to/ocp python
@@ -14,6 +15,13 @@ prefixed ``module.``), ``normalizers`` (``target`` and ``grad_target``, tensors)
 test sees which set was imported), ``optimizer``, ``scheduler``, ``epoch``, ``step``,
 ``best_val_metric``, ``primary_metric``. The energies are the reference's outputs with the
 EMA weights, as OCP's validation used them: raw (normalised) and in eV.
+
+The baselines run OCP's own wrappers (``models/schnet.py``, ``models/dimenet_plus_plus.py``).
+DimeNet++'s ``triplets`` needs ``torch_sparse``, which does not install here: a stand-in
+written below with plain torch (only the ``SparseTensor`` calls that function makes) is
+checked first against dense matrices and against a brute-force triplet loop on a periodic
+graph, then the reference's energies and forces are recorded. ``--only baselines``
+rewrites that fixture alone.
 """
 from __future__ import annotations
 

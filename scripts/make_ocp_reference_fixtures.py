@@ -1,5 +1,6 @@
-"""Write tests/fixtures/ocp/reference_spinconv.pt: a small reference SpinConv in the layout
-of an OCP trainer checkpoint, with a few structures and the reference's own energies.
+"""Write tests/fixtures/ocp/reference_{spinconv,baselines}.pt: small reference SpinConv,
+SchNet and DimeNet++ models in the layout of an OCP trainer checkpoint, with a few
+structures and the reference's own energies (DimeNet++: and forces).
 
 Needs a checkout of the Open Catalyst Project repository at its last commit with
 ``ocpmodels/models/spinconv.py`` (e7a8745e): ``REFERENCE_ROOT=/path/to/ocp python
@@ -14,6 +15,13 @@ prefixed ``module.``), ``normalizers`` (``target`` and ``grad_target``, tensors)
 test sees which set was imported), ``optimizer``, ``scheduler``, ``epoch``, ``step``,
 ``best_val_metric``, ``primary_metric``. The energies are the reference's outputs with the
 EMA weights, as OCP's validation used them: raw (normalised) and in eV.
+
+The baselines run OCP's own wrappers (``models/schnet.py``, ``models/dimenet_plus_plus.py``).
+DimeNet++'s ``triplets`` needs ``torch_sparse``, which does not install here: a stand-in
+written below with plain torch (only the ``SparseTensor`` calls that function makes) is
+checked first against dense matrices and against a brute-force triplet loop on a periodic
+graph, then the reference's energies and forces are recorded. ``--only baselines``
+rewrites that fixture alone.
 """
 from __future__ import annotations
 
@@ -124,28 +132,196 @@ def _ocp_config() -> dict[str, Any]:
 BASELINES: dict[str, dict[str, Any]] = {
     "schnet": {"hidden_channels": 16, "num_filters": 16, "num_interactions": 2, "num_gaussians": 20,
                "cutoff": 4.0, "use_pbc": True, "regress_forces": True, "otf_graph": True},
-    "dimenetplusplus": {"hidden_channels": 8, "out_emb_channels": 8, "num_blocks": 1, "int_emb_size": 4,
-                        "basis_emb_size": 2, "num_spherical": 3, "num_radial": 3, "cutoff": 4.0,
+    "dimenetplusplus": {"hidden_channels": 16, "out_emb_channels": 16, "num_blocks": 2, "int_emb_size": 8,
+                        "basis_emb_size": 4, "num_spherical": 3, "num_radial": 4, "cutoff": 4.0,
                         "use_pbc": True, "regress_forces": True, "otf_graph": True},
 }
 _BASELINE_FILES = {"schnet": "schnet.py", "dimenetplusplus": "dimenet_plus_plus.py"}
+# DimeNet++ fresh from its initialiser predicts exactly zero (its output layers start at
+# zero) and has zero biases: every weight is moved by this much seeded noise, so that each
+# one (the output-block lin_up bias too) shows in the energies and forces.
+DIMENET_NOISE = 0.05
+
+
+class _SparseStorage:
+    """The ``storage`` of :class:`SparseTensor`: COO entries sorted by (row, col)."""
+
+    def __init__(self, row: torch.Tensor, col: torch.Tensor, value: torch.Tensor | None) -> None:
+        self._row, self._col, self._value = row, col, value
+
+    def row(self) -> torch.Tensor:
+        return self._row
+
+    def col(self) -> torch.Tensor:
+        return self._col
+
+    def value(self) -> torch.Tensor | None:
+        return self._value
+
+
+class SparseTensor:
+    """Stand-in for ``torch_sparse.SparseTensor``, limited to what OCP's DimeNet++ at
+    e7a8745e calls (``triplets``): construction from ``row``, ``col``, ``value``,
+    ``sparse_sizes``; row selection ``adj[index]`` with a 1-D index tensor;
+    ``set_value(None)``; ``sum(dim=1)``; ``storage.row() / col() / value()``.
+
+    As torch_sparse, construction sorts the entries by (row, col) and keeps duplicate
+    entries (no coalescing: a pair of atoms linked through two cell images stays two
+    entries); row selection keeps each selected row's entries in their stored order. Any
+    other use raises, so the stand-in cannot silently differ from the library.
+    """
+
+    def __init__(self, row: torch.Tensor, col: torch.Tensor, value: torch.Tensor | None = None,
+                 sparse_sizes: tuple[int, int] | None = None, *, _sorted: bool = False) -> None:
+        if row.dim() != 1 or col.shape != row.shape or (value is not None and value.shape[0] != row.shape[0]):
+            raise ValueError("SparseTensor stand-in: row, col (and value) must be 1-D of one length")
+        if sparse_sizes is None:
+            raise NotImplementedError("SparseTensor stand-in: pass sparse_sizes")
+        self.sizes = (int(sparse_sizes[0]), int(sparse_sizes[1]))
+        if row.numel() and (int(row.max()) >= self.sizes[0] or int(col.max()) >= self.sizes[1]):
+            raise ValueError(f"SparseTensor stand-in: an entry lies outside sparse_sizes {self.sizes}")
+        if not _sorted:
+            order = torch.argsort(row * self.sizes[1] + col, stable=True)
+            row, col = row[order], col[order]
+            value = None if value is None else value[order]
+        self.storage = _SparseStorage(row, col, value)
+
+    def _rowcount(self) -> torch.Tensor:
+        return torch.bincount(self.storage.row(), minlength=self.sizes[0])
+
+    def __getitem__(self, index: Any) -> SparseTensor:
+        if not (isinstance(index, torch.Tensor) and index.dim() == 1 and not index.is_floating_point()
+                and index.dtype != torch.bool):
+            raise NotImplementedError("SparseTensor stand-in: only row selection by a 1-D index tensor")
+        count = self._rowcount()
+        start = torch.cumsum(count, 0) - count
+        picked = count[index]
+        first = torch.cumsum(picked, 0) - picked  # where each selected row begins in the result
+        within = torch.arange(int(picked.sum()), device=index.device) - first.repeat_interleave(picked)
+        entries = start[index].repeat_interleave(picked) + within
+        row = torch.arange(index.numel(), device=index.device).repeat_interleave(picked)
+        value = self.storage.value()
+        return SparseTensor(row, self.storage.col()[entries], None if value is None else value[entries],
+                            (index.numel(), self.sizes[1]), _sorted=True)
+
+    def set_value(self, value: torch.Tensor | None, layout: str | None = None) -> SparseTensor:
+        if layout not in (None, "coo", "csr"):
+            raise NotImplementedError(f"SparseTensor stand-in: layout {layout!r}")
+        return SparseTensor(self.storage.row(), self.storage.col(), value, self.sizes, _sorted=True)
+
+    def sum(self, dim: int) -> torch.Tensor:
+        """Row sums (``dim=1``); without values each entry counts 1, in the default dtype."""
+        if dim not in (1, -1):
+            raise NotImplementedError(f"SparseTensor stand-in: sum(dim={dim})")
+        value = self.storage.value()
+        if value is None:
+            return self._rowcount().to(torch.get_default_dtype())
+        out = value.new_zeros((self.sizes[0], *value.shape[1:]))
+        return out.index_add_(0, self.storage.row(), value)
+
+    def to_dense(self) -> torch.Tensor:
+        """Dense matrix (duplicate entries added; entries without value count 1)."""
+        value = self.storage.value()
+        value = torch.ones(self.storage.row().numel()) if value is None else value
+        out = value.new_zeros((*self.sizes, *value.shape[1:]))
+        return out.index_put_((self.storage.row(), self.storage.col()), value, accumulate=True)
+
+
+def _sparse_module() -> Any:
+    import types
+
+    module = types.ModuleType("torch_sparse")
+    module.SparseTensor = SparseTensor
+    return module
+
+
+def _check_sparse_standin() -> None:
+    """The stand-in against dense matrices: rows, order, duplicates, sums."""
+    generator = torch.Generator().manual_seed(SEED + 20)
+    rows, cols = 7, 5
+    row = torch.randint(rows, (40,), generator=generator)
+    col = torch.randint(cols, (40,), generator=generator)  # 40 entries in 35 slots: duplicates
+    value = torch.randn(40, generator=generator, dtype=torch.float64)
+    adj = SparseTensor(row=row, col=col, value=value, sparse_sizes=(rows, cols))
+    dense = torch.zeros(rows, cols, dtype=torch.float64).index_put_((row, col), value, accumulate=True)
+    key = adj.storage.row() * cols + adj.storage.col()
+    assert bool((key[1:] >= key[:-1]).all()), "entries not sorted by (row, col)"
+    assert torch.allclose(adj.to_dense(), dense)
+    index = torch.tensor([3, 0, 3, 6, 2, 2, 5])
+    picked = adj[index]
+    assert torch.allclose(picked.to_dense(), dense[index])
+    assert torch.allclose(picked.sum(dim=1), dense[index].sum(dim=1))
+    counts = torch.zeros(rows, cols).index_put_((row, col), torch.ones(40), accumulate=True)
+    assert torch.equal(picked.set_value(None).sum(dim=1), counts[index].sum(dim=1))
+    assert torch.equal(picked.set_value(None).to_dense(), counts[index])
+    # each selected row keeps the entries of the source row in their stored order
+    for k, r in enumerate(index.tolist()):
+        source = adj.storage.row() == r
+        mine = picked.storage.row() == k
+        assert torch.equal(picked.storage.col()[mine], adj.storage.col()[source])
+        assert torch.equal(picked.storage.value()[mine], adj.storage.value()[source])
+
+
+def _brute_force_triplets(edge_index: torch.Tensor, cell_offsets: torch.Tensor) -> list[tuple[int, int]]:
+    """Every (k->j edge, j->i edge) pair sharing atom j, except k->j->i returning to the
+    same image of atom i, by an explicit loop."""
+    source, target = edge_index.tolist()
+    offsets = cell_offsets.long().tolist()
+    found = []
+    for ji, (j, i) in enumerate(zip(source, target)):
+        for kj, (k, j2) in enumerate(zip(source, target)):
+            if j2 != j:
+                continue
+            back = all(a + b == 0 for a, b in zip(offsets[kj], offsets[ji]))
+            if k == i and back:
+                continue
+            found.append((kj, ji))
+    return sorted(found)
+
+
+def _tiny_bulk() -> Any:
+    """Two atoms in a 3 A cubic cell: within the 4 A cutoff every atom meets its own images
+    and the other atom through several images (duplicate (j, i) pairs, self-image edges)."""
+    from torch_geometric.data import Batch, Data
+
+    record = Data(pos=torch.tensor([[0.1, 0.2, 0.0], [1.4, 1.6, 1.5]]), cell=3.0 * torch.eye(3).unsqueeze(0),
+                  atomic_numbers=torch.tensor([29, 8]), natoms=torch.tensor([2]),
+                  pbc=torch.tensor([[True, True, True]]))
+    return Batch.from_data_list([record])
+
+
+def _check_triplets(model: Any, batch: Any) -> int:
+    """The reference's ``triplets`` (with the stand-in) equals the brute-force list on the
+    first structure's periodic graph and on :func:`_tiny_bulk`'s; returns how many edges of
+    the tiny cell repeat an atom pair of another (one pair through two cell images)."""
+    duplicates = 0
+    for data, only_first in ((batch, True), (_tiny_bulk(), False)):
+        edge_index, _, _, cell_offsets, _, _ = model.generate_graph(data)
+        if only_first:
+            keep = data.batch[edge_index[1]] == 0
+            edge_index, cell_offsets = edge_index[:, keep], cell_offsets[keep]
+        num_nodes = int(data.natoms[0])
+        _, _, idx_i, idx_j, idx_k, idx_kj, idx_ji = model.triplets(edge_index, cell_offsets, num_nodes)
+        got = sorted(zip(idx_kj.tolist(), idx_ji.tolist()))
+        assert got == _brute_force_triplets(edge_index, cell_offsets), "triplets differ from the brute-force list"
+        assert torch.equal(idx_i, edge_index[1][idx_ji]) and torch.equal(idx_j, edge_index[0][idx_ji])
+        assert torch.equal(idx_k, edge_index[0][idx_kj]) and torch.equal(idx_j, edge_index[1][idx_kj])
+        pairs = edge_index[0] * num_nodes + edge_index[1]
+        duplicates = int(pairs.numel() - torch.unique(pairs).numel())
+    assert duplicates > 0, "the tiny cell should link atom pairs through several images"
+    return duplicates
 
 
 def _load_baseline_module(reference: Any, root: str, name: str) -> Any:
-    """OCP's ``models/<name>.py`` loaded as the reference loader loads ``spinconv.py``.
-    ``torch_sparse`` (DimeNet++'s triplets) is stood in by an empty module: the model
-    builds, and its forward (which needs it) is not run."""
-    import types
-
+    """OCP's ``models/<name>.py`` loaded as the reference loader loads ``spinconv.py``, with
+    the ``torch_sparse`` stand-in above (DimeNet++'s triplets)."""
     from spinconv_train.benchmarks import scatter_standin
 
     base = Path(root) / "ocpmodels"
     with reference._restored_sys_modules(("ocpmodels", "torch_scatter", "torch_sparse")):
         if not reference.torch_scatter_available():
             sys.modules["torch_scatter"] = scatter_standin.as_module()
-        sparse = types.ModuleType("torch_sparse")
-        sparse.SparseTensor = object
-        sys.modules.setdefault("torch_sparse", sparse)
+        sys.modules["torch_sparse"] = _sparse_module()
         for package in ("ocpmodels", "ocpmodels.common", "ocpmodels.models"):
             sys.modules[package] = reference._package(package)
         reference._load_by_path("ocpmodels.common.registry", base / "common" / "registry.py")
@@ -156,13 +332,19 @@ def _load_baseline_module(reference: Any, root: str, name: str) -> Any:
 
 
 def _baseline_checkpoint(reference: Any, root: str, name: str, records: list[Any]) -> dict[str, Any]:
-    """An OCP-layout checkpoint of a small ``name`` model; SchNet also with its energies."""
+    """An OCP-layout checkpoint of a small ``name`` model with its energies (and, for
+    DimeNet++, its forces) on ``records``."""
     from torch_geometric.data import Batch
 
     module = _load_baseline_module(reference, root, name)
     cls = module.SchNetWrap if name == "schnet" else module.DimeNetPlusPlusWrap
     torch.manual_seed(SEED)
     model = cls(None, None, 1, **BASELINES[name]).float()
+    if name == "dimenetplusplus":
+        generator = torch.Generator().manual_seed(SEED + 4)
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(DIMENET_NOISE * torch.randn(param.shape, generator=generator))
     config = _ocp_config()
     config["model"], config["model_attributes"] = name, dict(BASELINES[name])
     payload: dict[str, Any] = {
@@ -172,29 +354,49 @@ def _baseline_checkpoint(reference: Any, root: str, name: str, records: list[Any
                         for key, v in NORMALIZERS.items()},
         "config": config, "ema": None, "optimizer": {"state": {}, "param_groups": []}, "scheduler": None,
     }
+    batch = Batch.from_data_list([r.clone() for r in records])
+    batch.atomic_numbers = batch.atomic_numbers.long()
     if name == "schnet":
-        batch = Batch.from_data_list([r.clone() for r in records])
-        batch.atomic_numbers = batch.atomic_numbers.long()
         energy, _ = model(batch)
         payload["reference"] = {"energy_raw": energy.detach().view(-1).float(),
                                 "note": "OCP SchNetWrap (torch_geometric SchNet) at e7a8745e, float32, its "
                                         "radius_graph_pbc graph, raw weights (no EMA)"}
+        return payload
+    _check_sparse_standin()
+    duplicates = _check_triplets(model, batch)
+    energy, forces = model(batch)
+    payload["reference"] = {
+        "energy_raw": energy.detach().view(-1).float(), "forces_raw": forces.detach().float(),
+        "note": "OCP DimeNetPlusPlusWrap at e7a8745e (torch_geometric's basis layers), float32, its "
+                "radius_graph_pbc graph, raw weights (no EMA), a pure-torch torch_sparse stand-in checked "
+                "against a brute-force triplet list; forces_raw: the reference's forces, whose angles are "
+                "detached from the positions",
+    }
+    print(f"dimenetplusplus: triplets match the brute-force lists (the tiny cell's graph repeats atom pairs "
+          f"{duplicates} times)")
     return payload
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference-root", default=os.environ.get("REFERENCE_ROOT"),
-                        help="OCP checkout at e7a8745e (default: $REFERENCE_ROOT)")
-    parser.add_argument("--out", default=str(OUT))
-    args = parser.parse_args(argv)
-    if not args.reference_root:
-        parser.error("set REFERENCE_ROOT (or --reference-root) to an OCP checkout at e7a8745e")
-    reference = _load_reference(args.reference_root)
+def _structure_dicts(records: list[Any]) -> list[dict[str, torch.Tensor]]:
+    return [{key: getattr(r, key).clone() for key in ("pos", "cell", "atomic_numbers", "natoms", "tags", "fixed",
+                                                      "pbc")}
+            for r in records]
+
+
+def _write_baselines(reference: Any, root: str, out: Path) -> None:
+    baselines: dict[str, Any] = {name: _baseline_checkpoint(reference, root, name, _structures())
+                                 for name in BASELINES}
+    baselines["structures"] = _structure_dicts(_structures())
+    torch.save(baselines, f"{out}.tmp")
+    os.replace(f"{out}.tmp", out)
+    print(f"wrote {out} ({os.path.getsize(out)} bytes)")
+
+
+def _write_spinconv(reference: Any, root: str, out: str) -> None:
     from torch_geometric.data import Batch
 
     torch.manual_seed(SEED)
-    model = reference.build_reference_spinconv(args.reference_root, **MODEL_ATTRIBUTES).float()
+    model = reference.build_reference_spinconv(root, **MODEL_ATTRIBUTES).float()
     state_dict = {f"module.{k}": v.detach().clone() for k, v in model.state_dict().items()}
     # EMA weights: the raw weights moved by a seeded perturbation (a trained run's EMA
     # differs from its last weights); the energies below are computed with them.
@@ -208,8 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = Batch.from_data_list([r.clone() for r in records])
     wrapped = reference.ReferenceSpinConv(model)
     torch.manual_seed(SEED + 2)  # the reference's force block draws random rotations
-    out = wrapped(batch)
-    energy_raw = out["energy"].detach().float()
+    energy_raw = wrapped(batch)["energy"].detach().float()
     # The same structures with their atoms permuted: only the rounding changes, and with it
     # the longitude of each reverse edge on its sphere (the reference computes it with
     # atan2 of two rounding residues), so the spread is the reference's own reproducibility.
@@ -242,9 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         "primary_metric": "energy_force_within_threshold",
         "reference": {
             "commit": REFERENCE_COMMIT,
-            "structures": [{key: getattr(r, key).clone() for key in ("pos", "cell", "atomic_numbers", "natoms",
-                                                                       "tags", "fixed", "pbc")}
-                           for r in records],
+            "structures": _structure_dicts(records),
             "energy_raw": energy_raw,
             "energy": energy_raw.double() * target["std"] + target["mean"],
             "energy_raw_permuted": torch.stack(permuted),
@@ -253,19 +452,29 @@ def main(argv: list[str] | None = None) -> int:
                     "structures with their atoms permuted (the reference's own reproducibility)",
         },
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{args.out}.tmp"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{out}.tmp"
     torch.save(fixture, tmp)
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes); energies (eV): "
+    os.replace(tmp, out)
+    print(f"wrote {out} ({os.path.getsize(out)} bytes); energies (eV): "
           f"{[round(float(e), 5) for e in fixture['reference']['energy']]}")
-    baselines = {name: _baseline_checkpoint(reference, args.reference_root, name, _structures())
-                 for name in BASELINES}
-    baselines["structures"] = fixture["reference"]["structures"]
-    out = Path(args.out).with_name(BASELINES_OUT.name)
-    torch.save(baselines, f"{out}.tmp")
-    os.replace(f"{out}.tmp", out)
-    print(f"wrote {out} ({os.path.getsize(out)} bytes)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference-root", default=os.environ.get("REFERENCE_ROOT"),
+                        help="OCP checkout at e7a8745e (default: $REFERENCE_ROOT)")
+    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--only", choices=("spinconv", "baselines"),
+                        help="write one of the two fixtures (default: both)")
+    args = parser.parse_args(argv)
+    if not args.reference_root:
+        parser.error("set REFERENCE_ROOT (or --reference-root) to an OCP checkout at e7a8745e")
+    reference = _load_reference(args.reference_root)
+    if args.only != "baselines":
+        _write_spinconv(reference, args.reference_root, args.out)
+    if args.only != "spinconv":
+        _write_baselines(reference, args.reference_root, Path(args.out).with_name(BASELINES_OUT.name))
     return 0
 
 

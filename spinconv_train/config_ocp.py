@@ -318,6 +318,10 @@ def _ocp_defaults(edit: _Edit) -> None:
     optim = edit.section("optim")
     if "optimizer" not in optim:
         edit.set("optim.optimizer", "AdamW", "OCP default")
+    model = edit.data.get("model")
+    if isinstance(model, dict) and model.get("name") in ("dimenetplusplus", "dimenet++") \
+            and "detach_angles" not in model:
+        edit.set("model.detach_angles", True, "OCP default")  # OCP's DimeNet++ forces hold the angles fixed
     task = edit.section("task")
     trainer = str(edit.data.get("trainer", "forces"))
     if task.get("metric") in (None, "mae") and trainer in OCP_DEFAULT_METRIC:

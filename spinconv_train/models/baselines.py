@@ -93,13 +93,19 @@ def triplets(edge_index: Tensor, num_nodes: int, reverse: Tensor) -> tuple[Tenso
 
 @MODELS.register("dimenetplusplus", "dimenet++")
 class DimeNetPlusPlusModel(nn.Module):
-    """torch_geometric's DimeNet++ (directional messages) on a periodic graph."""
+    """torch_geometric's DimeNet++ (directional messages) on a periodic graph.
+
+    ``detach_angles``: the triplet angles enter the energy but not its gradient, as in OCP's
+    DimeNet++ (which detached them for training stability). Its forces are then not
+    -dE/dx of the energy (not conservative); the default is the exact gradient.
+    """
 
     def __init__(self, hidden_channels: int = 128, num_blocks: int = 4, int_emb_size: int = 64,
                  basis_emb_size: int = 8, out_emb_channels: int = 256, num_spherical: int = 7,
                  num_radial: int = 6, cutoff: float = 6.0, max_neighbors: int = 50,
                  envelope_exponent: int = 5, num_before_skip: int = 1, num_after_skip: int = 2,
-                 num_output_layers: int = 3, regress_forces: bool = True, use_pbc: bool = True) -> None:
+                 num_output_layers: int = 3, regress_forces: bool = True, use_pbc: bool = True,
+                 detach_angles: bool = False) -> None:
         super().__init__()
         self.net = DimeNetPlusPlus(hidden_channels=hidden_channels, out_channels=1, num_blocks=num_blocks,
                                    int_emb_size=int_emb_size, basis_emb_size=basis_emb_size,
@@ -109,6 +115,7 @@ class DimeNetPlusPlusModel(nn.Module):
                                    num_after_skip=num_after_skip, num_output_layers=num_output_layers)
         self.cutoff, self.max_neighbors = float(cutoff), int(max_neighbors)
         self.regress_forces, self.use_pbc = bool(regress_forces), bool(use_pbc)
+        self.detach_angles = bool(detach_angles)
 
     def forward(self, batch) -> dict[str, Tensor]:
         with torch.set_grad_enabled(self.regress_forces or torch.is_grad_enabled()):
@@ -119,6 +126,8 @@ class DimeNetPlusPlusModel(nn.Module):
             j, i = edge_index[0], edge_index[1]
             dist = vec.norm(dim=-1)
             v_ji, v_kj = vec.index_select(0, idx_ji), vec.index_select(0, idx_kj)  # i→j and j→k
+            if self.detach_angles:  # OCP's DimeNet++: forces see the angles as constants
+                v_ji, v_kj = v_ji.detach(), v_kj.detach()
             angle = torch.atan2(torch.cross(v_ji, v_kj, dim=1).norm(dim=-1), (v_ji * v_kj).sum(dim=-1))
             net = self.net
             rbf = net.rbf(dist)

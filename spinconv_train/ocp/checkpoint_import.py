@@ -5,8 +5,10 @@ OCP's ``BaseTrainer.save`` writes ``{"state_dict": {"module.<name>": ...}, "norm
 "model_attributes": {...}}, "ema": {"shadow_params": [...]}, "epoch", "step", ...}``.
 :func:`import_ocp_checkpoint` maps it onto the exported-model layout of
 ``trainers/export.py``: the OCP config translated to a native one (the model keys are
-the same; SpinConv gets ``frame: reference``, the reference's edge frames, so that the
-imported model computes the function the OCP model computed), one set of weights (the EMA
+the same; SpinConv gets ``frame: reference``, the reference's edge frames, and DimeNet++
+``detach_angles: true``, forces with the triplet angles held constant, so that the imported
+model computes the function the OCP model computed; keys left out take the OCP wrappers'
+defaults), one set of weights (the EMA
 weights when present, as OCP's validation used them) renamed to this project's modules,
 and the normalisers. Any weight or setting that does not fit is an error naming the
 parameter and both shapes.
@@ -42,6 +44,13 @@ MODELS: dict[str, tuple[str, tuple[tuple[str, str], ...], Any]] = {
     "spinconv": ("spinconv", _SPINCONV_RENAMES, _SPINCONV_DROPPED),
     "schnet": ("schnet", ((r"^", "net."),), None),
     "dimenetplusplus": ("dimenetplusplus", ((r"^", "net."),), None),
+}
+
+# Defaults of OCP's SchNet / DimeNet++ wrappers that differ from this project's models:
+# set when the checkpoint's config leaves them out (both fix max_neighbors at 50, as here).
+OCP_WRAPPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "schnet": {"cutoff": 10.0},
+    "dimenetplusplus": {"cutoff": 10.0},
 }
 
 
@@ -81,6 +90,10 @@ def native_config_dict(config: Mapping[str, Any], source: str) -> dict[str, Any]
     model["name"] = MODELS[name][0]
     if name == "spinconv":
         model["frame"] = "reference"
+    if name == "dimenetplusplus":
+        model["detach_angles"] = True
+    for key, value in OCP_WRAPPER_DEFAULTS.get(name, {}).items():
+        model.setdefault(key, value)
     native: dict[str, Any] = {"trainer": config.get("trainer", "forces"), "model": model,
                               "task": dict(config.get("task") or {}), "optim": dict(config.get("optim") or {})}
     if config.get("logger") is not None:

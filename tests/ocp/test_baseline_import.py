@@ -1,6 +1,12 @@
 """OCP SchNet and DimeNet++ checkpoints (tests/fixtures/ocp/reference_baselines.pt, from OCP's
-own wrappers at e7a8745e): SchNet with the reference's energies, DimeNet++ by names and shapes
-(its reference forward needs torch_sparse)."""
+own wrappers at e7a8745e): SchNet with the reference's energies, DimeNet++ with the reference's
+energies and forces (its triplets run with a torch_sparse stand-in checked in the fixture
+script), and by names, shapes and the output-bias fold.
+
+Tolerance: rtol 1e-5 and atol 1e-5 of the largest reference value. Both sides are float32
+with the same layers in a different summation order (graph, triplets, scatter): observed
+differences are below 1e-6 of the largest value, a few float32 ulps (1.2e-7) over sums of
+tens of terms; a wrong basis, graph, angle or weight changes them by percents."""
 from __future__ import annotations
 
 import copy
@@ -15,6 +21,17 @@ from spinconv_train.config import config_from_dict
 from spinconv_train.ocp.checkpoint_import import OcpImportError, import_payload
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ocp" / "reference_baselines.pt"
+RTOL = 1e-5
+
+
+def close(got: torch.Tensor, reference: torch.Tensor) -> bool:
+    return torch.allclose(got, reference, rtol=RTOL, atol=RTOL * float(reference.abs().max()))
+
+
+def structures(fixture) -> Batch:
+    batch = Batch.from_data_list([Data(**s) for s in fixture["structures"]])
+    batch.atomic_numbers = batch.atomic_numbers.long()
+    return batch
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +46,41 @@ def built(payload):
 
 
 def test_schnet_reproduces_the_reference_energies(fixture):
-    batch = Batch.from_data_list([Data(**s) for s in fixture["structures"]])
-    batch.atomic_numbers = batch.atomic_numbers.long()
     payload = import_payload(fixture["schnet"], "schnet.pt")
     assert payload["exported"]["weights"] == "model"  # the checkpoint has no EMA
-    energy = built(payload)(batch)["energy"].detach()
-    reference = fixture["schnet"]["reference"]["energy_raw"]
-    assert torch.allclose(energy, reference, rtol=1e-5, atol=1e-5 * float(reference.abs().max()))
+    energy = built(payload)(structures(fixture))["energy"].detach()
+    assert close(energy, fixture["schnet"]["reference"]["energy_raw"])
+
+
+def test_dimenetpp_reproduces_the_reference_energies_and_forces(fixture):
+    payload = import_payload(fixture["dimenetplusplus"], "dpp.pt")
+    assert payload["config"]["model"]["detach_angles"] is True
+    out = built(payload)(structures(fixture))
+    reference = fixture["dimenetplusplus"]["reference"]
+    assert reference["energy_raw"].abs().min() > 0.1  # the fixture's output layers are not zero
+    assert close(out["energy"].detach(), reference["energy_raw"])
+    assert close(out["forces"].detach(), reference["forces_raw"])
+
+
+def test_dimenetpp_exact_gradient_is_another_force_field_with_the_same_energies(fixture):
+    """OCP's forces treat the angles as constants; the exact -dE/dx (this project's default,
+    ``model.detach_angles: false``) keeps the energies and changes the forces."""
+    payload = import_payload(fixture["dimenetplusplus"], "dpp.pt")
+    payload["config"]["model"]["detach_angles"] = False
+    out = built(payload)(structures(fixture))
+    reference = fixture["dimenetplusplus"]["reference"]
+    assert close(out["energy"].detach(), reference["energy_raw"])
+    gap = (out["forces"].detach() - reference["forces_raw"]).abs().max()
+    assert gap > 0.05 * reference["forces_raw"].abs().max()
+
+
+@pytest.mark.parametrize("name", ["schnet", "dimenetplusplus"])
+def test_an_unset_cutoff_is_ocps_default(fixture, name):
+    ocp = copy.deepcopy(fixture[name])
+    del ocp["config"]["model_attributes"]["cutoff"]
+    payload = import_payload(ocp, f"{name}.pt")
+    assert payload["config"]["model"]["cutoff"] == 10.0
+    assert built(payload).max_neighbors == 50
 
 
 def test_dimenetpp_names_and_shapes_map_and_output_biases_fold(fixture):

@@ -86,3 +86,20 @@ def test_gemnet_example_names_the_known_models(ocp_root, monkeypatch, capsys, ca
     warned = " ".join(r.getMessage() for r in caplog.records)
     for key in ("task.num_relaxation_batches", "task.prediction_dtype", "slurm", "task.relax_opt.traj_dir"):
         assert f"'{key}'" in warned
+
+
+def test_dimenetpp_in_ocp_form_holds_the_angles_fixed_in_its_forces_as_ocp():
+    from spinconv_train.config_ocp import translate
+
+    def config(dataset, **model):
+        return {"dataset": dataset, "model": {"name": "dimenetplusplus", **model}}
+
+    ocp = config([{"src": "data/train"}])
+    translate(ocp, {}, warn=lambda line: None)
+    assert ocp["model"]["detach_angles"] is True
+    chosen = config([{"src": "data/train"}], detach_angles=False)
+    translate(chosen, {}, warn=lambda line: None)
+    assert chosen["model"]["detach_angles"] is False
+    native = config({"train": {"src": "data/train"}})
+    translate(native, {}, warn=lambda line: None)
+    assert "detach_angles" not in native["model"]

@@ -313,6 +313,14 @@ def _optim(edit: _Edit, ocp_form: bool) -> None:
                                   "stops early once the learning rate falls below it")
 
 
+# Defaults of OCP's SchNet / DimeNet++ wrappers that differ from this project's models:
+# set when an OCP config or checkpoint leaves them out (both fix max_neighbors at 50, as here).
+OCP_WRAPPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "schnet": {"cutoff": 10.0},
+    "dimenetplusplus": {"cutoff": 10.0},
+}
+
+
 def _ocp_defaults(edit: _Edit) -> None:
     """Defaults of OCP's trainers that differ from this project's, for OCP-form configs."""
     optim = edit.section("optim")
@@ -322,6 +330,11 @@ def _ocp_defaults(edit: _Edit) -> None:
     if isinstance(model, dict) and model.get("name") in ("dimenetplusplus", "dimenet++") \
             and "detach_angles" not in model:
         edit.set("model.detach_angles", True, "OCP default")  # OCP's DimeNet++ forces hold the angles fixed
+    if isinstance(model, dict):
+        name = "dimenetplusplus" if model.get("name") == "dimenet++" else model.get("name")
+        for key, value in OCP_WRAPPER_DEFAULTS.get(name, {}).items():
+            if key not in model:
+                edit.set(f"model.{key}", value, "OCP default")
     task = edit.section("task")
     trainer = str(edit.data.get("trainer", "forces"))
     if task.get("metric") in (None, "mae") and trainer in OCP_DEFAULT_METRIC:

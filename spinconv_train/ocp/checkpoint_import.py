@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from spinconv_train.config_ocp import OCP_WRAPPER_DEFAULTS
+
 logger = logging.getLogger("spinconv_train.ocp")
 
 WEIGHT_CHOICES = ("auto", "ema", "model")
@@ -46,12 +48,6 @@ MODELS: dict[str, tuple[str, tuple[tuple[str, str], ...], Any]] = {
     "dimenetplusplus": ("dimenetplusplus", ((r"^", "net."),), None),
 }
 
-# Defaults of OCP's SchNet / DimeNet++ wrappers that differ from this project's models:
-# set when the checkpoint's config leaves them out (both fix max_neighbors at 50, as here).
-OCP_WRAPPER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "schnet": {"cutoff": 10.0},
-    "dimenetplusplus": {"cutoff": 10.0},
-}
 
 
 class OcpImportError(ValueError):

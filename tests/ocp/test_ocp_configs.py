@@ -103,3 +103,19 @@ def test_dimenetpp_in_ocp_form_holds_the_angles_fixed_in_its_forces_as_ocp():
     native = config({"train": {"src": "data/train"}})
     translate(native, {}, warn=lambda line: None)
     assert "detach_angles" not in native["model"]
+
+
+@pytest.mark.parametrize("name", ["schnet", "dimenetplusplus"])
+def test_an_ocp_form_baseline_without_cutoff_gets_ocps_cutoff(name):
+    """OCP's SchNet and DimeNet++ wrappers default to a 10 Å cutoff (this project's to 6 Å)."""
+    from spinconv_train.config_ocp import translate
+
+    ocp = {"dataset": [{"src": "data/train"}], "model": {"name": name}}
+    translate(ocp, {}, warn=lambda line: None)
+    assert ocp["model"]["cutoff"] == 10.0
+    given = {"dataset": [{"src": "data/train"}], "model": {"name": name, "cutoff": 5.0}}
+    translate(given, {}, warn=lambda line: None)
+    assert given["model"]["cutoff"] == 5.0
+    native = {"dataset": {"train": {"src": "data/train"}}, "model": {"name": name}}
+    translate(native, {}, warn=lambda line: None)
+    assert "cutoff" not in native["model"]

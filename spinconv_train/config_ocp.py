@@ -315,9 +315,10 @@ def _optim(edit: _Edit, ocp_form: bool) -> None:
 
 # Defaults of OCP's SchNet / DimeNet++ wrappers that differ from this project's models:
 # set when an OCP config or checkpoint leaves them out (both fix max_neighbors at 50, as here).
+# OCP's DimeNet++ forces hold the triplet angles fixed (detach_angles).
 OCP_WRAPPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "schnet": {"cutoff": 10.0},
-    "dimenetplusplus": {"cutoff": 10.0},
+    "dimenetplusplus": {"cutoff": 10.0, "detach_angles": True},
 }
 
 
@@ -327,9 +328,6 @@ def _ocp_defaults(edit: _Edit) -> None:
     if "optimizer" not in optim:
         edit.set("optim.optimizer", "AdamW", "OCP default")
     model = edit.data.get("model")
-    if isinstance(model, dict) and model.get("name") in ("dimenetplusplus", "dimenet++") \
-            and "detach_angles" not in model:
-        edit.set("model.detach_angles", True, "OCP default")  # OCP's DimeNet++ forces hold the angles fixed
     if isinstance(model, dict):
         name = "dimenetplusplus" if model.get("name") == "dimenet++" else model.get("name")
         for key, value in OCP_WRAPPER_DEFAULTS.get(name, {}).items():

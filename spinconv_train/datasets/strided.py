@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
+from .element_refs import energies_and_counts
+
 
 class EveryKth(Subset):
     """Records ``0, k, 2k, ...`` of ``dataset``. A ``Subset``, so error messages still name
@@ -17,7 +19,6 @@ class EveryKth(Subset):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer (keep every k-th record), got {every!r}")
         super().__init__(dataset, range(0, len(dataset), every))
-        self.every = every
 
     def get_natoms(self) -> np.ndarray:
         if hasattr(self.dataset, "get_natoms"):
@@ -30,7 +31,5 @@ class EveryKth(Subset):
 
     def energies_and_counts(self, field: str = "y", indices: Sequence[int] | None = None,
                             max_z: int = 118) -> tuple:
-        from spinconv_train.datasets.element_refs import energies_and_counts
-
         chosen = range(len(self)) if indices is None else indices
         return energies_and_counts(self.dataset, field, [int(self.indices[i]) for i in chosen], max_z)

@@ -49,7 +49,6 @@ MODELS: dict[str, tuple[str, tuple[tuple[str, str], ...], Any]] = {
 }
 
 
-
 class OcpImportError(ValueError):
     """An OCP checkpoint that cannot be imported; the message names the key or parameter."""
 
@@ -87,7 +86,7 @@ def native_config_dict(config: Mapping[str, Any], source: str) -> dict[str, Any]
     if name == "spinconv":
         model["frame"] = "reference"
     if name == "dimenetplusplus":
-        model["detach_angles"] = True
+        model["detach_angles"] = True  # OCP's code always held the angles fixed, whatever its config says
     for key, value in OCP_WRAPPER_DEFAULTS.get(name, {}).items():
         model.setdefault(key, value)
     native: dict[str, Any] = {"trainer": config.get("trainer", "forces"), "model": model,

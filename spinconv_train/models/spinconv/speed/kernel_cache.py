@@ -2,8 +2,8 @@
 reach that parameter and the parameter has not changed.
 
 The spin convolution's Fourier-domain kernel is such a tensor (``spin_conv.GridSpinConv``
-supplies the function that builds it): rebuilding it on every inference call took ~40% of
-a small molecule's forward pass. Reuse never changes an output: a kept kernel is served
+supplies the function that builds it): rebuilding it on every inference call is a large
+share of a small molecule's forward pass. Reuse never changes an output: a kept kernel is served
 only under exactly the conditions (dtype, device, parameter version and storage, inference
 mode, autocast state) it was built under.
 """

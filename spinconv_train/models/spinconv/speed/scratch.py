@@ -5,8 +5,7 @@ convolution steps with (almost) the same shapes, and each step's output is dead 
 next step has read it. Writing those outputs into buffers kept for the whole forward pass,
 instead of fresh tensors, avoids re-allocating ~80 MB per chunk: with glibc's default
 malloc, freed blocks of that size go back to the system and every new one costs page
-faults (measured here: 160k minor faults and 0.5 s of system time per OC20 benchmark
-forward pass of 2.8 s).
+faults (docs/benchmarks.md has the numbers).
 
 A buffer handed out under a name is valid until the same name is asked for again, so each
 name must belong to one step of the pipeline. Never use it with autograd: the buffers are
@@ -60,7 +59,7 @@ def scratch_matmul(a: Tensor, b: Tensor, scratch: Scratch | None, name: str) -> 
 def permuted_copy(x: Tensor, dims: tuple[int, ...], scratch: Scratch | None = None, name: str = "") -> Tensor:
     """``x.permute(dims)`` as a contiguous tensor, copied into a preallocated one (a fresh
     tensor, or buffer ``name`` of ``scratch``): faster than ``.reshape`` / ``.contiguous``
-    of the permuted view (~20-30% measured)."""
+    of the permuted view."""
     view = x.permute(dims)
     out = scratch_empty(scratch, name, tuple(view.shape), x)
     out.copy_(view)

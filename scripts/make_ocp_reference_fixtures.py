@@ -26,10 +26,12 @@ rewrites that fixture alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import pickle
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "fixtures" / "ocp" / "reference_spinconv.pt"
 BASELINES_OUT = REPO / "tests" / "fixtures" / "ocp" / "reference_baselines.pt"
 SOURCE = REPO / "data" / "oc20_mini" / "s2ef" / "val_id" / "data.lmdb"
-REFERENCE_COMMIT = "e7a8745eb307e8a681a1aa9d30c36e8c41e8a5c9"
+REFERENCE_COMMIT = "e7a8745eb307e8a681a1aa9d30c36e8c41e9457e"
 
 # Small, so that the fixture stays small; every other key takes the reference's default.
 MODEL_ATTRIBUTES: dict[str, Any] = {
@@ -63,6 +65,39 @@ SEED = 1234
 # with it the edge frames) changes the energies well beyond float32 round-off.
 EMA_NOISE = 0.3
 PERMUTATIONS = 4
+# A neighbour on its edge's axis (every reverse edge; collinear atoms on lattices) has no
+# longitude, and its latitude is asin of a number within rounding of +-1. The reference took
+# the longitude from atan2 of two rounding residues and the latitude from asin, whose slope
+# is infinite there, so its float32 energies move by up to a few meV with the atom order.
+# "Pinned" runs put such points exactly on the axis, as imported models do
+# (spinconv_train.models.spinconv.reference_frame.AXIS_TOLERANCE, which a test compares).
+PIN_TOLERANCE = 1e-5
+
+
+@contextlib.contextmanager
+def _pinned_axis_points() -> Iterator[None]:
+    """While active, ``torch.atan2(y, x)`` returns atan2(0, 0) = 0 where sqrt(y^2 + x^2) is
+    below PIN_TOLERANCE, and the next ``Tensor.asin`` of the same shape takes +-1 there.
+    The reference's forward calls each once, in that order, for its sphere points
+    (``_project2D_init``: longitude from the frame's y and z, latitude from its x)."""
+    original_atan2, original_asin = torch.atan2, torch.Tensor.asin
+    on_axis: list[torch.Tensor] = []
+
+    def atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.sqrt(y * y + x * x) < PIN_TOLERANCE
+        on_axis.append(mask.view(-1))
+        return original_atan2(torch.where(mask, torch.zeros_like(y), y), torch.where(mask, torch.zeros_like(x), x))
+
+    def asin(self: torch.Tensor) -> torch.Tensor:
+        if on_axis and on_axis[-1].shape == self.shape:
+            self = torch.where(on_axis.pop(), torch.sign(self), self)
+        return original_asin(self)
+
+    torch.atan2, torch.Tensor.asin = atan2, asin
+    try:
+        yield
+    finally:
+        torch.atan2, torch.Tensor.asin = original_atan2, original_asin
 
 
 def _load_reference(root: str) -> Any:
@@ -411,10 +446,14 @@ def _write_spinconv(reference: Any, root: str, out: str) -> None:
     wrapped = reference.ReferenceSpinConv(model)
     torch.manual_seed(SEED + 2)  # the reference's force block draws random rotations
     energy_raw = wrapped(batch)["energy"].detach().float()
+    with _pinned_axis_points():
+        torch.manual_seed(SEED + 2)
+        energy_pinned = wrapped(batch)["energy"].detach().float()
     # The same structures with their atoms permuted: only the rounding changes, and with it
     # the longitude of each reverse edge on its sphere (the reference computes it with
     # atan2 of two rounding residues), so the spread is the reference's own reproducibility.
-    permuted = []
+    # Pinned, it no longer depends on the rounding.
+    permuted, permuted_pinned = [], []
     for trial in range(PERMUTATIONS):
         generator = torch.Generator().manual_seed(SEED + 10 + trial)
         shuffled = []
@@ -427,6 +466,9 @@ def _write_spinconv(reference: Any, root: str, out: str) -> None:
             shuffled.append(record)
         torch.manual_seed(SEED + 2)
         permuted.append(wrapped(Batch.from_data_list(shuffled))["energy"].detach().float())
+        with _pinned_axis_points():
+            torch.manual_seed(SEED + 2)
+            permuted_pinned.append(wrapped(Batch.from_data_list(shuffled))["energy"].detach().float())
     target = NORMALIZERS["target"]
     fixture = {
         "epoch": 3.0, "step": 1200,
@@ -447,9 +489,15 @@ def _write_spinconv(reference: Any, root: str, out: str) -> None:
             "energy_raw": energy_raw,
             "energy": energy_raw.double() * target["std"] + target["mean"],
             "energy_raw_permuted": torch.stack(permuted),
+            "energy_raw_pinned": energy_pinned,
+            "energy_raw_pinned_permuted": torch.stack(permuted_pinned),
+            "pin_tolerance": PIN_TOLERANCE,
             "note": "reference spinconv.py at e7a8745e, float32, its radius_graph_pbc periodic graph, "
                     "EMA (shadow_params) weights, torch_scatter stand-in; energy_raw_permuted: the same "
-                    "structures with their atoms permuted (the reference's own reproducibility)",
+                    "structures with their atoms permuted (the reference's own reproducibility); "
+                    "*_pinned: the reference with the sphere points on their edge's axis "
+                    f"(sqrt(y^2 + z^2) < {PIN_TOLERANCE:g} in the edge frame) put exactly on it "
+                    "(longitude atan2(0, 0), latitude asin(+-1))",
         },
     }
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,14 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["reference_edge_frames", "reference_sphere_coords"]
+__all__ = ["AXIS_TOLERANCE", "reference_edge_frames", "reference_sphere_coords"]
 
 _OFFSET = 1e-4  # added to every component of the reference vector
 _EPS = 1e-7  # added to the norms of z and y
+# A unit vector whose distance from its frame's x axis is below this has longitude pi
+# (the reference's atan2(0, 0) + pi): the reference took such longitudes from rounding
+# residues, so they depended on the atom order and the graph code.
+AXIS_TOLERANCE = 1e-5
 
 
 def reference_edge_frames(vec: Tensor, dist: Tensor, target: Tensor, num_atoms: int, cutoff: float) -> Tensor:
@@ -47,14 +51,19 @@ def reference_sphere_coords(frames: Tensor, unit: Tensor) -> Tensor:
     atan2(y, z) + pi (here atan2(z, y)), and its latitude is squeezed into the grid's
     inner 99 % (row = (0.99 (asin(x) + pi/2) / pi + 0.005) (lat - 1)). The returned
     vectors have this project's latitude and longitude at those grid positions, so no
-    point lies exactly on a pole row."""
+    point lies exactly on a pole row.
+
+    A vector on the x axis (within ``AXIS_TOLERANCE``: every edge's reverse edge, and
+    collinear neighbours on lattices) gets longitude pi, the reference's value for exact
+    zeros; the reference itself set it from rounding residues, so its energies moved by up
+    to a few meV with the atom order."""
     c = torch.bmm(frames, unit.unsqueeze(-1)).squeeze(-1)
     x, y, z = c.unbind(-1)
     rho = torch.sqrt(y * y + z * z)
     lat = torch.atan2(x, rho)  # asin(x) for unit vectors, with finite gradients at the poles
     lat = 0.99 * (lat + 0.5 * math.pi) + 0.005 * math.pi - 0.5 * math.pi
     # (cos lon, sin lon) = (-z, -y) / rho, i.e. lon = atan2(y, z) + pi; atan2(0, 0) + pi = pi.
-    flat = rho <= 0
+    flat = rho < AXIS_TOLERANCE
     safe = torch.where(flat, torch.ones_like(rho), rho)
     cos_lon = torch.where(flat, -torch.ones_like(rho), -z / safe)
     sin_lon = torch.where(flat, torch.zeros_like(rho), -y / safe)

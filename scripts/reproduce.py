@@ -9,8 +9,11 @@
 
 Locally each run is ``python main.py --mode train ...`` (1 thread unless OMP_NUM_THREADS is
 set), stopped once it has used its CPU budget (``--budget-cpu-s`` overrides every run's),
-then ``--mode validate`` on its best checkpoint. Finished runs are not run again: rerunning
-the command resumes a suite. Run folders go to ``runs/suites/<suite>/`` (``--run-root``).
+then ``--mode validate`` on its best checkpoint. Run folders go to ``runs/suites/<suite>/``
+(``--run-root``). Each finished run's metrics, config and status are copied to
+``results/<suite>/runs/``, and the report is built from there: commit that folder with the
+report. Finished runs (in either place) are not run again, so rerunning the command resumes
+a suite, also on another machine from a clone; delete a run's archived folders to rerun it.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from spinconv_train.results import execute
+    from spinconv_train.results.archive import archive_dir, archive_run, is_archived
     from spinconv_train.results.collect import collect_suite
     from spinconv_train.results.report import write_report
     from spinconv_train.results.suites import SUITES, get_suite
@@ -97,22 +101,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"submitted {len(outcomes) - len(failed)} of {len(outcomes)} runs; after they finish: "
               f"python scripts/reproduce.py --suite {suite.name} --collect", flush=True)
         return 1 if failed else 0
+    archive = archive_dir(args.results_dir, suite.name)
+    done = [spec for spec in specs if is_archived(spec, archive, budget_of[spec.name])]
+    todo = [spec for spec in specs if spec not in done]
+    if done:
+        print(f"{len(done)} of {len(specs)} runs are already finished in {archive}: not run again", flush=True)
     if args.collect:
-        for spec in specs:
+        for spec in todo:
             status = execute.read_status(spec, root)
             if status is None and execute.best_checkpoint(spec, root) is not None:  # a submitted job's run
                 status = {"train": {"returncode": 0, "stopped_by_budget": False, "cpu_s": float("nan")},
                           "validate": []}
             if status is not None:
                 execute.validate_run(spec, root, ROOT, status)
+                archive_run(spec, root, archive)
     else:
         os.makedirs(root, exist_ok=True)
-        execute.execute_suite(specs, root, ROOT, jobs=args.jobs, budget_cpu_s=args.budget_cpu_s)
-    results = collect_suite(suite, specs, root)
+        execute.execute_suite(todo, root, ROOT, jobs=args.jobs, budget_cpu_s=args.budget_cpu_s,
+                              after=lambda spec: archive_run(spec, root, archive))
+    results = collect_suite(suite, specs, archive)
     note = ("Budgets: " + ", ".join(sorted({f'{b:g} CPU s' for b in budget_of.values()}))
             + " per run (training only; the final validation is not counted), one thread per run, "
             f"{args.jobs} run(s) at a time.")
-    path = write_report(suite, results, root, args.results_dir, commands, ROOT, note)
+    path = write_report(suite, results, archive, args.results_dir, commands, ROOT, note)
     print(path, flush=True)
     return 0
 

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -160,10 +160,14 @@ def validate_run(spec: RunSpec, root: str, cwd: str, status: dict) -> dict:
 
 
 def execute_suite(specs: Sequence[RunSpec], root: str, cwd: str, jobs: int = 1,
-                  budget_cpu_s: float | None = None, progress: bool = True) -> list[dict]:
-    """Run ``specs`` locally, ``jobs`` at a time (one thread each); statuses in ``specs`` order."""
+                  budget_cpu_s: float | None = None, progress: bool = True,
+                  after: Callable[[RunSpec], object] | None = None) -> list[dict]:
+    """Run ``specs`` locally, ``jobs`` at a time (one thread each); statuses in ``specs`` order.
+    ``after(spec)`` is called as each run (training and validations) ends."""
     def one(spec: RunSpec) -> dict:
         status = execute_run(spec, root, cwd, budget_cpu_s)
+        if after is not None:
+            after(spec)
         if progress:
             train = status["train"]
             how = "budget" if train["stopped_by_budget"] else f"exit {train['returncode']}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 
 import pytest
@@ -41,6 +42,20 @@ def test_smoke_suite_runs_collects_and_reports(tmp_path, capsys):
     assert script.main(["--suite", "smoke", "--run-root", str(runs), "--results-dir", str(results),
                         "--collect"]) == 0  # nothing is trained again
     assert (runs / "status" / "schnet-seed0.json").read_text() == before
+    # The report is built from the archive beside it, which outlives the run folders.
+    archive = results / "smoke" / "runs"
+    for seed in (0, 1):
+        assert (archive / f"schnet-seed{seed}" / "metrics.jsonl").read_bytes() == \
+            (runs / f"schnet-seed{seed}" / "metrics.jsonl").read_bytes()
+        assert (archive / "validate" / f"schnet-seed{seed}-v0" / "validate_metrics_val_ood.json").exists()
+    assert not list(archive.rglob("*.pt"))
+    shutil.rmtree(runs)
+    capsys.readouterr()
+    assert script.main(["--suite", "smoke", "--run-root", str(runs), "--results-dir", str(results),
+                        "--jobs", "2"]) == 0
+    assert "2 of 2 runs are already finished" in capsys.readouterr().out
+    assert not (runs / "status").exists()  # nothing was trained again
+    assert (results / "smoke.md").read_text().split("## How it was run")[0] == report.split("## How it was run")[0]
 
 
 def test_dry_run_prints_commands_and_missing_data_is_named(tmp_path, capsys, monkeypatch):

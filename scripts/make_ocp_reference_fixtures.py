@@ -65,6 +65,11 @@ SEED = 1234
 # with it the edge frames) changes the energies well beyond float32 round-off.
 EMA_NOISE = 0.3
 PERMUTATIONS = 4
+# The same weights with a cap that binds (the released models' cutoff with a smaller cap),
+# on the fly and on stored edges (an LMDB's, made here with the reference's own radius
+# graph and a looser cap, as OCP's LMDBs kept 50 neighbours for models capped at 40).
+CAPPED = {"cutoff": 6.0, "max_num_neighbors": 12}
+STORED_EDGE_CAP = 20
 # A neighbour on its edge's axis (every reverse edge; collinear atoms on lattices) has no
 # longitude, and its latitude is asin of a number within rounding of +-1. The reference took
 # the longitude from atan2 of two rounding residues and the latitude from asin, whose slope
@@ -427,6 +432,37 @@ def _write_baselines(reference: Any, root: str, out: Path) -> None:
     print(f"wrote {out} ({os.path.getsize(out)} bytes)")
 
 
+def _capped_energies(reference: Any, root: str, weights: list[torch.Tensor], records: list[Any]) -> dict[str, Any]:
+    """Pinned energies of the reference with ``weights`` and the CAPPED settings: its graph
+    built on the fly, and read from stored edges (``edge_index``, ``cell_offsets``,
+    ``neighbors`` per structure, as an OCP LMDB holds them)."""
+    from torch_geometric.data import Batch
+
+    energies: dict[str, Any] = dict(CAPPED)
+    stored = []
+    for otf_graph in (True, False):
+        model = reference.build_reference_spinconv(root, **{**MODEL_ATTRIBUTES, **CAPPED, "otf_graph": otf_graph})
+        model = model.float()
+        with torch.no_grad():
+            for param, value in zip(model.parameters(), weights):
+                param.copy_(value)
+        structures = [r.clone() for r in records]
+        if not otf_graph:
+            search = reference.build_reference_spinconv(
+                root, **{**MODEL_ATTRIBUTES, **CAPPED, "max_num_neighbors": STORED_EDGE_CAP, "otf_graph": True})
+            for record in structures:
+                edge_index, _, _, cell_offsets, _, neighbors = search.generate_graph(Batch.from_data_list([record]))
+                record.edge_index, record.cell_offsets, record.neighbors = edge_index, cell_offsets, neighbors
+                stored.append({"edge_index": edge_index.clone(), "cell_offsets": cell_offsets.clone(),
+                               "neighbors": neighbors.clone()})
+        with _pinned_axis_points():
+            torch.manual_seed(SEED + 2)
+            energy = reference.ReferenceSpinConv(model)(Batch.from_data_list(structures))["energy"]
+        energies["energy_raw_pinned_" + ("otf" if otf_graph else "stored")] = energy.detach().float()
+    energies["stored_edges"] = stored
+    return energies
+
+
 def _write_spinconv(reference: Any, root: str, out: str) -> None:
     from torch_geometric.data import Batch
 
@@ -469,6 +505,7 @@ def _write_spinconv(reference: Any, root: str, out: str) -> None:
         with _pinned_axis_points():
             torch.manual_seed(SEED + 2)
             permuted_pinned.append(wrapped(Batch.from_data_list(shuffled))["energy"].detach().float())
+    capped = _capped_energies(reference, root, shadow, records)
     target = NORMALIZERS["target"]
     fixture = {
         "epoch": 3.0, "step": 1200,
@@ -492,6 +529,7 @@ def _write_spinconv(reference: Any, root: str, out: str) -> None:
             "energy_raw_pinned": energy_pinned,
             "energy_raw_pinned_permuted": torch.stack(permuted_pinned),
             "pin_tolerance": PIN_TOLERANCE,
+            "capped": capped,
             "note": "reference spinconv.py at e7a8745e, float32, its radius_graph_pbc periodic graph, "
                     "EMA (shadow_params) weights, torch_scatter stand-in; energy_raw_permuted: the same "
                     "structures with their atoms permuted (the reference's own reproducibility); "

@@ -259,12 +259,15 @@ def _find_reverse_torch(src: Tensor, dst: Tensor, shifts: Tensor, num_atoms: int
     return order[pos], sorted_keys[pos] == rev_keys
 
 
-def reverse_edges(edge_index: Tensor, cell_offsets: Tensor | None = None) -> Tensor:
+def reverse_edges(edge_index: Tensor, cell_offsets: Tensor | None = None, allow_missing: bool = False) -> Tensor:
     """Index of each edge's reverse (j->i with shift S  <->  i->j with shift -S).
 
-    Raises ValueError when an edge has no reverse (the graph is not symmetric).
+    Raises ValueError when an edge has no reverse (the graph is not symmetric), unless
+    ``allow_missing``: such edges then get -1.
     """
     rev, found = _find_reverse(edge_index, cell_offsets)
+    if allow_missing:
+        return torch.where(found, rev, torch.full_like(rev, -1))
     if not bool(found.all()):
         e = int((~found).nonzero()[0])
         shift = [0, 0, 0] if cell_offsets is None else cell_offsets[e].tolist()

@@ -5,7 +5,8 @@ OCP's ``BaseTrainer.save`` writes ``{"state_dict": {"module.<name>": ...}, "norm
 "model_attributes": {...}}, "ema": {"shadow_params": [...]}, "epoch", "step", ...}``.
 :func:`import_ocp_checkpoint` maps it onto the exported-model layout of
 ``trainers/export.py``: the OCP config translated to a native one (the model keys are
-the same; SpinConv gets ``frame: reference``, the reference's edge frames, and DimeNet++
+the same; SpinConv gets ``frame: reference`` and ``neighbor_cap: reference``, the
+reference's edge frames and neighbour caps, and DimeNet++
 ``detach_angles: true``, forces with the triplet angles held constant, so that the imported
 model computes the function the OCP model computed; keys left out take the OCP wrappers'
 defaults), one set of weights (the EMA
@@ -85,6 +86,7 @@ def native_config_dict(config: Mapping[str, Any], source: str) -> dict[str, Any]
     model["name"] = MODELS[name][0]
     if name == "spinconv":
         model["frame"] = "reference"
+        model["neighbor_cap"] = "reference"
     if name == "dimenetplusplus":
         model["detach_angles"] = True  # OCP's code always held the angles fixed, whatever its config says
     for key, value in OCP_WRAPPER_DEFAULTS.get(name, {}).items():

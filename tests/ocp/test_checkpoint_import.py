@@ -99,6 +99,34 @@ def test_imported_model_on_a_lattice_slab_does_not_depend_on_the_atom_order(tmp_
         assert torch.allclose(energies(out, permuted(batch, seed)), got, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("otf_graph", [True, False], ids=["on-the-fly graph", "stored edges"])
+def test_imported_model_reproduces_the_reference_where_the_cap_binds(fixture, tmp_path, otf_graph):
+    """The released models' cutoff (6 A) with a cap that binds for every atom: the reference
+    keeps each target's nearest edges (on the fly), or the stored edges whose atom pair one
+    of those links (from an LMDB's edges); the symmetric cap of native models does not."""
+    capped = fixture["reference"]["capped"]
+    expected = capped["energy_raw_pinned_otf" if otf_graph else "energy_raw_pinned_stored"]
+    structures = []
+    for structure, stored in zip(fixture["reference"]["structures"], capped["stored_edges"]):
+        data = Data(**structure)
+        if not otf_graph:
+            data.edge_index, data.cell_offsets = stored["edge_index"], stored["cell_offsets"]
+        structures.append(data)
+    batch = Batch.from_data_list(structures)
+    batch.atomic_numbers = batch.atomic_numbers.long()
+    got = {}
+    for cap in ("reference", "symmetric"):
+        payload = import_payload(fixture, str(FIXTURE))
+        assert payload["config"]["model"]["neighbor_cap"] == "reference"
+        payload["config"]["model"].update(cutoff=capped["cutoff"], max_num_neighbors=capped["max_num_neighbors"],
+                                          otf_graph=otf_graph, neighbor_cap=cap)
+        path = tmp_path / f"{cap}.pt"
+        torch.save(payload, path)
+        got[cap] = energies(path, batch)
+    assert torch.allclose(got["reference"], expected, rtol=RTOL, atol=ATOL), (got["reference"] - expected).abs().max()
+    assert not torch.allclose(got["symmetric"], expected, rtol=1e-3, atol=1e-3)
+
+
 def test_exact_frames_or_raw_weights_do_not_reproduce_the_reference(fixture, batch, tmp_path):
     expected = fixture["reference"]["energy_raw_pinned"]
     raw = tmp_path / "raw.pt"

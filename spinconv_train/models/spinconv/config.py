@@ -18,13 +18,18 @@ from ...graph.capping import cap_value
 from .projection import SPHERE_INTERPOLATIONS
 from .spin_conv import SPIN_CONV_IMPLS, SPIN_CONV_KINDS
 
-__all__ = ["DIRECT_FORCE_HEADS", "FORCE_ESTIMATORS", "FRAMES", "REFERENCE_ONLY_KEYWORDS", "SpinConvConfig"]
+__all__ = ["DIRECT_FORCE_HEADS", "FORCE_ESTIMATORS", "FRAMES", "NEIGHBOR_CAPS", "REFERENCE_ONLY_KEYWORDS",
+           "SpinConvConfig"]
 
 FORCE_ESTIMATORS = ("grad", "direct")
 DIRECT_FORCE_HEADS = ("sphere", "edge")
 # "exact": the invariant frames of frames.py; "reference": the reference's edge frames, grid
 # coordinates and pole rows, for models imported from OCP checkpoints (reference_frame.py).
 FRAMES = ("exact", "reference")
+# "symmetric": an edge is kept when it is among the nearest of either atom, tied shells whole
+# (graph/capping.py); "reference": the reference's caps, per target atom and not symmetric,
+# for models imported from OCP checkpoints (graph/reference_cap.py).
+NEIGHBOR_CAPS = ("symmetric", "reference")
 # Keywords of the reference that change nothing here, with the reference's defaults.
 REFERENCE_ONLY_KEYWORDS: dict[str, Any] = {
     "num_atoms": None,
@@ -69,6 +74,7 @@ class SpinConvConfig:
     direct_force_head: str = "sphere"
     sphere_interpolation: str = "bilinear"
     frame: str = "exact"
+    neighbor_cap: str = "symmetric"
 
     def __post_init__(self) -> None:
         if self.force_estimator not in FORCE_ESTIMATORS:
@@ -86,6 +92,8 @@ class SpinConvConfig:
                              f"got {self.sphere_interpolation!r}")
         if self.frame not in FRAMES:
             raise ValueError(f"frame must be one of {FRAMES}, got {self.frame!r}")
+        if self.neighbor_cap not in NEIGHBOR_CAPS:
+            raise ValueError(f"neighbor_cap must be one of {NEIGHBOR_CAPS}, got {self.neighbor_cap!r}")
         chunk = self.spin_conv_chunk_elements
         if not (chunk is None or chunk == "auto" or (isinstance(chunk, int) and chunk > 0)):
             raise ValueError(f"spin_conv_chunk_elements must be a positive integer, 'auto' or None, got {chunk!r}")

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ...graph import cap_neighbors, edge_vectors, radius_graph, reverse_edges
+from ...graph.reference_cap import by_target_then_distance, nearest_per_target, reference_stored_edge_cap
 
 
 @dataclass
@@ -86,9 +87,12 @@ def edge_indices(
     use_pbc: bool,
     otf_graph: bool,
     cell: Tensor | None = None,
+    neighbor_cap: str = "symmetric",
 ) -> EdgeIndices:
     """Neighbour search, capping, checks and reverse edges on the host, then one transfer
-    of the per-edge integers to ``pos``' device (the only wait for a GPU)."""
+    of the per-edge integers to ``pos``' device (the only wait for a GPU). ``neighbor_cap``:
+    "symmetric" (this project's cap) or "reference" (``graph.reference_cap``: not symmetric;
+    an edge without a reverse gets reverse index -1)."""
     batch = data.batch
     num_atoms = pos.shape[0]
     cell = lattice(data, pos, use_pbc, cell)
@@ -96,7 +100,14 @@ def edge_indices(
     host = torch.device("cpu")
     if otf_graph or precomputed is None:
         pbc = getattr(data, "pbc", None) if use_pbc else None
-        edge_index, shifts = radius_graph(pos, batch, data.natoms, cell, pbc, cutoff, max_neighbors, device=host)
+        if neighbor_cap == "reference":
+            edge_index, shifts = radius_graph(pos, batch, data.natoms, cell, pbc, cutoff, None, device=host)
+            dist = edge_vectors(pos.detach(), edge_index.to(pos.device), shifts.to(pos.device, pos.dtype),
+                                None if cell is None else cell.detach(), batch).norm(dim=-1).to(host)
+            keep = nearest_per_target(edge_index, dist, max_neighbors)
+            edge_index, shifts = edge_index[:, keep], shifts[keep]
+        else:
+            edge_index, shifts = radius_graph(pos, batch, data.natoms, cell, pbc, cutoff, max_neighbors, device=host)
     else:
         offsets = getattr(data, "cell_offsets", None)
         if offsets is None or not use_pbc:
@@ -106,7 +117,14 @@ def edge_indices(
         dist = edge_vectors(pos.detach(), precomputed, offsets, search_cell, batch).norm(dim=-1).to(host)
         precomputed, offsets = precomputed.to(host), offsets.to(host)
         inside = (dist < cutoff) & (dist > 0)
-        edge_index, shifts = cap_neighbors(precomputed[:, inside], offsets[inside], dist[inside], num_atoms, max_neighbors)
+        if neighbor_cap == "reference":
+            precomputed, offsets, dist = precomputed[:, inside].long(), offsets[inside], dist[inside]
+            keep = reference_stored_edge_cap(precomputed, dist, num_atoms, max_neighbors)
+            order = by_target_then_distance(precomputed[1][keep], dist[keep])
+            edge_index, shifts = precomputed[:, keep][:, order], offsets[keep][order].round().long()
+        else:
+            edge_index, shifts = cap_neighbors(precomputed[:, inside], offsets[inside], dist[inside], num_atoms,
+                                               max_neighbors)
     edge_index = edge_index.long()
     degree = torch.bincount(edge_index[1], minlength=num_atoms)
     if bool((degree == 0).any()):
@@ -116,7 +134,7 @@ def edge_indices(
             f"atom {atom} (structure {b}, atom {local} within it) has no neighbours within "
             f"cutoff {cutoff} Å; SpinConv needs at least one neighbour per atom"
         )
-    rev = reverse_edges(edge_index, shifts)
+    rev = reverse_edges(edge_index, shifts, allow_missing=neighbor_cap == "reference")
     num_pairs = int(degree[edge_index[0]].sum())
     # Only the small per-edge/per-atom arrays travel; the (pairs,) lists, ~30x larger, are
     # built on the device, with their size known here so that nothing there waits.
@@ -145,10 +163,11 @@ def build_edge_graph(
     use_pbc: bool,
     otf_graph: bool,
     cell: Tensor | None = None,
+    neighbor_cap: str = "symmetric",
 ) -> EdgeGraph:
     """Edges of ``data`` (a torch_geometric Batch) with vectors computed from ``pos`` and
     the lattice ``cell`` (default ``data.cell``; a strained copy for the stress)."""
-    indices = edge_indices(data, pos, cutoff, max_neighbors, use_pbc, otf_graph, cell)
+    indices = edge_indices(data, pos, cutoff, max_neighbors, use_pbc, otf_graph, cell, neighbor_cap)
     return edge_graph(indices, pos, lattice(data, pos, use_pbc, cell), data.batch)
 
 

@@ -68,7 +68,9 @@ class SpinConv(nn.Module):
     equal distances whole (``graph.capping``), so the graph is a function of the geometry;
     a cap that binds still makes the energy jump when an atom moves past the last kept
     shell. ``None`` (``max_num_neighbors: null``): no cap, every neighbour within the cutoff
-    (the energy head's constant normaliser is then that of a cap of 40).
+    (the energy head's constant normaliser is then that of a cap of 40). ``neighbor_cap:
+    reference`` applies the reference's caps instead, per target atom and not symmetric,
+    for models imported from OCP checkpoints (``graph/reference_cap.py``).
     """
 
     def __init__(self, *reference_positional: Any, config: SpinConvConfig | None = None, **keywords: Any) -> None:
@@ -100,6 +102,7 @@ class SpinConv(nn.Module):
         self.envelope_exponent = int(c.envelope_exponent)
         self.sphere_interpolation = c.sphere_interpolation
         self.frame = c.frame
+        self.neighbor_cap = c.neighbor_cap
         self.act = SiLU()  # nn.SiLU with a memory-lean second derivative (activation.py)
         self.spin_conv_chunk_elements = c.spin_conv_chunk_elements
         self._grid_values = self.sphere_size_lat * self.sphere_size_long * int(hidden_channels)
@@ -229,7 +232,8 @@ class SpinConv(nn.Module):
         batch = data.batch if data.batch is not None else torch.zeros_like(data.atomic_numbers, dtype=torch.long)
         check_atomic_numbers(data.atomic_numbers.long(), batch, self.max_num_elements)
         with torch.no_grad():
-            return edge_indices(data, data.pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph)
+            return edge_indices(data, data.pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph,
+                                neighbor_cap=self.neighbor_cap)
 
     def atoms_cut_by_cap(self, data):
         """(B,) numpy int64: per structure of ``data``, the number of atoms whose neighbour
@@ -248,7 +252,7 @@ class SpinConv(nn.Module):
         with geometry_precision(pos):  # graph, frames and sphere coordinates never in half precision
             if edges is None:
                 edges = edge_indices(data, pos, self.cutoff, self.max_num_neighbors, self.use_pbc, self.otf_graph,
-                                     cell)
+                                     cell, self.neighbor_cap)
             graph = edge_graph(edges, pos, lattice(data, pos, self.use_pbc, cell), data.batch)
             frame_weight, env = self._radial_weights(graph.dist)
             plan = self._edge_plan(graph, pos.shape[0], frame_weight, env)

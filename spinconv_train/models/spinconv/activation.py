@@ -3,8 +3,7 @@
 The energy-centric model trains on forces = -dE/dx, so every SiLU is differentiated twice.
 PyTorch's differentiable SiLU backward, ``grad * s * (1 + x (1 - s))`` with s = sigmoid(x),
 is built from five recorded elementwise ops and keeps about five tensors of the input's
-size alive for the second backward (measured: 1.8 GB of the 2.6 GB saved by the
-create_graph pass for two OC20 slabs). ``SiLU`` here computes the same values, but its
+size alive for the second backward, most of what the create_graph pass saves. ``SiLU`` here computes the same values, but its
 first backward is one recorded op that keeps only the incoming gradient (the input is
 already saved), and the second backward recomputes the sigmoid. ``silu_mixture`` does the
 same for an embedding block's SiLU + expert mixture, whose (M, K * mid) activations it

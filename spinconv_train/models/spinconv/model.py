@@ -198,7 +198,7 @@ class SpinConv(nn.Module):
         unit = graph.unit
         # Gathers by index_select, not x[index]: its backward (index_add_) is deterministic
         # on CPU, while advanced indexing's (index_put_ with accumulate) adds in a
-        # thread-dependent order (measured: two 2-thread training runs diverged at step 8).
+        # thread-dependent order, so multi-threaded training runs would not repeat.
         unit_src, unit_dst = unit.index_select(0, pair_src), unit.index_select(0, pair_dst)
         pair_cos = (unit_src * unit_dst).sum(-1)
         pair_weight = torch.where(is_reverse, torch.zeros_like(pair_cos), frame_weight.index_select(0, pair_src))

@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                               after=lambda spec: archive_run(spec, root, archive))
     results = collect_suite(suite, specs, archive)
     note = ("Budgets: " + ", ".join(sorted({f'{b:g} CPU s' for b in budget_of.values()}))
-            + " per run (training only; the final validation is not counted), one thread per run, "
-            f"{args.jobs} run(s) at a time.")
+            + " per run (training only; the final validation is not counted), one thread per run.")
     path = write_report(suite, results, archive, args.results_dir, commands, ROOT, note)
     print(path, flush=True)
     return 0

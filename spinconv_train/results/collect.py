@@ -22,6 +22,8 @@ class RunResult:
     best_step: int | None = None
     last_step: int | None = None
     ended: str = "not run"  # "early stop / max steps", "budget", "failed (exit N)", "not run"
+    parallel_runs: int | None = None  # runs sharing the machine while it trained (None: not recorded)
+    environment: dict[str, str] | None = None  # versions, commit, hardware when it trained (None: not recorded)
 
 
 def validate_metrics(root: str, spec: RunSpec) -> dict[str, dict[str, float]]:
@@ -47,6 +49,8 @@ def collect_run(suite: Suite, spec: RunSpec, root: str) -> RunResult:
     run_dir = os.path.join(root, spec.name)
     if status is not None:
         train = status["train"]
+        result.parallel_runs = status.get("parallel_runs")
+        result.environment = status.get("environment")
         result.cpu_s = float(train["cpu_s"])
         if train["stopped_by_budget"]:
             result.ended = "budget"

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from spinconv_train.config import write_text_atomic
+from spinconv_train.results.environment import environment
 from spinconv_train.results.suites import RunSpec
 
 POLL_S = 1.0
@@ -130,16 +131,19 @@ def _environment() -> dict:
     return env
 
 
-def execute_run(spec: RunSpec, root: str, cwd: str, budget_cpu_s: float | None = None) -> dict:
+def execute_run(spec: RunSpec, root: str, cwd: str, budget_cpu_s: float | None = None, jobs: int = 1) -> dict:
     """Train ``spec`` (unless a finished status exists) and validate its best checkpoint; returns
-    and saves the status ``{"train": Outcome, "validate": [Outcome, ...]}``."""
+    and saves the status ``{"train": Outcome, "validate": [Outcome, ...], "budget_cpu_s",
+    "parallel_runs" (``jobs``: runs sharing the machine), "environment"}``."""
     env = _environment()
     status = read_status(spec, root)
     if not finished(status):
         budget = spec.budget_cpu_s if budget_cpu_s is None else budget_cpu_s
+        started_in = environment(cwd, env)
         train = run_with_budget(train_command(spec, root), budget, os.path.join(root, "logs", f"{spec.name}.log"),
                                 cwd, env)
-        status = {"train": asdict(train), "budget_cpu_s": budget, "validate": []}
+        status = {"train": asdict(train), "budget_cpu_s": budget, "parallel_runs": jobs, "environment": started_in,
+                  "validate": []}
         write_text_atomic(status_path(spec, root), json.dumps(status, indent=1))
     return validate_run(spec, root, cwd, status)
 
@@ -165,7 +169,7 @@ def execute_suite(specs: Sequence[RunSpec], root: str, cwd: str, jobs: int = 1,
     """Run ``specs`` locally, ``jobs`` at a time (one thread each); statuses in ``specs`` order.
     ``after(spec)`` is called as each run (training and validations) ends."""
     def one(spec: RunSpec) -> dict:
-        status = execute_run(spec, root, cwd, budget_cpu_s)
+        status = execute_run(spec, root, cwd, budget_cpu_s, jobs)
         if after is not None:
             after(spec)
         if progress:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
-import subprocess
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,31 +13,41 @@ from spinconv_train.plots.figure import new_figure, save_png
 from spinconv_train.plots.learning_curves import learning_curve_figure
 from spinconv_train.plots.metrics_io import read_metrics
 from spinconv_train.results.collect import RunResult
+from spinconv_train.results.environment import environment
 from spinconv_train.results.suites import Suite
 
 Key = tuple[str, "int | None"]  # (group, training size)
 
 
-def environment(cwd: str) -> dict[str, str]:
-    """Versions, hardware and thread settings of this machine."""
-    info = {"python": platform.python_version(), "platform": platform.platform()}
-    for module in ("torch", "torch_geometric", "ase", "numpy", "matplotlib"):
-        try:
-            info[module] = __import__(module).__version__
-        except ImportError:
-            info[module] = "not installed"
-    try:
-        info["git commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True,
-                                            text=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        info["git commit"] = "unknown"
-    cpu = "unknown"
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    info["CPU"] = f"{cpu}, {os.cpu_count()} logical cores"
-    info["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1 (set by reproduce.py)")
-    return info
+def parallel_note(results: Sequence[RunResult]) -> str:
+    """How many runs shared the machine, as the runs' statuses recorded it."""
+    counts = sorted({r.parallel_runs for r in results if r.parallel_runs is not None})
+    missing = sum(r.parallel_runs is None and r.ended != "not run" for r in results)
+    parts = [f"{' or '.join(map(str, counts))} run(s) at a time"] if counts else []
+    if missing:
+        parts.append(f"not recorded for {missing} run(s)")
+    return ("Runs sharing the machine: " + "; ".join(parts) + ".") if parts else ""
+
+
+def environment_lines(results: Sequence[RunResult], cwd: str) -> list[str]:
+    """The environment the runs recorded when they trained (every distinct value of each
+    key), or this machine's, marked as such, for runs that recorded none."""
+    recorded = [r.environment for r in results if r.environment]
+    lines = []
+    if recorded:
+        lines.append("Recorded by the runs when they trained:")
+        keys = list(dict.fromkeys(key for env in recorded for key in env))
+        for key in keys:
+            values = list(dict.fromkeys(env.get(key, "not recorded") for env in recorded))
+            lines.append(f"- {key}: {' / '.join(values)}")
+    unrecorded = sum(r.environment is None and r.ended != "not run" for r in results)
+    if unrecorded or not recorded:
+        if recorded:
+            lines.append("")
+        lines.append(f"This machine, writing the report ({unrecorded} run(s) recorded no environment):"
+                     if unrecorded else "This machine, writing the report:")
+        lines += [f"- {key}: {value}" for key, value in environment(cwd).items()]
+    return lines
 
 
 def aggregate(results: Sequence[RunResult], splits: Sequence[str]) -> dict[Key, dict[str, Any]]:
@@ -193,8 +201,9 @@ def write_report(suite: Suite, results: Sequence[RunResult], root: str, out_dir:
             parts += [f"![learning curves{'' if size is None else f', {size} frames'}]({suite.name}/{name})", ""]
     if suite.notes:
         parts += ["## Notes", "", *[f"- {note}" for note in suite.notes], ""]
-    parts += ["## How it was run", "", budget_note, "", "```", *commands, "```", "", "## Environment", ""]
-    parts += [f"- {key}: {value}" for key, value in environment(cwd).items()]
+    parts += ["## How it was run", "", f"{budget_note} {parallel_note(results)}", "", "```", *commands, "```", "",
+              "## Environment", ""]
+    parts += environment_lines(results, cwd)
     path = os.path.join(out_dir, f"{suite.name}.md")
     write_text_atomic(path, "\n".join(parts) + "\n")
     return path

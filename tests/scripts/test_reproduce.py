@@ -9,6 +9,7 @@ import shutil
 import sys
 
 import pytest
+import torch
 from trainers.trainer_testing import ROOT, load_script
 
 from spinconv_train.results.collect import RunResult
@@ -37,6 +38,11 @@ def test_smoke_suite_runs_collects_and_reports(tmp_path, capsys):
         assert f"{sum(pair) / 2:.4f} ({pair[0]:.4f}–{pair[1]:.4f})" in report
     assert "python main.py --mode train --config-yml configs/s2ef/oc20_mini/schnet.yml" in report
     assert "torch:" in report and "CPU:" in report and "Budgets: 120 CPU s per run" in report
+    # where the numbers were made is what the runs recorded, not the machine writing the report
+    assert "Recorded by the runs when they trained:" in report and "This machine" not in report
+    assert "Runs sharing the machine: 2 run(s) at a time." in report
+    status = json.loads((runs / "status" / "schnet-seed0.json").read_text())
+    assert status["parallel_runs"] == 2 and status["environment"]["torch"] == torch.__version__
     assert (results / "smoke" / "learning_curves.png").stat().st_size > 1000
     before = (runs / "status" / "schnet-seed0.json").read_text()
     assert script.main(["--suite", "smoke", "--run-root", str(runs), "--results-dir", str(results),

@@ -82,7 +82,9 @@ def run_md(name: str, frames: int, every: int = 10, temperature: float = 500.0, 
         dyn.run(every)
         R[k] = atoms.get_positions()
         E[k, 0] = atoms.get_potential_energy() / KCAL_PER_MOL
-        F[k] = atoms.get_forces() / KCAL_PER_MOL
+        # the calculator's forces: with apply_constraint, FixCom's adjustment would give
+        # them a net force that no translation-invariant energy has
+        F[k] = atoms.get_forces(apply_constraint=False) / KCAL_PER_MOL
     return {
         "z": atoms.get_atomic_numbers().astype(np.int64), "R": R, "E": E, "F": F,
         "name": np.array(name), "theory": np.array("GFN2-xTB (tblite), Langevin MD"),

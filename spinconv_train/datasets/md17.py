@@ -9,6 +9,7 @@ Two file layouts are read, both in kcal/mol and kcal/mol/Å, converted to eV and
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -24,6 +25,7 @@ from .molecules import check_array, check_elements, molecule_data
 from .splits import SPLIT_NAMES, read_index_file, split_by_size
 
 KCAL_PER_MOL_IN_EV = units.kcal / units.mol
+logger = logging.getLogger(__name__)
 
 _LAYOUTS = {
     "md17": {"z": "z", "R": "R", "E": "E", "F": "F"},
@@ -58,13 +60,34 @@ def load_md17(path: str, elements: Sequence[int] | None = None) -> dict[str, np.
         energy = check_array(energy, (frames, 1), path, names["E"], " (one energy per frame)")[:, 0]
         force = check_array(npz[names["F"]], (frames, n, 3), path, names["F"])
     check_elements(z, path, None, elements)
+    force = force.astype(np.float64) * KCAL_PER_MOL_IN_EV
+    warn_net_force(force, path, names["F"])
     return {
         "z": z,
         "pos": pos.astype(np.float64),
         "energy": energy.astype(np.float64) * KCAL_PER_MOL_IN_EV,
-        "force": force.astype(np.float64) * KCAL_PER_MOL_IN_EV,
+        "force": force,
         "layout": layout,
     }
+
+
+# Mean |sum of a frame's forces| (eV/Å) above which an isolated molecule's forces are not
+# those of a translation-invariant energy: far above the SCF noise of quantum-chemistry
+# forces, far below the error of forces altered by an MD constraint or thermostat.
+NET_FORCE_WARN_EV_A = 0.05
+
+
+def warn_net_force(force: np.ndarray, path: str, key: str) -> None:
+    """Warn when the frames' forces (frames, atoms, 3) in eV/Å do not sum to about zero."""
+    if not len(force):
+        return
+    net = float(np.linalg.norm(force.sum(axis=1), axis=-1).mean())
+    if net > NET_FORCE_WARN_EV_A:
+        logger.warning(
+            "%s: key %r: the forces of a frame sum to %.3g eV/Å on average (mean |F| per atom %.3g); an "
+            "isolated molecule's forces sum to zero, and so do any model's, so no model can fit these. "
+            "Were they stored with an MD constraint applied (ASE: use atoms.get_forces(apply_constraint=False))?",
+            path, key, net, float(np.linalg.norm(force, axis=-1).mean()))
 
 
 def resolve_md17_path(src: str, molecule: str | None) -> str:

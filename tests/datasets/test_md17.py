@@ -130,3 +130,34 @@ def test_committed_xtb_aspirin_stays_intact(repo_root):
     bonds = (d < limit) & ~np.eye(21, dtype=bool)
     assert (bonds == bonds[0]).all()
     assert bonds[0].sum() // 2 == 21  # aspirin: 21 atoms, one ring, so 21 bonds
+
+
+@pytest.mark.parametrize("molecule,frames", [("ethanol", (0, 1999)), ("aspirin", (0, 499))])
+def test_committed_xtb_forces_are_the_calculators(repo_root, molecule, frames):
+    """The stored forces are GFN2-xTB's own (recomputed here with tblite), so they sum to
+    zero as every translation-invariant energy's do, and models can fit them."""
+    pytest.importorskip("tblite")
+    from ase import Atoms
+    from tblite.ase import TBLite
+
+    ds = MD17Dataset({"src": f"{repo_root}/data/md17/{molecule}_xtb.npz", "split": "all"})
+    assert np.abs(ds.force.sum(axis=1)).max() < 1e-3
+    for k in frames:
+        atoms = Atoms(numbers=ds.z, positions=ds.pos[k])
+        atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
+        assert np.abs(atoms.get_forces() - ds.force[k]).max() < 1e-3
+        assert atoms.get_potential_energy() == pytest.approx(ds.energy[k], abs=1e-3)
+
+
+def test_forces_with_a_net_force_are_named_in_a_warning(tmp_path, md17_arrays, caplog):
+    arrays = dict(md17_arrays)
+    balanced = arrays["F"] - arrays["F"].mean(axis=1, keepdims=True)
+    for name, forces, expected in (("balanced.npz", balanced, False), ("net.npz", balanced + 5.0, True)):
+        path = tmp_path / name
+        np.savez(path, **{**arrays, "F": forces})
+        caplog.clear()
+        MD17Dataset({"src": str(path), "split": "all"})
+        warned = [r.getMessage() for r in caplog.records if "sum to" in r.getMessage()]
+        assert bool(warned) == expected
+        if expected:
+            assert name in warned[0] and "'F'" in warned[0] and "apply_constraint=False" in warned[0]

@@ -22,7 +22,7 @@ class RunResult:
     best_step: int | None = None
     last_step: int | None = None
     ended: str = "not run"  # "early stop / max steps", "budget", "failed (exit N)", "not run"
-    parallel_runs: int | None = None  # runs sharing the machine while it trained (None: not recorded)
+    parallel_runs: int | None = None  # runs of its suite at a time while it trained (None: not recorded)
     environment: dict[str, str] | None = None  # versions, commit, hardware when it trained (None: not recorded)
 
 

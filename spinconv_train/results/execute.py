@@ -134,7 +134,7 @@ def _environment() -> dict:
 def execute_run(spec: RunSpec, root: str, cwd: str, budget_cpu_s: float | None = None, jobs: int = 1) -> dict:
     """Train ``spec`` (unless a finished status exists) and validate its best checkpoint; returns
     and saves the status ``{"train": Outcome, "validate": [Outcome, ...], "budget_cpu_s",
-    "parallel_runs" (``jobs``: runs sharing the machine), "environment"}``."""
+    "parallel_runs" (``jobs``: runs of the suite at a time), "environment"}``."""
     env = _environment()
     status = read_status(spec, root)
     if not finished(status):

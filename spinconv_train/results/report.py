@@ -20,13 +20,13 @@ Key = tuple[str, "int | None"]  # (group, training size)
 
 
 def parallel_note(results: Sequence[RunResult]) -> str:
-    """How many runs shared the machine, as the runs' statuses recorded it."""
+    """How many runs of the suite ran at a time, as the runs' statuses recorded it."""
     counts = sorted({r.parallel_runs for r in results if r.parallel_runs is not None})
     missing = sum(r.parallel_runs is None and r.ended != "not run" for r in results)
-    parts = [f"{' or '.join(map(str, counts))} run(s) at a time"] if counts else []
+    parts = [" or ".join(map(str, counts))] if counts else []
     if missing:
         parts.append(f"not recorded for {missing} run(s)")
-    return ("Runs sharing the machine: " + "; ".join(parts) + ".") if parts else ""
+    return ("Runs of this suite at a time: " + "; ".join(parts) + ".") if parts else ""
 
 
 def environment_lines(results: Sequence[RunResult], cwd: str) -> list[str]:

@@ -40,7 +40,7 @@ def test_smoke_suite_runs_collects_and_reports(tmp_path, capsys):
     assert "torch:" in report and "CPU:" in report and "Budgets: 120 CPU s per run" in report
     # where the numbers were made is what the runs recorded, not the machine writing the report
     assert "Recorded by the runs when they trained:" in report and "This machine" not in report
-    assert "Runs sharing the machine: 2 run(s) at a time." in report
+    assert "Runs of this suite at a time: 2." in report
     status = json.loads((runs / "status" / "schnet-seed0.json").read_text())
     assert status["parallel_runs"] == 2 and status["environment"]["torch"] == torch.__version__
     assert (results / "smoke" / "learning_curves.png").stat().st_size > 1000

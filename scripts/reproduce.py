@@ -98,8 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.submit:
         outcomes = execute.submit_suite(specs, root, ROOT, args.slurm_arg)
         failed = [o for o in outcomes if o.returncode != 0]
+        where = "".join(f" {flag} {shlex.quote(value)}" for flag, value in
+                        (("--run-root", args.run_root), ("--runs", None if args.runs == "*" else args.runs),
+                         ("--results-dir", None if args.results_dir == os.path.join(ROOT, "results")
+                          else args.results_dir)) if value)
         print(f"submitted {len(outcomes) - len(failed)} of {len(outcomes)} runs; after they finish: "
-              f"python scripts/reproduce.py --suite {suite.name} --collect", flush=True)
+              f"python scripts/reproduce.py --suite {suite.name} --collect{where}", flush=True)
         return 1 if failed else 0
     archive = archive_dir(args.results_dir, suite.name)
     done = [spec for spec in specs if is_archived(spec, archive, budget_of[spec.name])]
@@ -110,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         for spec in todo:
             status = execute.read_status(spec, root)
             if status is None and execute.best_checkpoint(spec, root) is not None:  # a submitted job's run
-                status = {"train": {"returncode": 0, "stopped_by_budget": False, "cpu_s": float("nan")},
-                          "validate": []}
+                status = {"train": {"returncode": 0, "stopped_by_budget": False, "cpu_s": float("nan"),
+                                    "submitted": True}, "validate": []}
             if status is not None:
                 execute.validate_run(spec, root, ROOT, status)
                 archive_run(spec, root, archive)

@@ -52,7 +52,9 @@ def collect_run(suite: Suite, spec: RunSpec, root: str) -> RunResult:
         result.parallel_runs = status.get("parallel_runs")
         result.environment = status.get("environment")
         result.cpu_s = float(train["cpu_s"])
-        if train["stopped_by_budget"]:
+        if train.get("submitted"):
+            result.ended = "SLURM job (how it ended is not recorded)"
+        elif train["stopped_by_budget"]:
             result.ended = "budget"
         elif train["returncode"] == 0:
             result.ended = "converged / step limit"

@@ -12,8 +12,9 @@ set), stopped once it has used its CPU budget (``--budget-cpu-s`` overrides ever
 then ``--mode validate`` on its best checkpoint. Run folders go to ``runs/suites/<suite>/``
 (``--run-root``). Each finished run's metrics, config and status are copied to
 ``results/<suite>/runs/``, and the report is built from there: commit that folder with the
-report. Finished runs (in either place) are not run again, so rerunning the command resumes
-a suite, also on another machine from a clone; delete a run's archived folders to rerun it.
+report. Finished runs (in either place) are not run again unless their config changed, so
+rerunning the command resumes a suite, also on another machine from a clone; delete a run's
+archived folders to rerun it.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from spinconv_train.results import execute
-    from spinconv_train.results.archive import archive_dir, archive_run, is_archived
+    from spinconv_train.results.archive import archive_dir, archive_run, expected_config, is_archived
     from spinconv_train.results.collect import collect_suite
     from spinconv_train.results.report import write_report
     from spinconv_train.results.suites import SUITES, get_suite
@@ -106,10 +107,19 @@ def main(argv: list[str] | None = None) -> int:
               f"python scripts/reproduce.py --suite {suite.name} --collect{where}", flush=True)
         return 1 if failed else 0
     archive = archive_dir(args.results_dir, suite.name)
-    done = [spec for spec in specs if is_archived(spec, archive, budget_of[spec.name])]
+    configs = {spec.name: expected_config(spec, ROOT) for spec in specs}
+    done = [spec for spec in specs if is_archived(spec, archive, budget_of[spec.name], configs[spec.name])]
     todo = [spec for spec in specs if spec not in done]
     if done:
         print(f"{len(done)} of {len(specs)} runs are already finished in {archive}: not run again", flush=True)
+    stale = [spec.name for spec in todo if is_archived(spec, archive, budget_of[spec.name])]
+    if stale:
+        print(f"{len(stale)} archived run(s) trained with another config than their config file now gives "
+              f"run again, replacing their numbers: {', '.join(stale)}", flush=True)
+        for name in stale:  # their old run folders would be resumed: set them aside
+            for path in (os.path.join(root, name), os.path.join(root, "status", f"{name}.json")):
+                if os.path.exists(path):
+                    os.replace(path, f"{path}.superseded")
     if args.collect:
         for spec in todo:
             status = execute.read_status(spec, root)

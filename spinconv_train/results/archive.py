@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import yaml
+
 from spinconv_train.atomic_files import write_text_atomic
 from spinconv_train.results.execute import finished, read_status, status_path
 from spinconv_train.results.suites import RunSpec
@@ -24,11 +26,38 @@ def archive_dir(results_dir: str, suite_name: str) -> str:
     return os.path.join(results_dir, suite_name, "runs")
 
 
-def is_archived(spec: RunSpec, archive: str, budget_cpu_s: float) -> bool:
+def expected_config(spec: RunSpec, cwd: str) -> dict:
+    """The resolved config ``main.py`` writes into the run folder of ``spec`` (its config
+    file, includes, overrides and seed), as plain data; paths relative to ``cwd``."""
+    from spinconv_train.config import load_config, plain
+
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        config = plain(load_config(spec.config, list(spec.overrides)))
+    finally:
+        os.chdir(previous)
+    config["seed"] = spec.seed
+    return config
+
+
+def archived_config(spec: RunSpec, archive: str) -> dict | None:
+    """The config the archived run of ``spec`` trained with (None when not archived)."""
+    path = os.path.join(archive, spec.name, "config.yml")
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def is_archived(spec: RunSpec, archive: str, budget_cpu_s: float, config: dict | None = None) -> bool:
     """Whether ``archive`` holds a finished, validated run of ``spec`` trained with this budget
-    (a run made with another ``--budget-cpu-s`` does not count: it is run again)."""
+    and, when ``config`` is given, with this resolved config (a run made with another
+    ``--budget-cpu-s``, or before its config file changed, does not count: it runs again)."""
     status = read_status(spec, archive)
     if not finished(status) or float(status.get("budget_cpu_s", float("nan"))) != float(budget_cpu_s):
+        return False
+    if config is not None and archived_config(spec, archive) != config:
         return False
     return bool(status.get("validate")) and all(v["returncode"] == 0 for v in status["validate"])
 

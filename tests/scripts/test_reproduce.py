@@ -62,6 +62,17 @@ def test_smoke_suite_runs_collects_and_reports(tmp_path, capsys):
     assert "2 of 2 runs are already finished" in capsys.readouterr().out
     assert not (runs / "status").exists()  # nothing was trained again
     assert (results / "smoke.md").read_text().split("## How it was run")[0] == report.split("## How it was run")[0]
+    # A run archived with another config than its config file now gives runs again (its
+    # old run folder, which would be resumed, is set aside).
+    shutil.copytree(archive / "schnet-seed1", runs / "schnet-seed1")
+    archived = archive / "schnet-seed1" / "config.yml"
+    archived.write_text(archived.read_text().replace("hidden_channels: 16", "hidden_channels: 17"))
+    assert script.main(["--suite", "smoke", "--run-root", str(runs), "--results-dir", str(results),
+                        "--jobs", "2"]) == 0
+    assert "1 archived run(s) trained with another config" in capsys.readouterr().out
+    assert sorted(os.listdir(runs / "status")) == ["schnet-seed1.json"]
+    assert (runs / "schnet-seed1.superseded" / "metrics.jsonl").exists()
+    assert "hidden_channels: 16" in archived.read_text()
 
 
 def test_dry_run_prints_commands_and_missing_data_is_named(tmp_path, capsys, monkeypatch):

@@ -73,28 +73,34 @@ def _smoke() -> Suite:
                  splits=("val", "val_ood"), data_check=("data/oc20_mini/s2ef/train",))
 
 
-def _oc20_learning_curve() -> Suite:
+def _emt_run(name: str, group: str, config: str, seed: int, size: int, budget: float,
+             extra: tuple[str, ...] = ()) -> RunSpec:
+    """A run on ``size`` generated EMT training frames: plateau LR schedule, early stopping
+    on strided val_id, then a final validation on val_id and the OOD splits."""
     final = (f"--dataset.val.every={VAL_EVERY_FINAL}",
              *(f"--dataset.{split}.src={EMT_DATA}/s2ef/{split}" for split in EMT_SPLITS),
              *(f"--dataset.{split}.every={OOD_EVERY_FINAL}" for split in EMT_SPLITS))
+    steps_per_epoch = -(-size // 4)  # batch size 4
+    return RunSpec(
+        name=name, group=group, config=f"{OC20_MINI}/{config}.yml", seed=seed, train_size=size, budget_cpu_s=budget,
+        overrides=(f"--dataset.train.src={EMT_DATA}/s2ef/train_{size}",
+                   f"--dataset.val.src={EMT_DATA}/s2ef/val_id",
+                   f"--dataset.val.every={VAL_EVERY_IN_TRAINING}",
+                   f"--dataset.test.src={EMT_DATA}/s2ef/val_id",
+                   "--optim.max_epochs=1000", "--optim.scheduler=ReduceLROnPlateau",
+                   "--optim.factor=0.5", "--optim.patience=3", "--optim.early_stopping_patience=8",
+                   f"--optim.eval_every={min(steps_per_epoch, 250)}", "--logger.backends=[]", *extra),
+        validate=(final,))
+
+
+def _oc20_learning_curve() -> Suite:
     runs = []
     for seed in (0, 1):  # every model and size of seed 0 first: a partial suite is still a curve
         for size, (budget, seeds) in LEARNING_CURVE_SIZES.items():
             if seed not in seeds:
                 continue
             for group, config in LEARNING_CURVE_MODELS:
-                steps_per_epoch = -(-size // 4)  # batch size 4
-                runs.append(RunSpec(
-                    name=f"{config}-n{size}-seed{seed}", group=group, config=f"{OC20_MINI}/{config}.yml", seed=seed,
-                    train_size=size, budget_cpu_s=budget,
-                    overrides=(f"--dataset.train.src={EMT_DATA}/s2ef/train_{size}",
-                               f"--dataset.val.src={EMT_DATA}/s2ef/val_id",
-                               f"--dataset.val.every={VAL_EVERY_IN_TRAINING}",
-                               f"--dataset.test.src={EMT_DATA}/s2ef/val_id",
-                               "--optim.max_epochs=1000", "--optim.scheduler=ReduceLROnPlateau",
-                               "--optim.factor=0.5", "--optim.patience=3", "--optim.early_stopping_patience=8",
-                               f"--optim.eval_every={min(steps_per_epoch, 250)}", "--logger.backends=[]"),
-                    validate=(final,)))
+                runs.append(_emt_run(f"{config}-n{size}-seed{seed}", group, config, seed, size, budget))
     budgets = ", ".join(f"{n} frames: {int(b)} s ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
                         for n, (b, seeds) in LEARNING_CURVE_SIZES.items())
     return Suite(
@@ -111,6 +117,38 @@ def _oc20_learning_curve() -> Suite:
                f"checkpoint's on one frame in {VAL_EVERY_FINAL} of val_id and one in {OOD_EVERY_FINAL} of each "
                "out-of-distribution split (`dataset.<split>.every`).",
                f"CPU budgets per run (1 thread): {budgets}."))
+
+
+# One change at a time to the small-data SpinConv configs (name, overrides).
+TUNING_VARIANTS = (
+    ("as shipped", ()),
+    ("lr 1e-3", ("--optim.lr_initial=0.001",)),
+    ("hidden 32, mid 32", ("--model.hidden_channels=32", "--model.mid_hidden_channels=32")),
+    ("3 interactions", ("--model.num_interactions=3",)),
+    ("sphere 8x8", ("--model.sphere_size_lat=8", "--model.sphere_size_long=8")),
+    ("force weight 30", ("--optim.force_coefficient=30",)),
+    ("cutoff 5 A", ("--model.cutoff=5.0",)),
+)
+TUNING_SIZE, TUNING_BUDGET = 1000, 240.0
+
+
+def _oc20_small_tuning() -> Suite:
+    runs = tuple(
+        _emt_run(f"{config}-{'-'.join(variant.lower().replace(',', '').split())}", f"{group}: {variant}", config,
+                 0, TUNING_SIZE, TUNING_BUDGET, overrides)
+        for group, config in LEARNING_CURVE_MODELS if config.startswith("spinconv")
+        for variant, overrides in TUNING_VARIANTS)
+    return Suite(
+        "oc20_small_tuning",
+        f"One change at a time to the three small-data SpinConv configs, on {TUNING_SIZE} frames of the generated "
+        f"OC20-style data with the learning curve's schedule and {TUNING_BUDGET:g} CPU s each (seed 0); choose on "
+        "val (val_id) only: the out-of-distribution splits are reported, not used to choose.",
+        runs, splits=("val", *EMT_SPLITS),
+        setup=(f"python scripts/make_oc20_emt.py --size 500 --out {EMT_DATA} --workers 2 "
+               "--train-subsets 300,1000,3000,10000",),
+        data_check=(f"{EMT_DATA}/s2ef/train_{TUNING_SIZE}",),
+        notes=("A change is worth adopting when it beats 'as shipped' by more than the spread two seeds give "
+               "on the learning curve at the same size; confirm it with seed 1 before changing a config.",))
 
 
 def _md17_ethanol() -> Suite:
@@ -163,6 +201,7 @@ def _paper() -> Suite:
 SUITES: dict[str, Callable[[], Suite]] = {
     "smoke": _smoke,
     "oc20_small_learning_curve": _oc20_learning_curve,
+    "oc20_small_tuning": _oc20_small_tuning,
     "md17_ethanol": _md17_ethanol,
     "qm9": _qm9,
     "paper": _paper,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +139,7 @@ def execute_run(spec: RunSpec, root: str, cwd: str, budget_cpu_s: float | None =
     env = _environment()
     status = read_status(spec, root)
     if not finished(status):
+        set_aside_interrupted(spec, root)
         budget = spec.budget_cpu_s if budget_cpu_s is None else budget_cpu_s
         started_in = environment(cwd, env)
         train = run_with_budget(train_command(spec, root), budget, os.path.join(root, "logs", f"{spec.name}.log"),
@@ -146,6 +148,18 @@ def execute_run(spec: RunSpec, root: str, cwd: str, budget_cpu_s: float | None =
                   "validate": []}
         write_text_atomic(status_path(spec, root), json.dumps(status, indent=1))
     return validate_run(spec, root, cwd, status)
+
+
+def set_aside_interrupted(spec: RunSpec, root: str) -> None:
+    """Move the folder of a training run that was interrupted (no finished status) to
+    ``<run>.interrupted``: resumed, it would get a fresh CPU budget on top of what it used, so
+    it starts again from scratch instead."""
+    run_dir = os.path.join(root, spec.name)
+    if os.path.isdir(run_dir):
+        aside = f"{run_dir}.interrupted"
+        if os.path.isdir(aside):
+            shutil.rmtree(aside)
+        os.replace(run_dir, aside)
 
 
 def validate_run(spec: RunSpec, root: str, cwd: str, status: dict) -> dict:

@@ -129,3 +129,15 @@ def test_report_table_crossings_and_size_plot():
     assert [c.get_label() for c in val_axes.containers] == ["A", "B"]
     line_a = val_axes.containers[0].lines[0]
     assert list(line_a.get_xdata()) == [100, 1000] and list(line_a.get_ydata()) == pytest.approx([0.25, 0.10])
+
+
+def test_an_interrupted_run_starts_again_rather_than_resuming_with_a_fresh_budget(tmp_path):
+    from spinconv_train.results.execute import set_aside_interrupted
+
+    spec = RunSpec(name="r", group="g", config="c.yml")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "checkpoint.pt").write_bytes(b"partial")
+    set_aside_interrupted(spec, str(tmp_path))
+    assert not (tmp_path / "r").exists() and (tmp_path / "r.interrupted" / "checkpoint.pt").exists()
+    set_aside_interrupted(spec, str(tmp_path))  # nothing to move: nothing happens
+    assert (tmp_path / "r.interrupted").exists()

@@ -167,6 +167,22 @@ def findings(suite: Suite, table: dict[Key, dict[str, Any]]) -> list[str]:
     return lines
 
 
+READING_FILE = "reading.md"
+
+
+def reading_section(path: str) -> list[str]:
+    """The hand-written interpretation kept in ``results/<suite>/reading.md``, if there is one.
+
+    The generated parts of a report are rewritten on every collect; what a person wrote about
+    them lives in its own file so that collecting again never erases it.
+    """
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read().strip()
+    return ["", "## Reading", "", f"(Written by hand after the runs; from `{os.path.basename(path)}`.)", "", text] if text else []
+
+
 def write_report(suite: Suite, results: Sequence[RunResult], root: str, out_dir: str, commands: Sequence[str],
                  cwd: str, budget_note: str) -> str:
     """Write ``out_dir/<suite>.md`` and its plots in ``out_dir/<suite>/``; return the Markdown path."""
@@ -181,6 +197,7 @@ def write_report(suite: Suite, results: Sequence[RunResult], root: str, out_dir:
     if stopped:
         parts += ["", f"{stopped} of {len(results)} runs were stopped by their CPU budget before early stopping: "
                   "their numbers are what that budget buys, not converged values."]
+    parts += reading_section(os.path.join(figures, READING_FILE))
     parts += ["", "## Results", "", metric_table(suite, table), ""]
     if any(r.spec.train_size for r in results) and len({r.spec.train_size for r in results}) > 1:
         parts += [f"![metric against training size]({suite.name}/size_curves.png)", ""]

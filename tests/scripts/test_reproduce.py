@@ -45,9 +45,14 @@ def test_smoke_suite_runs_collects_and_reports(tmp_path, capsys):
     assert status["parallel_runs"] == 2 and status["environment"]["torch"] == torch.__version__
     assert (results / "smoke" / "learning_curves.png").stat().st_size > 1000
     before = (runs / "status" / "schnet-seed0.json").read_text()
+    assert "## Reading" not in report
+    (results / "smoke" / "reading.md").write_text("SchNet twice; nothing to compare.\n")
     assert script.main(["--suite", "smoke", "--run-root", str(runs), "--results-dir", str(results),
                         "--collect"]) == 0  # nothing is trained again
     assert (runs / "status" / "schnet-seed0.json").read_text() == before
+    # what a person wrote about the runs survives collecting again
+    report = (results / "smoke.md").read_text()
+    assert "## Reading" in report and "SchNet twice; nothing to compare." in report
     # The report is built from the archive beside it, which outlives the run folders.
     archive = results / "smoke" / "runs"
     for seed in (0, 1):

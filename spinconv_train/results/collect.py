@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from spinconv_train.plots.metrics_io import read_metrics
@@ -26,13 +27,13 @@ class RunResult:
     environment: dict[str, str] | None = None  # versions, commit, hardware when it trained (None: not recorded)
 
 
-def validate_metrics(root: str, spec: RunSpec) -> dict[str, dict[str, float]]:
-    """``{split: metrics}`` from the run's ``validate/<name>-v<k>`` folders
-    (``validate_metrics.json`` is ``val``, ``validate_metrics_<split>.json`` is ``<split>``)."""
+def validate_metrics(root: str, spec: RunSpec, failed: Collection[int] = ()) -> dict[str, dict[str, float]]:
+    """``{split: metrics}`` from the run's ``validate/<name>-v<k>`` folders, except the ``failed``
+    ones (``validate_metrics.json`` is ``val``, ``validate_metrics_<split>.json`` is ``<split>``)."""
     found: dict[str, dict[str, float]] = {}
     for k in range(len(spec.validate)):
         folder = os.path.join(root, "validate", f"{spec.name}-v{k}")
-        if not os.path.isdir(folder):
+        if k in failed or not os.path.isdir(folder):
             continue
         for name in sorted(os.listdir(folder)):
             if name.startswith("validate_metrics") and name.endswith(".json"):
@@ -62,6 +63,10 @@ def collect_run(suite: Suite, spec: RunSpec, root: str) -> RunResult:
             result.ended = f"failed (exit {train['returncode']})"
     elif os.path.isdir(run_dir):
         result.ended = "submitted job (CPU time not recorded)"
+    failed = [k for k, outcome in enumerate((status or {}).get("validate", [])) if outcome["returncode"] != 0]
+    if failed:
+        logs = ", ".join(f"logs/{spec.name}-v{k}.log" for k in failed)
+        result.ended += f"; validation failed, held-out numbers missing ({logs})"
     if os.path.exists(os.path.join(run_dir, "metrics.jsonl")) or os.path.exists(os.path.join(run_dir, "metrics.csv")):
         rows = read_metrics(run_dir)
         val = [r for r in rows if r.get("split") == "val" and math.isfinite(float(r.get(suite.metric, math.nan)))]
@@ -71,7 +76,7 @@ def collect_run(suite: Suite, spec: RunSpec, root: str) -> RunResult:
             result.metrics["val"] = float(best[suite.metric])  # replaced by the validation output when there is one
         steps = [int(r["step"]) for r in rows if r.get("split") == "train"]
         result.last_step = max(steps) if steps else None
-    for split, metrics in validate_metrics(root, spec).items():
+    for split, metrics in validate_metrics(root, spec, failed).items():
         if suite.metric in metrics:
             result.metrics[split] = float(metrics[suite.metric])
     return result

@@ -60,7 +60,8 @@ def validate_commands(spec: RunSpec, root: str, python: str = sys.executable) ->
     """One ``main.py --mode validate`` command per entry of ``spec.validate``, on the best checkpoint."""
     checkpoint = best_checkpoint(spec, root) or os.path.join(root, spec.name, "best_checkpoint.pt")
     return [[python, "main.py", "--mode", "validate", "--checkpoint", checkpoint, "--run-dir",
-             os.path.join(root, "validate"), "--run-name", f"{spec.name}-v{k}", "--no-progress", *extra]
+             os.path.dirname(validation_dir(spec, root, k)), "--run-name", f"{spec.name}-v{k}", "--no-progress",
+             *extra]
             for k, extra in enumerate(spec.validate)]
 
 
@@ -150,20 +151,33 @@ def execute_run(spec: RunSpec, root: str, cwd: str, budget_cpu_s: float | None =
     return validate_run(spec, root, cwd, status)
 
 
-def set_aside_interrupted(spec: RunSpec, root: str) -> None:
-    """Move the folder of a training run that was interrupted (no finished status) to
-    ``<run>.interrupted``: resumed, it would get a fresh CPU budget on top of what it used, so
-    it starts again from scratch instead."""
-    run_dir = os.path.join(root, spec.name)
-    if os.path.isdir(run_dir):
-        aside = f"{run_dir}.interrupted"
+def _move_aside(folder: str, suffix: str) -> None:
+    """Rename ``folder`` to ``folder + suffix`` (replacing an older one of that name), if it exists."""
+    if os.path.isdir(folder):
+        aside = folder + suffix
         if os.path.isdir(aside):
             shutil.rmtree(aside)
-        os.replace(run_dir, aside)
+        os.replace(folder, aside)
+
+
+def validation_dir(spec: RunSpec, root: str, k: int) -> str:
+    """The folder of the k-th validation of ``spec``'s best checkpoint."""
+    return os.path.join(root, "validate", f"{spec.name}-v{k}")
+
+
+def set_aside_interrupted(spec: RunSpec, root: str) -> None:
+    """Move the folder of a training run that was interrupted (no finished status) to
+    ``<run>.interrupted``, and its validation folders with it: resumed, it would get a fresh CPU
+    budget on top of what it used, so it starts again from scratch instead, and validations of
+    an earlier attempt must not be read as this attempt's."""
+    _move_aside(os.path.join(root, spec.name), ".interrupted")
+    for k in range(len(spec.validate)):
+        _move_aside(validation_dir(spec, root, k), ".interrupted")
 
 
 def validate_run(spec: RunSpec, root: str, cwd: str, status: dict) -> dict:
-    """Run the validations of a finished training run that are not done yet; save and return its status."""
+    """Run the validations of a finished training run that are not done yet; save and return its
+    status. The folder of a validation that did not succeed is set aside (``.failed``) first."""
     if not finished(status) or best_checkpoint(spec, root) is None:
         return status
     done = len(status.get("validate", []))
@@ -171,6 +185,7 @@ def validate_run(spec: RunSpec, root: str, cwd: str, status: dict) -> dict:
     for k, command in enumerate(validate_commands(spec, root)):
         if k < done and status["validate"][k]["returncode"] == 0:
             continue
+        _move_aside(validation_dir(spec, root, k), ".failed")
         outcome = run_plain(command, os.path.join(root, "logs", f"{spec.name}-v{k}.log"), cwd, env)
         status["validate"] = status.get("validate", [])[:k] + [asdict(outcome)]
         write_text_atomic(status_path(spec, root), json.dumps(status, indent=1))

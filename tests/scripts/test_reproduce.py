@@ -146,3 +146,40 @@ def test_an_interrupted_run_starts_again_rather_than_resuming_with_a_fresh_budge
     assert not (tmp_path / "r").exists() and (tmp_path / "r.interrupted" / "checkpoint.pt").exists()
     set_aside_interrupted(spec, str(tmp_path))  # nothing to move: nothing happens
     assert (tmp_path / "r.interrupted").exists()
+    # its validations go with it: they belong to the earlier attempt
+    spec = RunSpec(name="s", group="g", config="c.yml", validate=((),))
+    (tmp_path / "validate" / "s-v0").mkdir(parents=True)
+    set_aside_interrupted(spec, str(tmp_path))
+    assert (tmp_path / "validate" / "s-v0.interrupted").is_dir() and not (tmp_path / "validate" / "s-v0").exists()
+
+
+def test_a_failed_validation_is_retried_in_a_clean_folder_and_reported(tmp_path, monkeypatch):
+    from spinconv_train.results import execute
+    from spinconv_train.results.collect import collect_run
+
+    spec = RunSpec(name="s", group="g", config="c.yml", validate=((),))
+    suite = Suite(name="t", description="", runs=(spec,), splits=("val", "val_ood"))
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "best_checkpoint.pt").write_bytes(b"weights")
+    stale = tmp_path / "validate" / "s-v0"
+    stale.mkdir(parents=True)
+    (stale / "validate_metrics_val_ood.json").write_text(json.dumps({"forces_mae": 0.5}))
+    train = {"command": [], "returncode": 0, "cpu_s": 1.0, "wall_s": 1.0, "stopped_by_budget": False}
+    failed = {"command": [], "returncode": 2, "cpu_s": 1.0, "wall_s": 1.0, "stopped_by_budget": False}
+    status = {"train": train, "validate": [failed]}
+    (tmp_path / "status").mkdir()
+    (tmp_path / "status" / "s.json").write_text(json.dumps(status))
+    # a failed validation's folder is not read as the run's numbers, and the report says so
+    result = collect_run(suite, spec, str(tmp_path))
+    assert "val_ood" not in result.metrics and "validation failed" in result.ended and "logs/s-v0.log" in result.ended
+    ran = []
+
+    def fake_run(command, log_path, cwd, env=None):
+        ran.append(command)
+        assert not stale.exists()  # the earlier attempt's folder is out of the way
+        return execute.Outcome(list(command), 0, 1.0, 1.0)
+
+    monkeypatch.setattr(execute, "run_plain", fake_run)
+    status = execute.validate_run(spec, str(tmp_path), str(tmp_path), status)
+    assert len(ran) == 1 and status["validate"][0]["returncode"] == 0
+    assert (tmp_path / "validate" / "s-v0.failed" / "validate_metrics_val_ood.json").exists()

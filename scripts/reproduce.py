@@ -116,10 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     if stale:
         print(f"{len(stale)} archived run(s) trained with another config than their config file now gives "
               f"run again, replacing their numbers: {', '.join(stale)}", flush=True)
-        for name in stale:  # their old run folders would be resumed: set them aside
-            for path in (os.path.join(root, name), os.path.join(root, "status", f"{name}.json")):
-                if os.path.exists(path):
-                    os.replace(path, f"{path}.superseded")
+        for spec in todo:  # their old run folders would be resumed: set them aside, status too
+            if spec.name in stale:
+                execute.set_aside(spec, root, ".superseded")
+                status_file = execute.status_path(spec, root)
+                if os.path.exists(status_file):
+                    os.replace(status_file, f"{status_file}.superseded")
     if args.collect:
         for spec in todo:
             status = execute.read_status(spec, root)

@@ -15,7 +15,7 @@ import os
 import yaml
 
 from spinconv_train.atomic_files import write_text_atomic
-from spinconv_train.results.execute import finished, read_status, status_path
+from spinconv_train.results.execute import finished, read_status, status_path, validation_dir
 from spinconv_train.results.suites import RunSpec
 
 RUN_FILES = ("metrics.jsonl", "config.yml", "attempts.jsonl")
@@ -79,11 +79,11 @@ def archive_run(spec: RunSpec, root: str, archive: str) -> bool:
         if os.path.exists(source):
             _copy_text(source, os.path.join(archive, spec.name, name))
     for k in range(len(spec.validate)):
-        folder = os.path.join(root, "validate", f"{spec.name}-v{k}")
+        folder = validation_dir(spec, root, k)
         if not os.path.isdir(folder):
             continue
         for name in sorted(os.listdir(folder)):
             if name.startswith("validate_metrics") and name.endswith(".json"):
-                _copy_text(os.path.join(folder, name), os.path.join(archive, "validate", f"{spec.name}-v{k}", name))
+                _copy_text(os.path.join(folder, name), os.path.join(validation_dir(spec, archive, k), name))
     _copy_text(status_path(spec, root), status_path(spec, archive))
     return True

@@ -9,7 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from spinconv_train.plots.metrics_io import read_metrics
-from spinconv_train.results.execute import read_status
+from spinconv_train.results.execute import read_status, validation_dir
 from spinconv_train.results.suites import RunSpec, Suite
 
 
@@ -32,7 +32,7 @@ def validate_metrics(root: str, spec: RunSpec, failed: Collection[int] = ()) -> 
     ones (``validate_metrics.json`` is ``val``, ``validate_metrics_<split>.json`` is ``<split>``)."""
     found: dict[str, dict[str, float]] = {}
     for k in range(len(spec.validate)):
-        folder = os.path.join(root, "validate", f"{spec.name}-v{k}")
+        folder = validation_dir(spec, root, k)
         if k in failed or not os.path.isdir(folder):
             continue
         for name in sorted(os.listdir(folder)):

@@ -59,10 +59,12 @@ def best_checkpoint(spec: RunSpec, root: str) -> str | None:
 def validate_commands(spec: RunSpec, root: str, python: str = sys.executable) -> list[list[str]]:
     """One ``main.py --mode validate`` command per entry of ``spec.validate``, on the best checkpoint."""
     checkpoint = best_checkpoint(spec, root) or os.path.join(root, spec.name, "best_checkpoint.pt")
-    return [[python, "main.py", "--mode", "validate", "--checkpoint", checkpoint, "--run-dir",
-             os.path.dirname(validation_dir(spec, root, k)), "--run-name", f"{spec.name}-v{k}", "--no-progress",
-             *extra]
-            for k, extra in enumerate(spec.validate)]
+    commands = []
+    for k, extra in enumerate(spec.validate):
+        run_dir, run_name = os.path.split(validation_dir(spec, root, k))
+        commands.append([python, "main.py", "--mode", "validate", "--checkpoint", checkpoint, "--run-dir", run_dir,
+                         "--run-name", run_name, "--no-progress", *extra])
+    return commands
 
 
 def _proc_cpu_seconds(pid: int) -> float | None:
@@ -165,14 +167,19 @@ def validation_dir(spec: RunSpec, root: str, k: int) -> str:
     return os.path.join(root, "validate", f"{spec.name}-v{k}")
 
 
-def set_aside_interrupted(spec: RunSpec, root: str) -> None:
-    """Move the folder of a training run that was interrupted (no finished status) to
-    ``<run>.interrupted``, and its validation folders with it: resumed, it would get a fresh CPU
-    budget on top of what it used, so it starts again from scratch instead, and validations of
-    an earlier attempt must not be read as this attempt's."""
-    _move_aside(os.path.join(root, spec.name), ".interrupted")
+def set_aside(spec: RunSpec, root: str, suffix: str) -> None:
+    """Move the run folder of ``spec`` and its validation folders to ``<folder><suffix>``, so
+    that a fresh attempt neither resumes the old one nor has its validations read as its own."""
+    _move_aside(os.path.join(root, spec.name), suffix)
     for k in range(len(spec.validate)):
-        _move_aside(validation_dir(spec, root, k), ".interrupted")
+        _move_aside(validation_dir(spec, root, k), suffix)
+
+
+def set_aside_interrupted(spec: RunSpec, root: str) -> None:
+    """Set aside (``.interrupted``) a training run that was interrupted (no finished status):
+    resumed, it would get a fresh CPU budget on top of what it used, so it starts again from
+    scratch instead."""
+    set_aside(spec, root, ".interrupted")
 
 
 def validate_run(spec: RunSpec, root: str, cwd: str, status: dict) -> dict:

@@ -70,6 +70,7 @@ def test_smoke_suite_runs_collects_and_reports(tmp_path, capsys):
     # A run archived with another config than its config file now gives runs again (its
     # old run folder, which would be resumed, is set aside).
     shutil.copytree(archive / "schnet-seed1", runs / "schnet-seed1")
+    shutil.copytree(archive / "validate" / "schnet-seed1-v0", runs / "validate" / "schnet-seed1-v0")
     archived = archive / "schnet-seed1" / "config.yml"
     archived.write_text(archived.read_text().replace("hidden_channels: 16", "hidden_channels: 17"))
     assert script.main(["--suite", "smoke", "--run-root", str(runs), "--results-dir", str(results),
@@ -77,6 +78,9 @@ def test_smoke_suite_runs_collects_and_reports(tmp_path, capsys):
     assert "1 archived run(s) trained with another config" in capsys.readouterr().out
     assert sorted(os.listdir(runs / "status")) == ["schnet-seed1.json"]
     assert (runs / "schnet-seed1.superseded" / "metrics.jsonl").exists()
+    # its old validation went aside with it, and the new one ran in a clean folder
+    assert (runs / "validate" / "schnet-seed1-v0.superseded").is_dir()
+    assert [v["returncode"] for v in json.loads((runs / "status" / "schnet-seed1.json").read_text())["validate"]] == [0]
     assert "hidden_channels: 16" in archived.read_text()
 
 
